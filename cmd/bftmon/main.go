@@ -1,0 +1,34 @@
+// Command bftmon is the one binary of bftmon: it runs nodes (dev, init,
+// start) and talks to them (service, health, version).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "bftmon",
+		Short:         "Byzantine-fault-tolerant monitoring and service discovery",
+		Long:          "bftmon decides the health of services by quorum of independent observers, agreed through CometBFT.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		// Node commands (node_cmds.go).
+		newDevCmd(), newInitCmd(), newStartCmd(),
+		// Client commands (client_cmds.go).
+		newServiceCmd(), newHealthCmd(), newVersionCmd(),
+	)
+	return root
+}
