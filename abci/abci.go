@@ -1,0 +1,222 @@
+// Package abci is the ABCI 2.0 face of the application: it translates
+// CometBFT's calls into calls on app.App and the store, and results back. It
+// holds no business rules of its own.
+package abci
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/store"
+)
+
+// Version is reported in Info.
+const Version = "bftmon/1"
+
+// AppVersion is the application protocol version.
+const AppVersion = 1
+
+// TxOutcome is the committed result of one transaction.
+type TxOutcome struct {
+	Hash string
+	Code uint32
+	Log  string
+}
+
+// Block is what a committed block did, handed to the commit listener.
+type Block struct {
+	Height  int64
+	AppHash []byte
+	Txs     []TxOutcome
+	Alerts  []types.Alert
+	// CatalogChanged tells whether the block registered or deregistered
+	// anything.
+	CatalogChanged bool
+}
+
+// Application is the ABCI application.
+type Application struct {
+	abci.BaseApplication
+
+	store *store.Store
+	app   *app.App
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	onCommit []func(Block)
+	pending  *Block // FinalizeBlock's results, until Commit
+}
+
+var _ abci.Application = (*Application)(nil)
+
+// New returns the application over st, loading its state.
+func New(st *store.Store, logger *slog.Logger) (*Application, error) {
+	a, err := app.New(st)
+	if err != nil {
+		return nil, fmt.Errorf("load application state: %w", err)
+	}
+	return &Application{store: st, app: a, log: logger}, nil
+}
+
+// OnCommit registers fn to be called after each Commit with what the block
+// did. fn must not block.
+func (a *Application) OnCommit(fn func(Block)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onCommit = append(a.onCommit, fn)
+}
+
+// Info reports the last committed height and app hash, so that CometBFT
+// replays exactly the blocks the application has not committed.
+func (a *Application) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, error) {
+	return &abci.ResponseInfo{
+		Data:             "bftmon",
+		Version:          Version,
+		AppVersion:       AppVersion,
+		LastBlockHeight:  a.store.Version(),
+		LastBlockAppHash: a.store.Hash(),
+	}, nil
+}
+
+// InitChain writes the genesis observers and operators.
+func (a *Application) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
+	g, err := app.ParseGenesis(req.AppStateBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.app.InitChain(req.ChainId, g); err != nil {
+		return nil, fmt.Errorf("init chain: %w", err)
+	}
+	return &abci.ResponseInitChain{AppHash: a.store.WorkingHash()}, nil
+}
+
+// CheckTx admits a transaction to the mempool if it decodes, is signed, is
+// not a replay and its signer may send it.
+func (a *Application) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	if err := a.app.CheckTx(req.Tx); err != nil {
+		code := app.CodeOf(err)
+		if code == app.CodeInternal {
+			return nil, err
+		}
+		return &abci.ResponseCheckTx{Code: uint32(code), Log: err.Error(), Codespace: "bftmon"}, nil
+	}
+	return &abci.ResponseCheckTx{Code: abci.CodeTypeOK}, nil
+}
+
+// PrepareProposal keeps the mempool's transactions in order within the
+// block's byte limit.
+func (a *Application) PrepareProposal(_ context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
+	txs := make([][]byte, 0, len(req.Txs))
+	var size int64
+	for _, tx := range req.Txs {
+		if size+int64(len(tx)) > req.MaxTxBytes {
+			break
+		}
+		size += int64(len(tx))
+		txs = append(txs, tx)
+	}
+	return &abci.ResponsePrepareProposal{Txs: txs}, nil
+}
+
+// ProcessProposal accepts every proposal: FinalizeBlock validates each
+// transaction again and refuses the bad ones deterministically, so a
+// Byzantine proposer cannot make honest nodes diverge.
+func (a *Application) ProcessProposal(context.Context, *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
+	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
+}
+
+// FinalizeBlock executes a decided block.
+func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	a.app.BeginBlock(req.Height, req.Time.UnixMilli())
+	blk := &Block{Height: req.Height, Txs: make([]TxOutcome, len(req.Txs))}
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	for i, tx := range req.Txs {
+		log, err := a.app.DeliverTx(tx)
+		code := app.CodeOf(err)
+		if code == app.CodeInternal {
+			return nil, fmt.Errorf("block %d tx %d: %w", req.Height, i, err)
+		}
+		if err != nil {
+			log = err.Error()
+		}
+		results[i] = &abci.ExecTxResult{Code: uint32(code), Log: log}
+		if code != app.CodeOK {
+			results[i].Codespace = "bftmon"
+		}
+		blk.Txs[i] = TxOutcome{Hash: types.TxHash(tx), Code: uint32(code), Log: log}
+	}
+	alerts, hash, err := a.app.EndBlock()
+	if err != nil {
+		return nil, fmt.Errorf("end block %d: %w", req.Height, err)
+	}
+	blk.AppHash, blk.Alerts, blk.CatalogChanged = hash, alerts, a.app.CatalogChanged()
+	events := make([]abci.Event, 0, len(alerts))
+	for _, al := range alerts {
+		events = append(events, abci.Event{Type: "alert", Attributes: []abci.EventAttribute{
+			{Key: "id", Value: al.Id, Index: true},
+			{Key: "kind", Value: al.Kind, Index: true},
+			{Key: "check", Value: app.CheckRef(al.Service, al.Instance, al.Check), Index: true},
+			{Key: "from", Value: al.From.Name()},
+			{Key: "to", Value: al.To.Name()},
+			{Key: "height", Value: strconv.FormatInt(al.Height, 10)},
+		}})
+	}
+	a.mu.Lock()
+	a.pending = blk
+	a.mu.Unlock()
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: hash, Events: events}, nil
+}
+
+// Commit persists the block's state atomically and tells the listeners.
+func (a *Application) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	if _, _, err := a.store.Commit(); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	blk, fns := a.pending, append([]func(Block){}, a.onCommit...)
+	a.pending = nil
+	a.mu.Unlock()
+	if blk != nil {
+		for _, fn := range fns {
+			fn(*blk)
+		}
+	}
+	return &abci.ResponseCommit{}, nil
+}
+
+// Query reads a raw key of the replicated state at a height (0: latest):
+// path "/key", data = the key.
+func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	if req.Path != "/key" {
+		return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: fmt.Sprintf("unknown query path %q (known: /key)", req.Path)}, nil
+	}
+	r, err := a.store.Reader(req.Height)
+	if err != nil {
+		return &abci.ResponseQuery{Code: uint32(app.CodeNotFound), Log: err.Error(), Height: req.Height}, nil
+	}
+	v, err := r.Get(req.Data)
+	if err != nil {
+		return nil, err
+	}
+	return &abci.ResponseQuery{Key: req.Data, Value: v, Height: r.Version()}, nil
+}
+
+// ChainID is the chain id the application was initialised with.
+func (a *Application) ChainID() string { return a.app.ChainID() }
+
+// Read returns a reader of the latest committed state for clients. It is
+// safe to call concurrently with block execution.
+func (a *Application) Read() (*app.Query, error) {
+	r, err := a.store.Reader(0)
+	if err != nil {
+		return nil, err
+	}
+	return app.NewQuery(r)
+}

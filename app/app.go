@@ -1,0 +1,332 @@
+// Package app is bftmon's deterministic state machine: the catalog of
+// services, observers' observation batches, the verdict of every check, hard
+// states and alert records. Blocks go in, state and alerts come out. It does
+// no I/O, reads no clock and starts no goroutines: time is the block time,
+// and all state lives in a Store whose root hash is the app hash.
+package app
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/google/btree"
+)
+
+// Limits on what a transaction may carry.
+const (
+	MaxBatch     = 5000 // observations in one batch
+	MaxOutput    = 4096 // bytes of output per observation
+	MaxChecks    = 64   // checks per instance
+	MaxNameLen   = 63
+	MaxInstances = 10000 // instances per service name
+)
+
+type proto interface {
+	Marshal() ([]byte, error)
+	Unmarshal([]byte) error
+}
+
+// App is the state machine. It is not safe for concurrent use: the ABCI
+// layer calls it from one goroutine at a time. Reads for clients go through
+// Query over a committed Reader instead.
+type App struct {
+	store Store
+	meta  types.Meta
+
+	// Derived from the state at load and kept in step with it; never
+	// hashed. observers is sorted by id.
+	observers []types.Observer
+	byPub     map[string]*types.Observer
+	operators map[string]*types.Operator
+	timers    *btree.BTreeG[timer]
+	wake      map[string]int64 // check ref → its timer's time
+
+	// Per block.
+	dirty          map[string]bool
+	alerts         []types.Alert
+	catalogChanged bool
+}
+
+// timer asks for a check to be re-evaluated at the first block whose time is
+// at or after at.
+type timer struct {
+	at  int64
+	ref string
+}
+
+func timerLess(a, b timer) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return a.ref < b.ref
+}
+
+// New returns an app over store, loading whatever state it holds.
+func New(store Store) (*App, error) {
+	a := &App{store: store}
+	if err := a.load(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// load rebuilds the derived in-memory indexes from the state.
+func (a *App) load() error {
+	a.observers = nil
+	a.byPub = map[string]*types.Observer{}
+	a.operators = map[string]*types.Operator{}
+	a.timers = btree.NewG(32, timerLess)
+	a.wake = map[string]int64{}
+	if _, err := a.get(keyInfo, &a.meta); err != nil {
+		return err
+	}
+	var ierr error
+	err := a.store.Iterate(prefixObs, func(_, v []byte) bool {
+		var o types.Observer
+		if ierr = o.Unmarshal(v); ierr != nil {
+			return false
+		}
+		a.observers = append(a.observers, o)
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return fmt.Errorf("load observers: %w", err)
+	}
+	for i := range a.observers {
+		a.byPub[string(a.observers[i].PubKey)] = &a.observers[i]
+	}
+	err = a.store.Iterate(prefixOp, func(_, v []byte) bool {
+		var o types.Operator
+		if ierr = o.Unmarshal(v); ierr != nil {
+			return false
+		}
+		a.operators[string(o.PubKey)] = &o
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return fmt.Errorf("load operators: %w", err)
+	}
+	// Timers: every check's next wake-up follows from its stored state.
+	var insts []types.ServiceInstance
+	err = a.store.Iterate(prefixService, func(_, v []byte) bool {
+		var si types.ServiceInstance
+		if ierr = si.Unmarshal(v); ierr != nil {
+			return false
+		}
+		insts = append(insts, si)
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return fmt.Errorf("load services: %w", err)
+	}
+	for i := range insts {
+		for j := range insts[i].Checks {
+			c := &insts[i].Checks[j]
+			ref := CheckRef(insts[i].Name, insts[i].Id, c.Id)
+			var st types.CheckState
+			if _, err := a.get(checkKey(ref), &st); err != nil {
+				return err
+			}
+			reports, _, err := a.reports(a.store, ref, c, a.meta.TimeMs)
+			if err != nil {
+				return err
+			}
+			a.schedule(ref, nextWake(c, &st, reports))
+		}
+	}
+	return nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// ChainID is the chain id from genesis.
+func (a *App) ChainID() string { return a.meta.ChainId }
+
+// Height is the height of the last block executed.
+func (a *App) Height() int64 { return a.meta.Height }
+
+// BeginBlock starts executing block height at block time timeMs (unix ms).
+func (a *App) BeginBlock(height, timeMs int64) {
+	a.meta.Height = height
+	if timeMs > a.meta.TimeMs { // block time never goes back
+		a.meta.TimeMs = timeMs
+	}
+	a.dirty = map[string]bool{}
+	a.alerts = nil
+	a.catalogChanged = false
+}
+
+// EndBlock re-evaluates every check that the block's transactions touched or
+// whose timer fell due, writes the block's bookkeeping, and returns the
+// alerts the block raised and the working app hash.
+func (a *App) EndBlock() ([]types.Alert, []byte, error) {
+	now := a.meta.TimeMs
+	for {
+		t, ok := a.timers.Min()
+		if !ok || t.at > now {
+			break
+		}
+		a.timers.DeleteMin()
+		delete(a.wake, t.ref)
+		a.dirty[t.ref] = true
+	}
+	refs := make([]string, 0, len(a.dirty))
+	for ref := range a.dirty {
+		refs = append(refs, ref)
+	}
+	sort.Strings(refs)
+	for _, ref := range refs {
+		if err := a.evaluate(ref); err != nil {
+			return nil, nil, fmt.Errorf("evaluate %s: %w", ref, err)
+		}
+	}
+	for i := range a.alerts {
+		if err := a.put(alertKey(a.meta.Height, uint32(i)), &a.alerts[i]); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := a.put(keyInfo, &a.meta); err != nil {
+		return nil, nil, err
+	}
+	return a.alerts, a.store.WorkingHash(), nil
+}
+
+// CatalogChanged tells whether the current block registered or
+// deregistered anything.
+func (a *App) CatalogChanged() bool { return a.catalogChanged }
+
+// DeliverTx validates tx against the working state and applies it. A refused
+// tx changes nothing; the error is a *TxError with its code.
+func (a *App) DeliverTx(tx []byte) (string, error) {
+	body, err := a.precheck(tx)
+	if err != nil {
+		return "", err
+	}
+	var log string
+	switch m := body.Msg.Sum.(type) {
+	case *types.Msg_Register:
+		log, err = a.register(body.Signer, &m.Register.Instance)
+	case *types.Msg_Deregister:
+		log, err = a.deregister(body.Signer, m.Deregister)
+	case *types.Msg_Observe:
+		log, err = a.observe(body.Signer, m.Observe)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := a.store.Set(nonceKey(body.Signer), binary.BigEndian.AppendUint64(nil, body.Nonce)); err != nil {
+		return "", err
+	}
+	return log, nil
+}
+
+// CheckTx is the cheap admission test: decoding, signature, nonce, and that
+// the signer may send this kind of message. It changes nothing.
+func (a *App) CheckTx(tx []byte) error {
+	body, err := a.precheck(tx)
+	if err != nil {
+		return err
+	}
+	switch m := body.Msg.Sum.(type) {
+	case *types.Msg_Register:
+		if err := a.authorizeOperator(body.Signer, m.Register.Instance.Name); err != nil {
+			return err
+		}
+		return validateInstance(&m.Register.Instance)
+	case *types.Msg_Deregister:
+		return a.authorizeOperator(body.Signer, m.Deregister.Name)
+	case *types.Msg_Observe:
+		if a.byPub[string(body.Signer)] == nil {
+			return refuse(CodeUnauthorized, "signer %s is not an observer", types.KeyID(body.Signer))
+		}
+		return checkBatchShape(m.Observe)
+	}
+	return nil
+}
+
+// precheck decodes tx, verifies its signature and its nonce.
+func (a *App) precheck(tx []byte) (*types.TxBody, error) {
+	if len(tx) > types.MaxTxBytes {
+		return nil, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
+	}
+	body, err := types.DecodeTx(a.meta.ChainId, tx)
+	if err == types.ErrBadSignature {
+		return nil, refuse(CodeBadSignature, "%v (chain id %q)", err, a.meta.ChainId)
+	}
+	if err != nil {
+		return nil, refuse(CodeMalformed, "%v", err)
+	}
+	last, err := a.store.Get(nonceKey(body.Signer))
+	if err != nil {
+		return nil, err
+	}
+	if len(last) == 8 {
+		if n := binary.BigEndian.Uint64(last); body.Nonce <= n {
+			return nil, refuse(CodeReplay, "nonce %d is not above the signer's last committed nonce %d (replay?)", body.Nonce, n)
+		}
+	}
+	return body, nil
+}
+
+func (a *App) get(key []byte, m proto) (bool, error) {
+	bz, err := a.store.Get(key)
+	if err != nil {
+		return false, err
+	}
+	if bz == nil {
+		return false, nil
+	}
+	if err := m.Unmarshal(bz); err != nil {
+		return false, fmt.Errorf("decode %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func (a *App) put(key []byte, m proto) error {
+	bz, err := m.Marshal()
+	if err != nil {
+		return fmt.Errorf("encode %q: %w", key, err)
+	}
+	return a.store.Set(key, bz)
+}
+
+// putIfChanged writes m unless the stored bytes are already equal.
+func (a *App) putIfChanged(key []byte, m proto) error {
+	bz, err := m.Marshal()
+	if err != nil {
+		return fmt.Errorf("encode %q: %w", key, err)
+	}
+	old, err := a.store.Get(key)
+	if err != nil {
+		return err
+	}
+	if old != nil && bytes.Equal(old, bz) {
+		return nil
+	}
+	return a.store.Set(key, bz)
+}
+
+// schedule sets the timer of ref to at (0: no timer).
+func (a *App) schedule(ref string, at int64) {
+	if old, ok := a.wake[ref]; ok {
+		if old == at {
+			return
+		}
+		a.timers.Delete(timer{old, ref})
+		delete(a.wake, ref)
+	}
+	if at > 0 {
+		a.timers.ReplaceOrInsert(timer{at, ref})
+		a.wake[ref] = at
+	}
+}

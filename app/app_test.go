@@ -1,0 +1,247 @@
+package app_test
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"testing"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/store"
+)
+
+const chainID = "test-chain"
+
+// key makes a deterministic ed25519 key from a seed name.
+func key(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte(name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func pub64(k ed25519.PrivateKey) string {
+	return base64.StdEncoding.EncodeToString(k.Public().(ed25519.PublicKey))
+}
+
+// net is a test network: an app over a memory store, four observers of
+// weight 1 in two datacenters (o1, o2 in dc1; o3, o4 in dc2), an operator
+// for every name and one limited to "team-".
+type net struct {
+	t      testing.TB
+	store  *store.Store
+	app    *app.App
+	height int64
+	now    int64
+	nonce  map[string]uint64
+}
+
+var observerNames = []string{"o1", "o2", "o3", "o4"}
+
+func genesis() *app.Genesis {
+	g := &app.Genesis{}
+	for i, n := range observerNames {
+		dc := "dc1"
+		if i >= 2 {
+			dc = "dc2"
+		}
+		g.Observers = append(g.Observers, app.GenesisObserver{Name: n, PubKey: pub64(key(n)), Datacenter: dc, Weight: 1})
+	}
+	g.Operators = []app.GenesisOperator{
+		{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}},
+		{Name: "team", PubKey: pub64(key("team")), Prefixes: []string{"team-"}},
+	}
+	return g
+}
+
+func newNet(t testing.TB) *net {
+	t.Helper()
+	st := store.NewMemory()
+	a, err := app.New(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.InitChain(chainID, genesis()); err != nil {
+		t.Fatal(err)
+	}
+	return &net{t: t, store: st, app: a, now: 1_700_000_000_000, nonce: map[string]uint64{}}
+}
+
+// tx signs msg by the named key with its next nonce.
+func (n *net) tx(signer string, msg types.Msg) []byte {
+	n.t.Helper()
+	n.nonce[signer]++
+	bz, err := types.SignTx(chainID, key(signer), n.nonce[signer], msg)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return bz
+}
+
+// block executes one block advancing time by dtMs and commits it. It
+// returns the codes of the txs and the alerts.
+func (n *net) block(dtMs int64, txs ...[]byte) ([]app.Code, []types.Alert) {
+	n.t.Helper()
+	n.height++
+	n.now += dtMs
+	n.app.BeginBlock(n.height, n.now)
+	codes := make([]app.Code, len(txs))
+	for i, tx := range txs {
+		_, err := n.app.DeliverTx(tx)
+		codes[i] = app.CodeOf(err)
+	}
+	alerts, _, err := n.app.EndBlock()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if _, _, err := n.store.Commit(); err != nil {
+		n.t.Fatal(err)
+	}
+	return codes, alerts
+}
+
+func register(si types.ServiceInstance) types.Msg {
+	return types.Msg{Sum: &types.Msg_Register{Register: &types.RegisterService{Instance: si}}}
+}
+
+func observe(obs ...types.Observation) types.Msg {
+	return types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}}
+}
+
+func webInstance(confirmMs int64) types.ServiceInstance {
+	return types.ServiceInstance{
+		Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 8080, Datacenter: "dc1",
+		Checks: []types.Check{{
+			Id: "http", Kind: "http", Http: &types.HTTPParams{Url: "http://127.0.0.1:8080/"},
+			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: confirmMs,
+		}},
+	}
+}
+
+func obsOf(st types.Status) types.Observation {
+	return types.Observation{Service: "web", Instance: "web-1", Check: "http", Status: st, Output: st.Name()}
+}
+
+// reportAll has each observer report its status in one block.
+func (n *net) reportAll(dtMs int64, statuses ...types.Status) []types.Alert {
+	n.t.Helper()
+	var txs [][]byte
+	for i, st := range statuses {
+		txs = append(txs, n.tx(observerNames[i], observe(obsOf(st))))
+	}
+	codes, alerts := n.block(dtMs, txs...)
+	for i, c := range codes {
+		if c != app.CodeOK {
+			n.t.Fatalf("observation of %s refused: code %v", observerNames[i], c)
+		}
+	}
+	return alerts
+}
+
+func (n *net) check() app.CheckView {
+	n.t.Helper()
+	r, err := n.store.Reader(0)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	q, err := app.NewQuery(r)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	iv, err := q.Service("web")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return iv[0].Checks[0]
+}
+
+func (n *net) wantState(verdict, hard types.Status) {
+	n.t.Helper()
+	cv := n.check()
+	if cv.State.Verdict != verdict || cv.State.Hard != hard {
+		n.t.Fatalf("at height %d: verdict %s hard %s, want verdict %s hard %s",
+			n.height, cv.State.Verdict.Name(), cv.State.Hard.Name(), verdict.Name(), hard.Name())
+	}
+}
+
+const (
+	P = types.STATUS_PASSING
+	W = types.STATUS_WARNING
+	C = types.STATUS_CRITICAL
+	U = types.STATUS_UNKNOWN
+)
+
+func TestVerdictHardStateAndAlerts(t *testing.T) {
+	n := newNet(t)
+	if codes, _ := n.block(1000, n.tx("root", register(webInstance(0)))); codes[0] != app.CodeOK {
+		t.Fatalf("register refused: %v", codes[0])
+	}
+	n.wantState(types.STATUS_STALE, types.STATUS_NONE)
+
+	if al := n.reportAll(1000, P, P, P, P); len(al) != 0 {
+		t.Fatalf("first passing raised alerts: %v", al)
+	}
+	n.wantState(P, P)
+
+	// One liar cannot move the verdict.
+	if al := n.reportAll(1000, C, P, P, P); len(al) != 0 {
+		t.Fatalf("one critical report raised alerts: %v", al)
+	}
+	n.wantState(P, P)
+
+	// Three of four see it down: critical, and one state_change alert.
+	al := n.reportAll(1000, C, C, C, P)
+	if len(al) != 1 || al[0].Kind != app.AlertStateChange || al[0].From != P || al[0].To != C {
+		t.Fatalf("alerts = %+v, want one passing→critical state_change", al)
+	}
+	if len(al[0].Views) != 4 || al[0].Id == "" {
+		t.Fatalf("alert lacks the observers' views or its id: %+v", al[0])
+	}
+	n.wantState(C, C)
+
+	// Datacenters disagree: disputed is flagged, the hard state stays.
+	al = n.reportAll(1000, P, P, C, C)
+	if len(al) != 1 || al[0].Kind != app.AlertDisputed {
+		t.Fatalf("alerts = %+v, want one disputed alert (confirm 0)", al)
+	}
+	n.wantState(types.STATUS_DISPUTED, C)
+
+	// Nobody reports for longer than the ttl: stale, without new txs.
+	_, al = n.block(3000)
+	if len(al) != 1 || al[0].Kind != app.AlertStale {
+		t.Fatalf("alerts = %+v, want one stale alert", al)
+	}
+	n.wantState(types.STATUS_STALE, C)
+
+	// Warning: warning + critical weight reaches the quorum.
+	al = n.reportAll(1000, W, C, W, P)
+	if len(al) != 1 || al[0].To != W {
+		t.Fatalf("alerts = %+v, want critical→warning", al)
+	}
+	n.wantState(W, W)
+}
+
+func TestConfirmDelaysHardState(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(2500))))
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, types.STATUS_NONE)
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, types.STATUS_NONE)
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, types.STATUS_NONE) // held 2000ms < 2500ms
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, P) // held 3000ms ≥ 2500ms
+	n.reportAll(1000, C, C, C, C)
+	n.wantState(C, P)
+	// The confirm timer fires in empty blocks: no observation needed.
+	_, al := n.block(1000)
+	n.wantState(C, P)
+	if len(al) != 0 {
+		t.Fatalf("critical held 1s raised %+v", al)
+	}
+	_, al = n.block(1500)
+	n.wantState(C, C)
+	if len(al) != 1 || al[0].From != P || al[0].To != C {
+		t.Fatalf("alerts = %+v, want passing→critical after confirm", al)
+	}
+}

@@ -1,0 +1,78 @@
+package app_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// TestBadInputChangesNothing: every refusal has its stable code and leaves
+// the working state untouched.
+func TestBadInputChangesNothing(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0))))
+	n.reportAll(1000, P, P, P, P)
+
+	bigBatch := make([]types.Observation, app.MaxBatch+1)
+	for i := range bigBatch {
+		bigBatch[i] = obsOf(P)
+	}
+	bad := webInstance(0)
+	bad.Checks[0].IntervalMs = 500
+	replayed := n.tx("o1", observe(obsOf(C)))
+	n.block(1000, replayed)
+	wrongChain, _ := types.SignTx("other-chain", key("o1"), 1<<40, observe(obsOf(C)))
+	var flipped []byte
+	{
+		tx := n.tx("o2", observe(obsOf(C)))
+		flipped = bytes.Clone(tx)
+		flipped[len(flipped)-1] ^= 1
+	}
+	unknown := obsOf(C)
+	unknown.Check = "nope"
+	badStatus := obsOf(C)
+	badStatus.Status = types.STATUS_DISPUTED
+
+	cases := []struct {
+		name string
+		tx   []byte
+		code app.Code
+		msg  string
+	}{
+		{"malformed bytes", []byte("\xff\x00garbage"), app.CodeMalformed, "decode"},
+		{"empty tx", nil, app.CodeMalformed, "signer key"},
+		{"bad signature", flipped, app.CodeBadSignature, "signature"},
+		{"other chain", wrongChain, app.CodeBadSignature, "signature"},
+		{"replayed nonce", replayed, app.CodeReplay, "nonce"},
+		{"observation from a non-observer", n.tx("root", observe(obsOf(C))), app.CodeUnauthorized, "not an observer"},
+		{"unknown check", n.tx("o1", observe(unknown)), app.CodeUnknownCheck, "web/web-1/nope"},
+		{"status that is not an observer status", n.tx("o1", observe(badStatus)), app.CodeInvalid, "status"},
+		{"oversized batch", n.tx("o1", observe(bigBatch...)), app.CodeTooLarge, "split"},
+		{"registration outside the operator's scope", n.tx("team", register(webInstance(0))), app.CodeUnauthorized, `"team-"*`},
+		{"registration by a non-operator", n.tx("o1", register(webInstance(0))), app.CodeUnauthorized, "not an operator"},
+		{"invalid registration", n.tx("root", register(bad)), app.CodeInvalid, "interval"},
+		{"deregistration of an unknown instance", n.tx("root", types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "web", Id: "nope"}}}), app.CodeNotFound, "web/nope"},
+	}
+	n.app.BeginBlock(n.height+1, n.now+1)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := bytes.Clone(n.store.WorkingHash())
+			_, err := n.app.DeliverTx(tc.tx)
+			if got := app.CodeOf(err); got != tc.code {
+				t.Fatalf("DeliverTx code = %v (%v), want %v", got, err, tc.code)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("message %q does not mention %q", err, tc.msg)
+			}
+			if !bytes.Equal(before, n.store.WorkingHash()) {
+				t.Fatal("a refused tx changed the state")
+			}
+			if cerr := n.app.CheckTx(tc.tx); tc.code != app.CodeInvalid && tc.code != app.CodeUnknownCheck && tc.code != app.CodeNotFound && app.CodeOf(cerr) != tc.code {
+				t.Fatalf("CheckTx code = %v (%v), want %v", app.CodeOf(cerr), cerr, tc.code)
+			}
+		})
+	}
+}

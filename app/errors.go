@@ -1,0 +1,64 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is the stable result code of a refused transaction. Codes never change
+// meaning; new ones are only added.
+type Code uint32
+
+// Result codes of CheckTx and FinalizeBlock.
+const (
+	CodeOK           Code = 0
+	CodeMalformed    Code = 1  // the bytes do not decode as an envelope
+	CodeBadSignature Code = 2  // the signature does not verify
+	CodeReplay       Code = 3  // nonce at or below the signer's last committed nonce
+	CodeUnauthorized Code = 4  // the signer may not send this message
+	CodeInvalid      Code = 5  // the message's content is invalid
+	CodeUnknownCheck Code = 6  // an observation names no registered check in the observer's scope
+	CodeTooLarge     Code = 7  // tx or batch above its limit
+	CodeNotFound     Code = 8  // deregistration of an instance that is not registered
+	CodeInternal     Code = 99 // a storage failure: the node must stop
+)
+
+var codeNames = map[Code]string{
+	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
+	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
+	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found",
+	CodeInternal: "internal",
+}
+
+// String is the code's stable name (used as a metrics label).
+func (c Code) String() string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("code_%d", uint32(c))
+}
+
+// TxError is a refusal: a code and a message a person can act on.
+type TxError struct {
+	Code Code
+	Msg  string
+}
+
+func (e *TxError) Error() string { return fmt.Sprintf("%s (code %d): %s", e.Code, e.Code, e.Msg) }
+
+func refuse(code Code, format string, args ...any) error {
+	return &TxError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of err: CodeOK for nil, the TxError's code, or
+// CodeInternal for any other error.
+func CodeOf(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	var te *TxError
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return CodeInternal
+}

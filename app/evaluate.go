@@ -1,0 +1,183 @@
+package app
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"strings"
+
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/app/verdict"
+)
+
+// Alert kinds.
+const (
+	AlertStateChange = "state_change"
+	AlertDisputed    = "disputed"
+	AlertStale       = "stale"
+)
+
+// splitRef splits "service/instance/check".
+func splitRef(ref string) (service, instance, check string) {
+	parts := strings.SplitN(ref, "/", 3)
+	if len(parts) != 3 {
+		return "", "", ""
+	}
+	return parts[0], parts[1], parts[2]
+}
+
+// reports gathers the latest report of every observer in the check's scope,
+// sorted by observer id, with freshness at block time now.
+func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]ObserverReport, []verdict.Report, error) {
+	var out []ObserverReport
+	var vr []verdict.Report
+	for i := range a.observers {
+		o := &a.observers[i]
+		if !InScope(c, o) {
+			continue
+		}
+		rep := ObserverReport{Observer: *o}
+		bz, err := r.Get(recordKey(ref, o.Id))
+		if err != nil {
+			return nil, nil, err
+		}
+		if bz != nil {
+			rec := new(types.ObservationRecord)
+			if err := rec.Unmarshal(bz); err != nil {
+				return nil, nil, err
+			}
+			rep.Record = rec
+			rep.Fresh = fresh(rec, c, now)
+		}
+		out = append(out, rep)
+		st := types.STATUS_NONE
+		if rep.Record != nil {
+			st = rep.Record.Status
+		}
+		vr = append(vr, verdict.Report{Weight: o.Weight, Status: st, Fresh: rep.Fresh})
+	}
+	return out, vr, nil
+}
+
+// fresh tells whether rec is still within the check's ttl at block time now.
+func fresh(rec *types.ObservationRecord, c *types.Check, now int64) bool {
+	return now < rec.TimeMs+c.TtlMs
+}
+
+// decidable tells whether a verdict is an agreed observer status.
+func decidable(s types.Status) bool {
+	return s >= types.STATUS_PASSING && s <= types.STATUS_UNKNOWN
+}
+
+// evaluate recomputes the verdict of one check at the current block, moves
+// its hard state, raises alerts, and sets its next timer.
+func (a *App) evaluate(ref string) error {
+	service, instance, id := splitRef(ref)
+	var si types.ServiceInstance
+	ok, err := a.get(instanceKey(service, instance), &si)
+	if err != nil {
+		return err
+	}
+	var c *types.Check
+	if ok {
+		c = findCheck(&si, id)
+	}
+	if c == nil { // deregistered in the meantime
+		a.schedule(ref, 0)
+		return nil
+	}
+	now, h := a.meta.TimeMs, a.meta.Height
+	var st types.CheckState
+	if _, err := a.get(checkKey(ref), &st); err != nil {
+		return err
+	}
+	reports, vr, err := a.reports(a.store, ref, c, now)
+	if err != nil {
+		return err
+	}
+	v := verdict.Decide(vr, c.Quorum).Status
+	if v != st.Verdict {
+		st.Verdict, st.VerdictHeight, st.VerdictTimeMs = v, h, now
+		st.FlagAlerted = false
+	}
+	held := now - st.VerdictTimeMs
+	switch {
+	case decidable(v) && v != st.Hard && held >= c.ConfirmMs:
+		from := st.Hard
+		st.Hard, st.HardHeight, st.HardTimeMs = v, h, now
+		if !(from == types.STATUS_NONE && v == types.STATUS_PASSING) {
+			a.raise(AlertStateChange, from, v, &si, c.Id, reports, now)
+		}
+	case !decidable(v) && !st.FlagAlerted && held >= c.ConfirmMs && st.Hard != types.STATUS_NONE:
+		// A disputed or stale verdict never replaces the hard state; it is
+		// flagged beside it, and alerted once per episode.
+		st.FlagAlerted = true
+		kind := AlertDisputed
+		if v == types.STATUS_STALE {
+			kind = AlertStale
+		}
+		a.raise(kind, st.Hard, v, &si, c.Id, reports, now)
+	}
+	if err := a.putIfChanged(checkKey(ref), &st); err != nil {
+		return err
+	}
+	a.schedule(ref, nextWake(c, &st, reports))
+	return nil
+}
+
+// nextWake is the block time at which the check's verdict or hard state can
+// change without any new observation: when its first fresh report goes
+// stale, or when a verdict that differs from the hard state has held for
+// confirm. 0 means never.
+func nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
+	var at int64
+	earliest := func(t int64) {
+		if at == 0 || t < at {
+			at = t
+		}
+	}
+	for _, r := range reports {
+		if r.Fresh && r.Record != nil {
+			earliest(r.Record.TimeMs + c.TtlMs)
+		}
+	}
+	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard
+	pendingFlag := !decidable(st.Verdict) && st.Verdict != types.STATUS_NONE && !st.FlagAlerted && st.Hard != types.STATUS_NONE
+	if pendingHard || pendingFlag {
+		earliest(st.VerdictTimeMs + c.ConfirmMs)
+	}
+	return at
+}
+
+// raise records an alert of the current block.
+func (a *App) raise(kind string, from, to types.Status, si *types.ServiceInstance, check string, reports []ObserverReport, now int64) {
+	al := types.Alert{
+		Kind: kind, From: from, To: to, Service: si.Name, Instance: si.Id, Check: check,
+		Height: a.meta.Height, TimeMs: now,
+	}
+	for _, r := range reports {
+		v := types.ObserverView{Observer: r.Observer.Id, Datacenter: r.Observer.Datacenter, Fresh: r.Fresh}
+		if r.Record != nil {
+			v.Status, v.Output = r.Record.Status, r.Record.Output
+		}
+		al.Views = append(al.Views, v)
+	}
+	al.Id = alertID(a.meta.ChainId, &al)
+	a.alerts = append(a.alerts, al)
+}
+
+// alertID derives an alert's id from the chain id, the check, the height and
+// the transition, so every node computes the same id.
+func alertID(chainID string, al *types.Alert) string {
+	h := sha256.New()
+	for _, s := range []string{chainID, CheckRef(al.Service, al.Instance, al.Check), al.Kind} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:], uint64(al.Height))
+	binary.BigEndian.PutUint64(b[8:], uint64(al.From))
+	binary.BigEndian.PutUint64(b[16:], uint64(al.To))
+	h.Write(b[:])
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}

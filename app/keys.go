@@ -1,0 +1,52 @@
+package app
+
+import (
+	"encoding/binary"
+	"strings"
+)
+
+// The layout of the replicated state. Names of services, instances and checks
+// never contain '/', so '/' separates the parts of a key.
+//
+//	m/info                          Meta (height, block time)
+//	n/<pubkey>                      last committed nonce of a signer (8 bytes BE)
+//	o/<observer id>                 types.Observer
+//	p/<operator pubkey hex>         types.Operator
+//	s/<service>/<instance>          types.ServiceInstance
+//	c/<service>/<instance>/<check>  types.CheckState
+//	r/<service>/<instance>/<check>/<observer id>  types.ObservationRecord
+//	a/<height BE8><seq BE4>         types.Alert
+var (
+	keyInfo       = []byte("m/info")
+	prefixNonce   = []byte("n/")
+	prefixObs     = []byte("o/")
+	prefixOp      = []byte("p/")
+	prefixService = []byte("s/")
+	prefixCheck   = []byte("c/")
+	prefixRecord  = []byte("r/")
+	prefixAlert   = []byte("a/")
+)
+
+func cat(prefix []byte, parts ...string) []byte {
+	return append(append([]byte{}, prefix...), strings.Join(parts, "/")...)
+}
+
+func nonceKey(pub []byte) []byte            { return append(append([]byte{}, prefixNonce...), pub...) }
+func observerKey(id string) []byte          { return cat(prefixObs, id) }
+func operatorKey(hexPub string) []byte      { return cat(prefixOp, hexPub) }
+func instanceKey(service, id string) []byte { return cat(prefixService, service, id) }
+func servicePrefix(service string) []byte   { return cat(prefixService, service, "") }
+func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
+func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
+func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
+
+// CheckRef is the "service/instance/check" name of a check.
+func CheckRef(service, instance, check string) string {
+	return service + "/" + instance + "/" + check
+}
+
+func alertKey(height int64, seq uint32) []byte {
+	k := append([]byte{}, prefixAlert...)
+	k = binary.BigEndian.AppendUint64(k, uint64(height))
+	return binary.BigEndian.AppendUint32(k, seq)
+}

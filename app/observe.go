@@ -1,0 +1,139 @@
+package app
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// checkBatchShape checks a batch without looking at state.
+func checkBatchShape(b *types.ObservationBatch) error {
+	if len(b.Observations) == 0 {
+		return refuse(CodeInvalid, "observation batch is empty")
+	}
+	if len(b.Observations) > MaxBatch {
+		return refuse(CodeTooLarge, "observation batch has %d observations, at most %d: split it", len(b.Observations), MaxBatch)
+	}
+	for i := range b.Observations {
+		o := &b.Observations[i]
+		if o.Status < types.STATUS_PASSING || o.Status > types.STATUS_UNKNOWN {
+			return refuse(CodeInvalid, "observation of %s: status %d is not passing, warning, critical or unknown",
+				CheckRef(o.Service, o.Instance, o.Check), o.Status)
+		}
+		if len(o.Output) > MaxOutput {
+			return refuse(CodeTooLarge, "observation of %s: output is %d bytes, at most %d",
+				CheckRef(o.Service, o.Instance, o.Check), len(o.Output), MaxOutput)
+		}
+	}
+	return nil
+}
+
+// observe applies an observer's batch. Observations of checks that are not
+// registered or not in the observer's scope are skipped and listed in the
+// log; if nothing in the batch applies, the batch is refused.
+func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) {
+	obs := a.byPub[string(signer)]
+	if obs == nil {
+		return "", refuse(CodeUnauthorized, "signer %s is not an observer", types.KeyID(signer))
+	}
+	if err := checkBatchShape(b); err != nil {
+		return "", err
+	}
+	// Resolve every observation before writing anything.
+	type item struct {
+		ref string
+		o   *types.Observation
+	}
+	items := make([]item, 0, len(b.Observations))
+	seen := make(map[string]bool, len(b.Observations))
+	var skipped []string
+	insts := map[string]*types.ServiceInstance{}
+	for i := range b.Observations {
+		o := &b.Observations[i]
+		ref := CheckRef(o.Service, o.Instance, o.Check)
+		if seen[ref] {
+			return "", refuse(CodeInvalid, "observation batch names %s twice", ref)
+		}
+		seen[ref] = true
+		ik := o.Service + "/" + o.Instance
+		si, cached := insts[ik]
+		if !cached {
+			var rec types.ServiceInstance
+			ok, err := a.get(instanceKey(o.Service, o.Instance), &rec)
+			if err != nil {
+				return "", err
+			}
+			if ok {
+				si = &rec
+			}
+			insts[ik] = si
+		}
+		var c *types.Check
+		if si != nil {
+			c = findCheck(si, o.Check)
+		}
+		switch {
+		case c == nil:
+			skipped = appendCapped(skipped, ref+": no such check is registered")
+		case !InScope(c, obs):
+			skipped = appendCapped(skipped, fmt.Sprintf("%s: observer %s in %s is not in the check's scope %v", ref, obs.Name, obs.Datacenter, c.Datacenters))
+		default:
+			items = append(items, item{ref, o})
+		}
+	}
+	if len(items) == 0 {
+		return "", refuse(CodeUnknownCheck, "no observation in the batch applies: %s", strings.Join(skipped, "; "))
+	}
+	for _, it := range items {
+		key := recordKey(it.ref, obs.Id)
+		rec := types.ObservationRecord{
+			Status: it.o.Status, LatencyUs: it.o.LatencyUs, Output: it.o.Output,
+			ObservedAtMs: it.o.ObservedAtMs, Height: a.meta.Height, TimeMs: a.meta.TimeMs,
+		}
+		if it.o.Unchanged {
+			var old types.ObservationRecord
+			if _, err := a.get(key, &old); err != nil {
+				return "", err
+			}
+			if old.Status == it.o.Status {
+				rec.Output = old.Output
+			}
+		}
+		if err := a.put(key, &rec); err != nil {
+			return "", err
+		}
+		a.dirty[it.ref] = true
+	}
+	log := fmt.Sprintf("applied %d observations", len(items))
+	if len(skipped) > 0 {
+		log += fmt.Sprintf("; skipped %d: %s", len(b.Observations)-len(items), strings.Join(skipped, "; "))
+	}
+	return log, nil
+}
+
+// InScope tells whether observer o watches check c.
+func InScope(c *types.Check, o *types.Observer) bool {
+	if len(c.Datacenters) == 0 {
+		return true
+	}
+	for _, dc := range c.Datacenters {
+		if dc == o.Datacenter {
+			return true
+		}
+	}
+	return false
+}
+
+// appendCapped keeps the first few reasons of a long list and counts the rest.
+func appendCapped(reasons []string, r string) []string {
+	const keep = 8
+	switch {
+	case len(reasons) < keep:
+		return append(reasons, r)
+	case len(reasons) == keep:
+		return append(reasons, "and more")
+	default:
+		return reasons
+	}
+}

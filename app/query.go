@@ -1,0 +1,193 @@
+package app
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// Query answers clients' reads from one committed version of the state. It
+// needs the observer set, which it reads from the same version.
+type Query struct {
+	r         Reader
+	meta      types.Meta
+	observers []types.Observer
+}
+
+// NewQuery reads the bookkeeping and observer set of r.
+func NewQuery(r Reader) (*Query, error) {
+	q := &Query{r: r}
+	bz, err := r.Get(keyInfo)
+	if err != nil {
+		return nil, err
+	}
+	if bz != nil {
+		if err := q.meta.Unmarshal(bz); err != nil {
+			return nil, fmt.Errorf("decode info: %w", err)
+		}
+	}
+	var ierr error
+	err = r.Iterate(prefixObs, func(_, v []byte) bool {
+		var o types.Observer
+		if ierr = o.Unmarshal(v); ierr != nil {
+			return false
+		}
+		q.observers = append(q.observers, o)
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return nil, fmt.Errorf("read observers: %w", err)
+	}
+	return q, nil
+}
+
+// Info is the chain id, height and block time of the version read.
+func (q *Query) Info() Info {
+	return Info{ChainID: q.meta.ChainId, Height: q.meta.Height, BlockTime: q.meta.TimeMs}
+}
+
+// Observers lists the observer set, by id.
+func (q *Query) Observers() []types.Observer { return q.observers }
+
+// Instances lists every registered instance, by service then id.
+func (q *Query) Instances() ([]types.ServiceInstance, error) {
+	return q.instances(prefixService)
+}
+
+func (q *Query) instances(prefix []byte) ([]types.ServiceInstance, error) {
+	var out []types.ServiceInstance
+	var ierr error
+	err := q.r.Iterate(prefix, func(_, v []byte) bool {
+		var si types.ServiceInstance
+		if ierr = si.Unmarshal(v); ierr != nil {
+			return false
+		}
+		out = append(out, si)
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return nil, fmt.Errorf("read instances: %w", err)
+	}
+	return out, nil
+}
+
+// Services lists every service name with its instance count and worst hard
+// status.
+func (q *Query) Services() ([]ServiceSummary, error) {
+	insts, err := q.Instances()
+	if err != nil {
+		return nil, err
+	}
+	var out []ServiceSummary
+	for i := range insts {
+		st, err := q.instanceStatus(&insts[i])
+		if err != nil {
+			return nil, err
+		}
+		if len(out) == 0 || out[len(out)-1].Name != insts[i].Name {
+			out = append(out, ServiceSummary{Name: insts[i].Name, Status: types.STATUS_PASSING})
+		}
+		s := &out[len(out)-1]
+		s.Instances++
+		s.Status = worst(s.Status, st)
+	}
+	return out, nil
+}
+
+// worst returns the more severe of two statuses.
+func worst(a, b types.Status) types.Status {
+	if b.Severity() > a.Severity() {
+		return b
+	}
+	return a
+}
+
+func (q *Query) instanceStatus(si *types.ServiceInstance) (types.Status, error) {
+	st := types.STATUS_PASSING
+	for i := range si.Checks {
+		var cs types.CheckState
+		bz, err := q.r.Get(checkKey(CheckRef(si.Name, si.Id, si.Checks[i].Id)))
+		if err != nil {
+			return 0, err
+		}
+		if bz != nil {
+			if err := cs.Unmarshal(bz); err != nil {
+				return 0, err
+			}
+		}
+		st = worst(st, cs.Hard)
+	}
+	return st, nil
+}
+
+// Service returns every instance of a service with its checks and each
+// observer's latest report, or ErrNotFound.
+func (q *Query) Service(name string) ([]InstanceView, error) {
+	if strings.Contains(name, "/") {
+		return nil, fmt.Errorf("service %q: %w", name, ErrNotFound)
+	}
+	insts, err := q.instances(servicePrefix(name))
+	if err != nil {
+		return nil, err
+	}
+	if len(insts) == 0 {
+		return nil, fmt.Errorf("service %q: %w", name, ErrNotFound)
+	}
+	a := &App{observers: q.observers}
+	out := make([]InstanceView, 0, len(insts))
+	for _, si := range insts {
+		iv := InstanceView{Instance: si, Status: types.STATUS_PASSING}
+		for j := range si.Checks {
+			c := &si.Checks[j]
+			ref := CheckRef(si.Name, si.Id, c.Id)
+			cv := CheckView{Check: *c}
+			bz, err := q.r.Get(checkKey(ref))
+			if err != nil {
+				return nil, err
+			}
+			if bz != nil {
+				if err := cv.State.Unmarshal(bz); err != nil {
+					return nil, err
+				}
+			}
+			if cv.Reports, _, err = a.reports(q.r, ref, c, q.meta.TimeMs); err != nil {
+				return nil, err
+			}
+			iv.Status = worst(iv.Status, cv.State.Hard)
+			iv.Checks = append(iv.Checks, cv)
+		}
+		out = append(out, iv)
+	}
+	return out, nil
+}
+
+// Alerts returns up to limit alerts, newest first, raised at or above height
+// minHeight.
+func (q *Query) Alerts(minHeight int64, limit int) ([]types.Alert, error) {
+	var all []types.Alert
+	var ierr error
+	start := alertKey(minHeight, 0)
+	err := q.r.Iterate(prefixAlert, func(k, v []byte) bool {
+		if string(k) < string(start) {
+			return true
+		}
+		var al types.Alert
+		if ierr = al.Unmarshal(v); ierr != nil {
+			return false
+		}
+		all = append(all, al)
+		return true
+	})
+	if err = firstErr(err, ierr); err != nil {
+		return nil, fmt.Errorf("read alerts: %w", err)
+	}
+	// Newest first.
+	for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
+		all[i], all[j] = all[j], all[i]
+	}
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}

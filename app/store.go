@@ -1,0 +1,20 @@
+package app
+
+// Reader reads one version of the replicated state.
+type Reader interface {
+	// Get returns the value of key, or nil if it is absent.
+	Get(key []byte) ([]byte, error)
+	// Iterate calls fn for each key with the prefix in key order until fn
+	// returns false.
+	Iterate(prefix []byte, fn func(key, value []byte) bool) error
+}
+
+// Store is the working version the application writes into. Its root hash
+// authenticates all replicated state; the store package implements it with
+// an IAVL tree.
+type Store interface {
+	Reader
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	WorkingHash() []byte
+}

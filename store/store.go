@@ -1,0 +1,231 @@
+// Package store is the authenticated, versioned key/value store under the
+// application: an IAVL tree (github.com/cosmos/iavl) on goleveldb, or in
+// memory for tests. Its root hash is the app hash; a block costs
+// O(changed keys × log(state)), and past versions stay readable for queries
+// and proofs until pruned.
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	dbm "github.com/cosmos/cosmos-db"
+	"github.com/cosmos/iavl"
+	idb "github.com/cosmos/iavl/db"
+)
+
+// KeepVersions is how many committed versions are kept for reads and proofs.
+const KeepVersions = 1000
+
+const cacheSize = 100_000
+
+// Store is a versioned IAVL tree. Writes go to the working version; Commit
+// saves it. Reads through Reader use the last committed version and are safe
+// to use concurrently with writes.
+type Store struct {
+	mu   sync.RWMutex // guards tree.SaveVersion against concurrent snapshot reads
+	tree *iavl.MutableTree
+	db   idb.DB
+}
+
+// Open opens (or creates) the store in dir.
+func Open(dir string) (*Store, error) {
+	db, err := dbm.NewGoLevelDB("app", dir, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open app store in %s: %w", dir, err)
+	}
+	s, err := newStore(idb.NewWrapper(db))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open app store in %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// NewMemory returns an empty store kept in memory.
+func NewMemory() *Store {
+	s, err := newStore(idb.NewMemDB())
+	if err != nil {
+		panic(err) // an empty memory database cannot fail to load
+	}
+	return s
+}
+
+func newStore(db idb.DB) (*Store, error) {
+	tree := iavl.NewMutableTree(db, cacheSize, false, iavl.NewNopLogger())
+	if _, err := tree.Load(); err != nil {
+		return nil, fmt.Errorf("load tree: %w", err)
+	}
+	return &Store{tree: tree, db: db}, nil
+}
+
+// Get reads a key from the working version (nil if absent).
+func (s *Store) Get(key []byte) ([]byte, error) {
+	v, err := s.tree.Get(key)
+	if err != nil {
+		return nil, fmt.Errorf("get %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// Set writes a key in the working version.
+func (s *Store) Set(key, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	if _, err := s.tree.Set(key, value); err != nil {
+		return fmt.Errorf("set %q: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes a key from the working version.
+func (s *Store) Delete(key []byte) error {
+	if _, _, err := s.tree.Remove(key); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// Iterate calls fn for each key with the prefix in the working version, in
+// key order, until fn returns false.
+func (s *Store) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
+	it, err := s.tree.Iterator(prefix, prefixEnd(prefix), true)
+	if err != nil {
+		return fmt.Errorf("iterate %q: %w", prefix, err)
+	}
+	return drain(it, fn)
+}
+
+// WorkingHash is the root hash of the working version.
+func (s *Store) WorkingHash() []byte { return s.tree.WorkingHash() }
+
+// Commit saves the working version and returns its hash and number. Old
+// versions beyond KeepVersions are pruned.
+func (s *Store) Commit() ([]byte, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hash, version, err := s.tree.SaveVersion()
+	if err != nil {
+		return nil, 0, fmt.Errorf("commit version: %w", err)
+	}
+	if version > KeepVersions && version%100 == 0 {
+		if err := s.tree.DeleteVersionsTo(version - KeepVersions); err != nil {
+			return nil, 0, fmt.Errorf("prune versions to %d: %w", version-KeepVersions, err)
+		}
+	}
+	return hash, version, nil
+}
+
+// Version is the last committed version (0 if none).
+func (s *Store) Version() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tree.Version()
+}
+
+// Hash is the root hash of the last committed version.
+func (s *Store) Hash() []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tree.Hash()
+}
+
+// ErrNoVersion is returned when a version is not (or no longer) kept.
+var ErrNoVersion = errors.New("version not available")
+
+// Reader returns a read-only view of a committed version (0: the latest).
+func (s *Store) Reader(version int64) (*Reader, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if version == 0 {
+		version = s.tree.Version()
+	}
+	if version == 0 {
+		return &Reader{}, nil
+	}
+	t, err := s.tree.GetImmutable(version)
+	if err != nil {
+		return nil, fmt.Errorf("read version %d: %w: %v", version, ErrNoVersion, err)
+	}
+	return &Reader{tree: t}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tree.Close()
+}
+
+// Reader reads one committed version.
+type Reader struct {
+	tree *iavl.ImmutableTree // nil: the empty state before the first commit
+}
+
+// Version is the version the reader reads.
+func (r *Reader) Version() int64 {
+	if r.tree == nil {
+		return 0
+	}
+	return r.tree.Version()
+}
+
+// Get reads a key (nil if absent).
+func (r *Reader) Get(key []byte) ([]byte, error) {
+	if r.tree == nil {
+		return nil, nil
+	}
+	v, err := r.tree.Get(key)
+	if err != nil {
+		return nil, fmt.Errorf("get %q at %d: %w", key, r.tree.Version(), err)
+	}
+	return v, nil
+}
+
+// Iterate calls fn for each key with the prefix, in key order, until fn
+// returns false.
+func (r *Reader) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
+	if r.tree == nil {
+		return nil
+	}
+	it, err := r.tree.Iterator(prefix, prefixEnd(prefix), true)
+	if err != nil {
+		return fmt.Errorf("iterate %q: %w", prefix, err)
+	}
+	return drain(it, fn)
+}
+
+type iterator interface {
+	Valid() bool
+	Next()
+	Key() []byte
+	Value() []byte
+	Error() error
+	Close() error
+}
+
+func drain(it iterator, fn func(key, value []byte) bool) error {
+	defer it.Close()
+	for ; it.Valid(); it.Next() {
+		if !fn(bytes.Clone(it.Key()), bytes.Clone(it.Value())) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// prefixEnd returns the smallest key greater than every key with the prefix
+// (nil: no bound).
+func prefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
