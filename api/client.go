@@ -1,0 +1,143 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// Client talks to one node's HTTP API.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client of the node at addr ("host:port" or a URL).
+func NewClient(addr string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimRight(addr, "/"), hc: &http.Client{Timeout: 60 * time.Second}}
+}
+
+// Addr is the node's base URL.
+func (c *Client) Addr() string { return c.base }
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("cannot reach bftmon at %s (is a node running? start one with 'bftmon dev' or set --addr/BFTMON_ADDR)", c.base)
+		}
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	bz, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read response: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		msg := strings.TrimSpace(string(bz))
+		if json.Unmarshal(bz, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+		}
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
+	}
+	if out != nil {
+		if err := json.Unmarshal(bz, out); err != nil {
+			return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Services lists the services.
+func (c *Client) Services(ctx context.Context) ([]ServiceSummary, error) {
+	var s []ServiceSummary
+	return s, c.do(ctx, http.MethodGet, "/v1/services", nil, &s)
+}
+
+// Service returns the instances of a service; errors.Is(err, ErrNotFound)
+// for unknown names.
+func (c *Client) Service(ctx context.Context, name string) ([]Instance, error) {
+	var s []Instance
+	return s, c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), nil, &s)
+}
+
+// Alerts returns up to limit committed alerts, newest first.
+func (c *Client) Alerts(ctx context.Context, limit int) ([]Alert, error) {
+	var a []Alert
+	return a, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/alerts?limit=%d", limit), nil, &a)
+}
+
+// BroadcastTx submits a signed transaction and waits until it is committed
+// or refused.
+func (c *Client) BroadcastTx(ctx context.Context, tx []byte) (TxResult, error) {
+	var r TxResult
+	return r, c.do(ctx, http.MethodPost, "/v1/txs", tx, &r)
+}
+
+// Sign signs msg with key for the node's chain. The nonce is the clock in
+// nanoseconds: strictly increasing per signer, gaps allowed.
+func (c *Client) Sign(ctx context.Context, key ed25519.PrivateKey, msg types.Msg) ([]byte, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return types.SignTx(st.ChainID, key, uint64(time.Now().UnixNano()), msg)
+}
+
+func (c *Client) send(ctx context.Context, what string, key ed25519.PrivateKey, msg types.Msg) (TxResult, error) {
+	tx, err := c.Sign(ctx, key, msg)
+	if err != nil {
+		return TxResult{}, fmt.Errorf("%s: %w", what, err)
+	}
+	res, err := c.BroadcastTx(ctx, tx)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", what, err)
+	}
+	if res.Code != 0 {
+		return res, fmt.Errorf("%s: refused (code %d): %s", what, res.Code, res.Log)
+	}
+	return res, nil
+}
+
+// Register registers (or updates) a service instance, signed by key.
+func (c *Client) Register(ctx context.Context, key ed25519.PrivateKey, inst types.ServiceInstance) (TxResult, error) {
+	msg := types.Msg{Sum: &types.Msg_Register{Register: &types.RegisterService{Instance: inst}}}
+	return c.send(ctx, "register "+inst.Name+"/"+inst.Id, key, msg)
+}
+
+// Deregister removes a service instance, signed by key.
+func (c *Client) Deregister(ctx context.Context, key ed25519.PrivateKey, name, id string) (TxResult, error) {
+	msg := types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: name, Id: id}}}
+	return c.send(ctx, "deregister "+name+"/"+id, key, msg)
+}

@@ -1,0 +1,243 @@
+// Package server is the HTTP API of a node: it answers reads from the
+// committed state and accepts signed transactions. Its JSON types are those
+// of package api.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// MaxBody caps request bodies.
+const MaxBody = types.MaxTxBytes
+
+// Backend is what the server needs from a node.
+type Backend interface {
+	// Status describes the node and its latest committed state.
+	Status(ctx context.Context) (api.Status, error)
+	// Read returns a reader of the latest committed state.
+	Read() (*app.Query, error)
+	// BroadcastTx submits tx and waits until it is committed or refused.
+	BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error)
+}
+
+type server struct {
+	b   Backend
+	log *slog.Logger
+}
+
+// New returns the API handler.
+func New(b Backend, logger *slog.Logger) http.Handler {
+	s := &server{b: b, log: logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/v1/status", http.StatusFound)
+	})
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("GET /v1/services", s.services)
+	mux.HandleFunc("GET /v1/services/{name}", s.service)
+	mux.HandleFunc("GET /v1/alerts", s.alerts)
+	mux.HandleFunc("POST /v1/txs", s.txs)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts)", r.Method, r.URL.Path))
+	})
+	return s.logged(mux)
+}
+
+func (s *server) logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		s.log.Debug("http", "method", r.Method, "path", r.URL.Path, "took", time.Since(start))
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, api.Error{Error: msg})
+}
+
+func (s *server) fail(w http.ResponseWriter, err error) {
+	if errors.Is(err, app.ErrNotFound) {
+		writeErr(w, http.StatusNotFound, err.Error())
+		return
+	}
+	s.log.Error("API read failed", "err", err)
+	writeErr(w, http.StatusInternalServerError, err.Error())
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.b.Status(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *server) services(w http.ResponseWriter, _ *http.Request) {
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	list, err := q.Services()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]api.ServiceSummary, 0, len(list))
+	for _, x := range list {
+		out = append(out, api.ServiceSummary{Name: x.Name, Instances: x.Instances, Status: x.Status.Name()})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) service(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	insts, err := q.Service(name)
+	if errors.Is(err, app.ErrNotFound) {
+		writeErr(w, http.StatusNotFound, fmt.Sprintf("service %q is not registered", name))
+		return
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]api.Instance, 0, len(insts))
+	for i := range insts {
+		out = append(out, Instance(&insts[i]))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeErr(w, http.StatusBadRequest, fmt.Sprintf("parameter limit=%q: want a number from 1 to 1000", v))
+			return
+		}
+		limit = n
+	}
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	list, err := q.Alerts(0, limit)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	obs := observerIndex(q.Observers())
+	out := make([]api.Alert, 0, len(list))
+	for _, al := range list {
+		a := api.Alert{
+			ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
+			Instance: al.Instance, Check: al.Check, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
+		}
+		for _, v := range al.Views {
+			a.Views = append(a.Views, api.ObserverView{Observer: v.Observer, Name: obs[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
+		}
+		out = append(out, a)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func observerIndex(list []types.Observer) map[string]string {
+	m := make(map[string]string, len(list))
+	for _, o := range list {
+		m[o.Id] = o.Name
+	}
+	return m
+}
+
+func (s *server) txs(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("transaction above %d bytes", MaxBody))
+		return
+	case err != nil:
+		writeErr(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	case len(body) == 0:
+		writeErr(w, http.StatusBadRequest, "empty body: POST the signed transaction's bytes")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	res, err := s.b.BroadcastTx(ctx, body)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// Instance converts an instance view into its JSON form.
+func Instance(iv *app.InstanceView) api.Instance {
+	si := &iv.Instance
+	out := api.Instance{
+		Service: si.Name, ID: si.Id, Address: si.Address, Port: int(si.Port), Datacenter: si.Datacenter,
+		Tags: si.Tags, Meta: map[string]string{}, Status: iv.Status.Name(), RegisteredHeight: si.RegisteredHeight,
+	}
+	if out.Tags == nil {
+		out.Tags = []string{}
+	}
+	for _, p := range si.Meta {
+		out.Meta[p.Key] = p.Value
+	}
+	for _, cv := range iv.Checks {
+		c := &cv.Check
+		ac := api.Check{
+			ID: c.Id, Kind: c.Kind, Interval: msDur(c.IntervalMs), Timeout: msDur(c.TimeoutMs), TTL: msDur(c.TtlMs),
+			Confirm: msDur(c.ConfirmMs), Status: cv.State.Verdict.Name(), StatusHeight: cv.State.VerdictHeight,
+			HardStatus: cv.State.Hard.Name(), HardHeight: cv.State.HardHeight,
+		}
+		switch {
+		case c.Http != nil:
+			ac.Target = c.Http.Url
+		case c.Tcp != nil:
+			ac.Target = c.Tcp.Address
+		}
+		for _, rep := range cv.Reports {
+			v := api.ObserverView{Observer: rep.Observer.Id, Name: rep.Observer.Name, Datacenter: rep.Observer.Datacenter, Status: "pending", Fresh: rep.Fresh}
+			if rec := rep.Record; rec != nil {
+				v.Status, v.Output, v.Height = rec.Status.Name(), rec.Output, rec.Height
+				v.LatencyMs = float64(rec.LatencyUs) / 1000
+			}
+			ac.Observers = append(ac.Observers, v)
+		}
+		out.Checks = append(out.Checks, ac)
+	}
+	return out
+}
+
+func msDur(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }

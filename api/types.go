@@ -1,0 +1,105 @@
+// Package api is bftmon's Go client and the JSON types of its HTTP API. The
+// CLI, the tests and users share these types, as Consul's api package does.
+// It depends on little more than the standard library.
+package api
+
+import (
+	"errors"
+	"time"
+)
+
+// Status describes the node answering and the committed state it serves.
+type Status struct {
+	ChainID      string    `json:"chain_id"`
+	Height       int64     `json:"height"`
+	AppHash      string    `json:"app_hash"`
+	BlockTime    time.Time `json:"block_time"`
+	NodeID       string    `json:"node_id"`
+	ObserverID   string    `json:"observer_id,omitempty"`
+	ObserverName string    `json:"observer_name,omitempty"`
+	Datacenter   string    `json:"datacenter,omitempty"`
+	Version      string    `json:"version"`
+}
+
+// ServiceSummary is one service in the service list.
+type ServiceSummary struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+	// Status is the worst agreed hard status of its instances.
+	Status string `json:"status"`
+}
+
+// Instance is one instance of a service with its checks.
+type Instance struct {
+	Service          string            `json:"service"`
+	ID               string            `json:"id"`
+	Address          string            `json:"address"`
+	Port             int               `json:"port"`
+	Datacenter       string            `json:"datacenter"`
+	Tags             []string          `json:"tags"`
+	Meta             map[string]string `json:"meta"`
+	Status           string            `json:"status"`
+	RegisteredHeight int64             `json:"registered_height"`
+	Checks           []Check           `json:"checks"`
+}
+
+// Check is a check with its verdict, hard status and observers' views.
+type Check struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	Target   string `json:"target"`
+	Interval string `json:"interval"`
+	Timeout  string `json:"timeout"`
+	TTL      string `json:"ttl"`
+	Confirm  string `json:"confirm"`
+	// Status is the current verdict and StatusHeight the height it began.
+	Status       string `json:"status"`
+	StatusHeight int64  `json:"status_height"`
+	// HardStatus is the confirmed status and HardHeight the height it changed.
+	HardStatus string         `json:"hard_status"`
+	HardHeight int64          `json:"hard_height"`
+	Observers  []ObserverView `json:"observers"`
+}
+
+// ObserverView is one observer's latest report on a check.
+type ObserverView struct {
+	Observer   string  `json:"observer"`
+	Name       string  `json:"name,omitempty"`
+	Datacenter string  `json:"datacenter"`
+	Status     string  `json:"status"`
+	Fresh      bool    `json:"fresh"`
+	Output     string  `json:"output,omitempty"`
+	LatencyMs  float64 `json:"latency_ms,omitempty"`
+	Height     int64   `json:"height,omitempty"`
+}
+
+// Alert is a committed alert.
+type Alert struct {
+	ID       string         `json:"id"`
+	Kind     string         `json:"kind"`
+	From     string         `json:"from"`
+	To       string         `json:"to"`
+	Service  string         `json:"service"`
+	Instance string         `json:"instance"`
+	Check    string         `json:"check"`
+	Height   int64          `json:"height"`
+	Time     time.Time      `json:"time"`
+	Views    []ObserverView `json:"views"`
+}
+
+// TxResult is the outcome of a transaction: Code 0 is committed; any other
+// code is a refusal with Log saying why.
+type TxResult struct {
+	Hash   string `json:"hash"`
+	Height int64  `json:"height"`
+	Code   uint32 `json:"code"`
+	Log    string `json:"log"`
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// ErrNotFound matches errors for names the node does not know.
+var ErrNotFound = errors.New("not found")

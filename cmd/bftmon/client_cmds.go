@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/node"
+)
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	addr   string
+	output string
+}
+
+func (f *clientFlags) add(cmd *cobra.Command) {
+	addr := os.Getenv("BFTMON_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:8500"
+	}
+	cmd.Flags().StringVar(&f.addr, "addr", addr, "node HTTP API address (env BFTMON_ADDR)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+}
+
+func (f *clientFlags) client() (*api.Client, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, fmt.Errorf("--output %q: want table or json", f.output)
+	}
+	return api.NewClient(f.addr), nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// keyPath is --key, else $BFTMON_KEY, else the operator key of the home.
+func keyPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if k := os.Getenv("BFTMON_KEY"); k != "" {
+		return k
+	}
+	return filepath.Join(defaultHome(), node.OperatorKeyFile)
+}
+
+func loadOperatorKey(flag string) (keys.Key, error) {
+	p := keyPath(flag)
+	k, err := keys.Load(p)
+	if err != nil {
+		return k, fmt.Errorf("operator key %s: %w ('bftmon dev' and 'bftmon init' write one; or pass --key)", p, err)
+	}
+	return k, nil
+}
+
+func newServiceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "service", Short: "Register, list, show and deregister services"}
+	cmd.AddCommand(newServiceRegisterCmd(), newServiceListCmd(), newServiceShowCmd(), newServiceDeregisterCmd())
+	return cmd
+}
+
+func newServiceRegisterCmd() *cobra.Command {
+	var f clientFlags
+	var file, key string
+	cmd := &cobra.Command{
+		Use:   "register -f FILE",
+		Short: "Register or update a service instance from a YAML or JSON file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if file == "" {
+				return errors.New("no service file: pass -f FILE (see docs/service.example.yaml)")
+			}
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return fmt.Errorf("read service file: %w", err)
+			}
+			inst, err := api.ParseServiceFile(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			k, err := loadOperatorKey(key)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			defer cancel()
+			res, err := c.Register(ctx, k.Private, inst)
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "registered %s/%s at height %d\n", inst.Name, inst.Id, res.Height)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "service definition file (YAML or JSON)")
+	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY; default $BFTMON_HOME/config/operator_key.json)")
+	return cmd
+}
+
+func newServiceDeregisterCmd() *cobra.Command {
+	var f clientFlags
+	var key string
+	cmd := &cobra.Command{
+		Use:   "deregister NAME ID",
+		Short: "Remove a service instance",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			k, err := loadOperatorKey(key)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			defer cancel()
+			res, err := c.Deregister(ctx, k.Private, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deregistered %s/%s at height %d\n", args[0], args[1], res.Height)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY)")
+	return cmd
+}
+
+func newServiceListCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List services with their agreed status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			list, err := c.Services(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tINSTANCES\tSTATUS")
+			for _, s := range list {
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", s.Name, s.Instances, s.Status)
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newServiceShowCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a service's instances, checks and every observer's view",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			insts, err := c.Service(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), insts)
+			}
+			w := cmd.OutOrStdout()
+			for _, in := range insts {
+				fmt.Fprintf(w, "%s/%s  %s:%d  dc=%s  status=%s  tags=%s\n", in.Service, in.ID, in.Address, in.Port, in.Datacenter, in.Status, strings.Join(in.Tags, ","))
+				for _, ch := range in.Checks {
+					fmt.Fprintf(w, "  check %s (%s %s every %s): verdict %s since height %d, hard %s since height %d\n",
+						ch.ID, ch.Kind, ch.Target, ch.Interval, ch.Status, ch.StatusHeight, ch.HardStatus, ch.HardHeight)
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "    OBSERVER\tDC\tSTATUS\tFRESH\tOUTPUT")
+					for _, o := range ch.Observers {
+						fmt.Fprintf(tw, "    %s\t%s\t%s\t%v\t%s\n", o.Name, o.Datacenter, o.Status, o.Fresh, o.Output)
+					}
+					tw.Flush()
+				}
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// exitError carries a process exit code (Nagios-style) out of a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func newHealthCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "health NAME",
+		Short: "Show the agreed health of a service (exit 0 passing, 1 warning/other, 2 critical)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			insts, err := c.Service(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				if err := printJSON(cmd.OutOrStdout(), insts); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "INSTANCE\tCHECK\tSTATUS\tHARD\tSINCE\tOBSERVERS")
+				for _, in := range insts {
+					for _, ch := range in.Checks {
+						agree := 0
+						for _, o := range ch.Observers {
+							if o.Fresh && o.Status == ch.Status {
+								agree++
+							}
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d/%d %s\n", in.ID, ch.ID, ch.Status, ch.HardStatus, ch.HardHeight, agree, len(ch.Observers), ch.Status)
+					}
+				}
+				tw.Flush()
+			}
+			code := 0
+			for _, in := range insts {
+				switch {
+				case in.Status == "critical":
+					code = 2
+				case in.Status != "passing" && code == 0:
+					code = 1
+				}
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newVersionCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := map[string]string{"version": node.Version, "go": runtime.Version()}
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				for _, s := range bi.Settings {
+					if s.Key == "vcs.revision" {
+						v["commit"] = s.Value
+					}
+				}
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "bftmon %s (commit %s, %s)\n", v["version"], orDefaultStr(v["commit"], "unknown"), v["go"])
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func orDefaultStr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

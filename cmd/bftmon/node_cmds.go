@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/node"
+)
+
+// defaultHome is $BFTMON_HOME, or ~/.bftmon.
+func defaultHome() string {
+	if h := os.Getenv("BFTMON_HOME"); h != "" {
+		return h
+	}
+	if u, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(u, ".bftmon")
+	}
+	return ".bftmon"
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func newInitCmd() *cobra.Command {
+	var opts node.InitOptions
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the home of a one-node network (validator, observer, operator key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := node.Init(opts); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "initialised %s (chain %s, datacenter %s)\nstart it with: bftmon start --home %s\n",
+				opts.Home, opts.ChainID, opts.Datacenter, opts.Home)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Home, "home", defaultHome(), "node home directory")
+	f.StringVar(&opts.ChainID, "chain-id", "bftmon-dev", "chain id")
+	f.StringVar(&opts.Datacenter, "datacenter", "dc1", "this node's observer datacenter")
+	f.StringVar(&opts.Moniker, "moniker", "node0", "node and observer name")
+	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8500", "HTTP API listen address")
+	f.StringVar(&opts.RPCAddr, "rpc", "tcp://127.0.0.1:26657", "CometBFT RPC listen address")
+	f.StringVar(&opts.P2PAddr, "p2p", "tcp://127.0.0.1:26656", "CometBFT P2P listen address")
+	f.DurationVar(&opts.BlockInterval, "block-interval", 500*time.Millisecond, "consensus timeout_commit (time between blocks)")
+	return cmd
+}
+
+func newStartCmd() *cobra.Command {
+	var home, httpAddr, level string
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run a node from its home until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			n, err := node.Start(ctx, node.Config{Home: home, HTTPAddr: httpAddr, Logger: logger})
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			return n.Stop()
+		},
+	}
+	cmd.Flags().StringVar(&home, "home", defaultHome(), "node home directory")
+	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP API listen address (default: the home's config/bftmon.json)")
+	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newDevCmd() *cobra.Command {
+	var home, httpAddr, demoAddr, level string
+	var reset bool
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a whole one-node network with a demo service",
+		Long: `dev sets up (once) and runs a one-validator, one-observer network with you as
+the operator, serves a demo HTTP endpoint, registers a demo service that checks
+it, and prints where to look. Ctrl-C stops it; running it again resumes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runDev(ctx, cmd, devOptions{home: home, httpAddr: httpAddr, demoAddr: demoAddr, reset: reset, logger: logger})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&home, "home", defaultHome(), "home directory of the dev network")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:8500", "HTTP API listen address")
+	f.StringVar(&demoAddr, "demo-addr", "127.0.0.1:8501", "listen address of the demo service")
+	f.BoolVar(&reset, "reset", false, "delete the dev network's state and start afresh")
+	f.StringVar(&level, "log-level", "warn", "log level: debug, info, warn, error")
+	return cmd
+}
+
+type devOptions struct {
+	home, httpAddr, demoAddr string
+	reset                    bool
+	logger                   *slog.Logger
+}
+
+func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
+	out := cmd.OutOrStdout()
+	start := time.Now()
+	if o.reset {
+		if err := os.RemoveAll(o.home); err != nil {
+			return fmt.Errorf("reset %s: %w", o.home, err)
+		}
+		fmt.Fprintf(out, "reset: removed %s\n", o.home)
+	}
+	if !node.Initialized(o.home) {
+		if err := node.Init(node.InitOptions{Home: o.home, ChainID: "bftmon-dev", HTTPAddr: o.httpAddr}); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "created a one-node network in %s\n", o.home)
+	} else {
+		fmt.Fprintf(out, "resuming the network in %s\n", o.home)
+	}
+
+	demo, err := startDemo(o.demoAddr)
+	if err != nil {
+		return err
+	}
+	defer demo.Close()
+
+	n, err := node.Start(ctx, node.Config{Home: o.home, HTTPAddr: o.httpAddr, Logger: o.logger})
+	if err != nil {
+		return err
+	}
+	defer n.Stop()
+
+	op, err := keys.Load(filepath.Join(o.home, node.OperatorKeyFile))
+	if err != nil {
+		return err
+	}
+	client := api.NewClient(n.HTTPAddr())
+	inst := demoInstance(demo.addr)
+	regCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	res, err := client.Register(regCtx, op.Private, inst)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("register the demo service: %w", err)
+	}
+	fmt.Fprintf(out, "registered demo service %s/%s at height %d; waiting for the observers to agree...\n", inst.Name, inst.Id, res.Height)
+
+	height, err := waitPassing(ctx, client, inst.Name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	self, _ := os.Executable()
+	bin := "bftmon"
+	if strings.Contains(self, "go-build") {
+		bin = "go run ./cmd/bftmon"
+	}
+	env := ""
+	if o.home != defaultHome() {
+		env = "BFTMON_HOME=" + o.home + " "
+	}
+	if o.httpAddr != "127.0.0.1:8500" {
+		env += "BFTMON_ADDR=" + n.HTTPAddr() + " "
+	}
+	fmt.Fprintf(out, `
+demo is passing, agreed at height %d, %.1fs after start.
+
+  HTTP API      http://%[3]s/v1/services
+                http://%[3]s/v1/services/demo
+                http://%[3]s/v1/status
+  demo service  http://%[4]s/health   (POST /down to break it, /up to heal it)
+  CometBFT RPC  http://127.0.0.1:26657/status
+
+Try:
+  %[5]s%[6]s service list
+  %[5]s%[6]s health demo
+  curl -X POST http://%[4]s/down   # then 'health demo' turns critical within seconds
+
+Ctrl-C stops the network; 'bftmon dev' again resumes it.
+`, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin)
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nstopping...")
+	return n.Stop()
+}
+
+// demoInstance is the demo service: one http check of the demo endpoint.
+func demoInstance(addr string) types.ServiceInstance {
+	host, port, _ := net.SplitHostPort(addr)
+	var p uint32
+	fmt.Sscan(port, &p)
+	return types.ServiceInstance{
+		Name: "demo", Id: "demo-1", Address: host, Port: p, Datacenter: "dc1",
+		Tags: []string{"demo"}, Meta: []types.Pair{{Key: "version", Value: "1.0.0"}},
+		Checks: []types.Check{{
+			Id: "http", Kind: "http",
+			Http:       &types.HTTPParams{Url: "http://" + addr + "/health", Method: "GET", ExpectStatus: []uint32{200}},
+			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000,
+		}},
+	}
+}
+
+// waitPassing waits until the service's instances are all agreed passing and
+// returns the height at which the first check hardened.
+func waitPassing(ctx context.Context, c *api.Client, name string) (int64, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		insts, err := c.Service(ctx, name)
+		if err == nil && len(insts) > 0 && insts[0].Status == "passing" && len(insts[0].Checks) > 0 {
+			return insts[0].Checks[0].HardHeight, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the demo service did not become passing within 60s (last error: %v); run with --log-level debug to see why", err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// demoServer is the endpoint the demo service's check probes.
+type demoServer struct {
+	addr string
+	srv  *http.Server
+}
+
+func startDemo(addr string) (*demoServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("demo service: listen on %s: %w (choose another with --demo-addr)", addr, err)
+	}
+	var down atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		if down.Load() {
+			http.Error(w, "demo is down (POST /up to heal it)", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("POST /down", func(w http.ResponseWriter, _ *http.Request) {
+		down.Store(true)
+		fmt.Fprintln(w, "demo is now failing its health check")
+	})
+	mux.HandleFunc("POST /up", func(w http.ResponseWriter, _ *http.Request) {
+		down.Store(false)
+		fmt.Fprintln(w, "demo is healthy again")
+	})
+	d := &demoServer{addr: ln.Addr().String(), srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	go func() {
+		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("demo service stopped", "err", err)
+		}
+	}()
+	return d, nil
+}
+
+func (d *demoServer) Close() error { return d.srv.Close() }

@@ -1,0 +1,44 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app"
+)
+
+// Version is the bftmon version reported by the API.
+var Version = "dev"
+
+// backend answers the HTTP API from this node.
+type backend struct{ n *Node }
+
+func (b *backend) Read() (*app.Query, error) { return b.n.app.Read() }
+
+func (b *backend) Status(context.Context) (api.Status, error) {
+	q, err := b.n.app.Read()
+	if err != nil {
+		return api.Status{}, err
+	}
+	info := q.Info()
+	st := api.Status{
+		ChainID: b.n.app.ChainID(), Height: info.Height, AppHash: fmt.Sprintf("%X", b.n.store.Hash()),
+		BlockTime: time.UnixMilli(info.BlockTime).UTC(), NodeID: b.n.nodeID, Version: Version,
+	}
+	if o := b.n.observer; o != nil {
+		st.ObserverID, st.ObserverName = o.key.ID(), o.key.Name
+		for _, ob := range q.Observers() {
+			if ob.Id == st.ObserverID {
+				st.Datacenter = ob.Datacenter
+			}
+		}
+	}
+	return st, nil
+}
+
+func (b *backend) BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error) {
+	r, err := b.n.bcast.Commit(ctx, tx)
+	return api.TxResult{Hash: r.Hash, Height: r.Height, Code: r.Code, Log: r.Log}, err
+}

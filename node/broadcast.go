@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	rpclocal "github.com/cometbft/cometbft/rpc/client/local"
+
+	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// TxResult is the outcome of a broadcast transaction.
+type TxResult struct {
+	Hash   string
+	Height int64 // 0 if refused before a block
+	Code   uint32
+	Log    string
+}
+
+// broadcaster submits transactions to the local mempool and, when asked,
+// waits until a block commits them.
+type broadcaster struct {
+	rpc *rpclocal.Local
+
+	mu      sync.Mutex
+	waiters map[string][]chan TxResult
+}
+
+func newBroadcaster(rpc *rpclocal.Local) *broadcaster {
+	return &broadcaster{rpc: rpc, waiters: map[string][]chan TxResult{}}
+}
+
+// committed is the abci commit listener: it wakes the waiters of the
+// block's transactions.
+func (b *broadcaster) committed(blk abci.Block) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, tx := range blk.Txs {
+		for _, ch := range b.waiters[tx.Hash] {
+			ch <- TxResult{Hash: tx.Hash, Height: blk.Height, Code: tx.Code, Log: tx.Log}
+		}
+		delete(b.waiters, tx.Hash)
+	}
+}
+
+// Submit hands tx to the mempool without waiting for a block. A non-zero
+// Code is CheckTx's refusal.
+func (b *broadcaster) Submit(ctx context.Context, tx []byte) (TxResult, error) {
+	res, err := b.rpc.BroadcastTxSync(ctx, tx)
+	if err != nil {
+		return TxResult{}, fmt.Errorf("broadcast tx: %w", err)
+	}
+	return TxResult{Hash: res.Hash.String(), Code: res.Code, Log: res.Log}, nil
+}
+
+// Commit submits tx and waits until a block commits it or ctx ends.
+func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
+	hash := types.TxHash(tx)
+	ch := make(chan TxResult, 1)
+	b.mu.Lock()
+	b.waiters[hash] = append(b.waiters[hash], ch)
+	b.mu.Unlock()
+	defer b.forget(hash, ch)
+	res, err := b.Submit(ctx, tx)
+	if err != nil {
+		return res, err
+	}
+	if res.Code != 0 {
+		return res, nil
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return TxResult{Hash: hash}, fmt.Errorf("tx %s accepted into the mempool but not committed yet: %w", hash, ctx.Err())
+	}
+}
+
+func (b *broadcaster) forget(hash string, ch chan TxResult) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ws := b.waiters[hash]
+	for i, w := range ws {
+		if w == ch {
+			b.waiters[hash] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(b.waiters[hash]) == 0 {
+		delete(b.waiters, hash)
+	}
+}

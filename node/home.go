@@ -1,0 +1,214 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	cmtcfg "github.com/cometbft/cometbft/config"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/privval"
+	cmttypes "github.com/cometbft/cometbft/types"
+	cmttime "github.com/cometbft/cometbft/types/time"
+	"github.com/spf13/viper"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/keys"
+)
+
+// Files of a node home, relative to it. CometBFT's own files keep their
+// usual places (config/config.toml, config/genesis.json, data/...).
+const (
+	SettingsFile    = "config/bftmon.json"
+	ObserverKeyFile = "config/observer_key.json"
+	OperatorKeyFile = "config/operator_key.json"
+	AppDataDir      = "data/app"
+)
+
+// Settings are bftmon's own settings of a node (config/bftmon.json).
+type Settings struct {
+	// HTTPAddr is where the HTTP API listens.
+	HTTPAddr string `json:"http_addr"`
+	// ObserverKey is the observer key file, relative to the home ("" : the
+	// node runs no observer).
+	ObserverKey string `json:"observer_key"`
+	// FlushInterval is how often observations are submitted.
+	FlushInterval Duration `json:"flush_interval"`
+	// MaxConcurrentProbes bounds the probes in flight.
+	MaxConcurrentProbes int `json:"max_concurrent_probes"`
+}
+
+// Duration is a time.Duration written as a Go duration string in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes "1s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads "1s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// DefaultSettings are the settings `init` writes.
+func DefaultSettings() Settings {
+	return Settings{HTTPAddr: "127.0.0.1:8500", ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64}
+}
+
+// InitOptions describe a one-node network to create.
+type InitOptions struct {
+	Home       string
+	ChainID    string
+	Datacenter string
+	Moniker    string
+	HTTPAddr   string // default 127.0.0.1:8500
+	RPCAddr    string // default tcp://127.0.0.1:26657
+	P2PAddr    string // default tcp://127.0.0.1:26656
+	// BlockInterval is consensus.timeout_commit (default 500ms).
+	BlockInterval time.Duration
+}
+
+// Initialized tells whether home already holds a node.
+func Initialized(home string) bool {
+	_, err := os.Stat(filepath.Join(home, "config", "genesis.json"))
+	return err == nil
+}
+
+// Init creates a one-validator, one-observer network in opts.Home with an
+// operator key allowed to manage every service. It refuses to overwrite an
+// existing home.
+func Init(opts InitOptions) error {
+	if opts.Home == "" {
+		return fmt.Errorf("init: no home directory given")
+	}
+	if Initialized(opts.Home) {
+		return fmt.Errorf("init: %s already holds a node (remove it or use another --home)", opts.Home)
+	}
+	if opts.ChainID == "" {
+		opts.ChainID = "bftmon-dev"
+	}
+	if opts.Datacenter == "" {
+		opts.Datacenter = "dc1"
+	}
+	if opts.Moniker == "" {
+		opts.Moniker = "node0"
+	}
+	st := DefaultSettings()
+	if opts.HTTPAddr != "" {
+		st.HTTPAddr = opts.HTTPAddr
+	}
+	cfg := cmtcfg.DefaultConfig()
+	cfg.SetRoot(opts.Home)
+	cfg.Moniker = opts.Moniker
+	cfg.RPC.ListenAddress = orDefault(opts.RPCAddr, "tcp://127.0.0.1:26657")
+	cfg.P2P.ListenAddress = orDefault(opts.P2PAddr, "tcp://127.0.0.1:26656")
+	cfg.P2P.AllowDuplicateIP = true
+	cfg.P2P.AddrBookStrict = false
+	cfg.Consensus.TimeoutCommit = 500 * time.Millisecond
+	if opts.BlockInterval > 0 {
+		cfg.Consensus.TimeoutCommit = opts.BlockInterval
+	}
+	cfg.Instrumentation.Prometheus = false
+	for _, dir := range []string{"config", "data"} {
+		if err := os.MkdirAll(filepath.Join(opts.Home, dir), 0o700); err != nil {
+			return fmt.Errorf("init %s: %w", opts.Home, err)
+		}
+	}
+	cmtcfg.WriteConfigFile(filepath.Join(opts.Home, "config", "config.toml"), cfg)
+	pv := privval.LoadOrGenFilePV(cfg.PrivValidatorKeyFile(), cfg.PrivValidatorStateFile())
+	if _, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile()); err != nil {
+		return fmt.Errorf("init node key: %w", err)
+	}
+	obs, err := keys.LoadOrGenerate(filepath.Join(opts.Home, ObserverKeyFile), opts.Moniker)
+	if err != nil {
+		return err
+	}
+	op, err := keys.LoadOrGenerate(filepath.Join(opts.Home, OperatorKeyFile), "operator")
+	if err != nil {
+		return err
+	}
+	g := app.Genesis{
+		Observers: []app.GenesisObserver{{Name: opts.Moniker, PubKey: obs.PubBase64(), Datacenter: opts.Datacenter, Weight: 1}},
+		Operators: []app.GenesisOperator{{Name: "operator", PubKey: op.PubBase64(), Prefixes: []string{""}}},
+	}
+	appState, err := json.MarshalIndent(g, "", "  ")
+	if err != nil {
+		return err
+	}
+	pub, err := pv.GetPubKey()
+	if err != nil {
+		return err
+	}
+	doc := cmttypes.GenesisDoc{
+		ChainID:         opts.ChainID,
+		GenesisTime:     cmttime.Now(),
+		InitialHeight:   1,
+		ConsensusParams: cmttypes.DefaultConsensusParams(),
+		Validators:      []cmttypes.GenesisValidator{{Address: pub.Address(), PubKey: pub, Power: 10, Name: opts.Moniker}},
+		AppState:        appState,
+	}
+	if err := doc.SaveAs(cfg.GenesisFile()); err != nil {
+		return fmt.Errorf("write genesis: %w", err)
+	}
+	return WriteSettings(opts.Home, st)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// WriteSettings writes config/bftmon.json.
+func WriteSettings(home string, st Settings) error {
+	bz, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(home, SettingsFile), append(bz, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	return nil
+}
+
+// ReadSettings reads config/bftmon.json, filling defaults for what it omits.
+func ReadSettings(home string) (Settings, error) {
+	st := DefaultSettings()
+	bz, err := os.ReadFile(filepath.Join(home, SettingsFile))
+	if err != nil {
+		return st, fmt.Errorf("read settings: %w (is %s a node home? create one with 'bftmon init --home %s')", err, home, home)
+	}
+	if err := json.Unmarshal(bz, &st); err != nil {
+		return st, fmt.Errorf("read %s: %w", filepath.Join(home, SettingsFile), err)
+	}
+	return st, nil
+}
+
+// LoadCometConfig reads config/config.toml of home.
+func LoadCometConfig(home string) (*cmtcfg.Config, error) {
+	v := viper.New()
+	v.SetConfigFile(filepath.Join(home, "config", "config.toml"))
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("read CometBFT config: %w", err)
+	}
+	cfg := cmtcfg.DefaultConfig()
+	if err := v.Unmarshal(cfg); err != nil {
+		return nil, fmt.Errorf("parse CometBFT config: %w", err)
+	}
+	cfg.SetRoot(home)
+	if err := cfg.ValidateBasic(); err != nil {
+		return nil, fmt.Errorf("CometBFT config in %s: %w", home, err)
+	}
+	return cfg, nil
+}

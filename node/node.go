@@ -1,0 +1,191 @@
+// Package node assembles one bftmon process: the in-process CometBFT node
+// with the ABCI application, the observer (scheduler + signer), and the HTTP
+// API. It only wires parts together.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	cmtcfg "github.com/cometbft/cometbft/config"
+	cmtnode "github.com/cometbft/cometbft/node"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/privval"
+	"github.com/cometbft/cometbft/proxy"
+	rpclocal "github.com/cometbft/cometbft/rpc/client/local"
+
+	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/store"
+)
+
+// Config says which home to run and overrides of its settings.
+type Config struct {
+	Home string
+	// HTTPAddr overrides the settings' http_addr when not empty.
+	HTTPAddr string
+	Logger   *slog.Logger
+}
+
+// Node is a running bftmon process.
+type Node struct {
+	cfg      Config
+	settings Settings
+	log      *slog.Logger
+
+	store    *store.Store
+	app      *abci.Application
+	comet    *cmtnode.Node
+	bcast    *broadcaster
+	observer *observer
+	http     *http.Server
+	httpLn   net.Listener
+	nodeID   string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+// Start starts the node in cfg.Home and returns once the HTTP API listens.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	st, err := ReadSettings(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		st.HTTPAddr = cfg.HTTPAddr
+	}
+	ccfg, err := LoadCometConfig(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, settings: st, log: cfg.Logger}
+	if err := n.start(ctx, ccfg); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
+	var err error
+	if n.store, err = store.Open(filepath.Join(n.cfg.Home, AppDataDir)); err != nil {
+		return err
+	}
+	if n.app, err = abci.New(n.store, n.log); err != nil {
+		return err
+	}
+	nodeKey, err := p2p.LoadOrGenNodeKey(ccfg.NodeKeyFile())
+	if err != nil {
+		return fmt.Errorf("load node key: %w", err)
+	}
+	n.nodeID = string(nodeKey.ID())
+	pv := privval.LoadOrGenFilePV(ccfg.PrivValidatorKeyFile(), ccfg.PrivValidatorStateFile())
+	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
+		proxy.NewLocalClientCreator(n.app),
+		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
+		cmtcfg.DefaultDBProvider,
+		cmtnode.DefaultMetricsProvider(ccfg.Instrumentation),
+		newCometLogger(n.log))
+	if err != nil {
+		return fmt.Errorf("create CometBFT node: %w", err)
+	}
+	if err := n.comet.Start(); err != nil {
+		return fmt.Errorf("start CometBFT node: %w", err)
+	}
+	n.bcast = newBroadcaster(rpclocal.New(n.comet))
+	n.app.OnCommit(n.bcast.committed)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if n.settings.ObserverKey != "" {
+		key, err := keys.Load(filepath.Join(n.cfg.Home, n.settings.ObserverKey))
+		if err != nil {
+			return fmt.Errorf("observer: %w", err)
+		}
+		n.observer = newObserver(key, n.app, n.bcast, n.settings, n.log)
+		n.app.OnCommit(n.observer.committed)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.observer.run(runCtx)
+		}()
+	}
+
+	n.httpLn, err = net.Listen("tcp", n.settings.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
+	}
+	n.http = &http.Server{
+		Handler:           server.New(&backend{n: n}, n.log),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP API stopped", "err", err)
+		}
+	}()
+	n.log.Info("node started", "home", n.cfg.Home, "chain_id", n.app.ChainID(), "http", n.HTTPAddr(), "height", n.store.Version())
+	return nil
+}
+
+// HTTPAddr is the address the HTTP API listens on.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return n.settings.HTTPAddr
+	}
+	return n.httpLn.Addr().String()
+}
+
+// Height is the last committed height.
+func (n *Node) Height() int64 { return n.store.Version() }
+
+// AppHash is the app hash of the last committed height.
+func (n *Node) AppHash() []byte { return n.store.Hash() }
+
+// ChainID is the network's chain id.
+func (n *Node) ChainID() string { return n.app.ChainID() }
+
+// Stop stops everything and closes the databases. It is safe to call more
+// than once.
+func (n *Node) Stop() error {
+	n.once.Do(func() {
+		var errs []error
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, n.http.Shutdown(ctx))
+			cancel()
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		if n.comet != nil && n.comet.IsRunning() {
+			if err := n.comet.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop CometBFT: %w", err))
+			}
+			n.comet.Wait()
+		}
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		n.err = errors.Join(errs...)
+		n.log.Info("node stopped", "home", n.cfg.Home)
+	})
+	return n.err
+}
