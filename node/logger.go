@@ -3,22 +3,37 @@ package node
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	cmtlog "github.com/cometbft/cometbft/libs/log"
 )
 
 // cometLogger hands CometBFT's logs to slog. CometBFT's Info is chatty (a
 // line per block step), so it becomes Debug.
-type cometLogger struct{ l *slog.Logger }
+// While the node stops, CometBFT reports its closed listeners as errors;
+// those become Debug too.
+type cometLogger struct {
+	l        *slog.Logger
+	stopping *atomic.Bool
+}
 
-func newCometLogger(l *slog.Logger) cmtlog.Logger { return cometLogger{l.With("module", "cometbft")} }
+func newCometLogger(l *slog.Logger, stopping *atomic.Bool) cmtlog.Logger {
+	return cometLogger{l.With("module", "cometbft"), stopping}
+}
 
 func (c cometLogger) Debug(msg string, kv ...any) {
 	c.l.Log(context.Background(), slog.LevelDebug-1, msg, kv...)
 }
-func (c cometLogger) Info(msg string, kv ...any)  { c.l.Debug(msg, kv...) }
-func (c cometLogger) Warn(msg string, kv ...any)  { c.l.Warn(msg, kv...) }
-func (c cometLogger) Error(msg string, kv ...any) { c.l.Error(msg, kv...) }
+func (c cometLogger) Info(msg string, kv ...any) { c.l.Debug(msg, kv...) }
+func (c cometLogger) Warn(msg string, kv ...any) { c.l.Warn(msg, kv...) }
+func (c cometLogger) Error(msg string, kv ...any) {
+	if c.stopping.Load() {
+		c.l.Debug(msg, kv...)
+		return
+	}
+	c.l.Error(msg, kv...)
+}
+
 func (c cometLogger) With(kv ...any) cmtlog.Logger {
-	return cometLogger{c.l.With(kv...)}
+	return cometLogger{c.l.With(kv...), c.stopping}
 }

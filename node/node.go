@@ -12,8 +12,10 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	dbm "github.com/cometbft/cometbft-db"
 	cmtcfg "github.com/cometbft/cometbft/config"
 	cmtnode "github.com/cometbft/cometbft/node"
 	"github.com/cometbft/cometbft/p2p"
@@ -50,10 +52,12 @@ type Node struct {
 	httpLn   net.Listener
 	nodeID   string
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-	err    error
+	extraDBs []dbm.DB
+	stopping atomic.Bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
+	err      error
 }
 
 // Start starts the node in cfg.Home and returns once the HTTP API listens.
@@ -97,9 +101,9 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
 		proxy.NewLocalClientCreator(n.app),
 		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
-		cmtcfg.DefaultDBProvider,
+		n.dbProvider,
 		cmtnode.DefaultMetricsProvider(ccfg.Instrumentation),
-		newCometLogger(n.log))
+		newCometLogger(n.log, &n.stopping))
 	if err != nil {
 		return fmt.Errorf("create CometBFT node: %w", err)
 	}
@@ -144,6 +148,17 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	return nil
 }
 
+// dbProvider opens CometBFT's databases and remembers the tx indexer's,
+// which CometBFT's Stop leaves open (it would lock a restart in the same
+// process).
+func (n *Node) dbProvider(ctx *cmtcfg.DBContext) (dbm.DB, error) {
+	db, err := cmtcfg.DefaultDBProvider(ctx)
+	if err == nil && ctx.ID == "tx_index" {
+		n.extraDBs = append(n.extraDBs, db)
+	}
+	return db, err
+}
+
 // HTTPAddr is the address the HTTP API listens on.
 func (n *Node) HTTPAddr() string {
 	if n.httpLn == nil {
@@ -158,6 +173,25 @@ func (n *Node) Height() int64 { return n.store.Version() }
 // AppHash is the app hash of the last committed height.
 func (n *Node) AppHash() []byte { return n.store.Hash() }
 
+// AppHashAt is the app hash the application committed at height.
+func (n *Node) AppHashAt(height int64) ([]byte, error) {
+	r, err := n.store.Reader(height)
+	if err != nil {
+		return nil, err
+	}
+	return r.Hash(), nil
+}
+
+// HeaderAppHash is the app hash that the block header at height carries:
+// the app hash after height-1, as agreed by consensus.
+func (n *Node) HeaderAppHash(ctx context.Context, height int64) ([]byte, error) {
+	blk, err := n.bcast.rpc.Block(ctx, &height)
+	if err != nil {
+		return nil, fmt.Errorf("block %d: %w", height, err)
+	}
+	return blk.Block.AppHash, nil
+}
+
 // ChainID is the network's chain id.
 func (n *Node) ChainID() string { return n.app.ChainID() }
 
@@ -165,6 +199,7 @@ func (n *Node) ChainID() string { return n.app.ChainID() }
 // than once.
 func (n *Node) Stop() error {
 	n.once.Do(func() {
+		n.stopping.Store(true)
 		var errs []error
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -180,6 +215,9 @@ func (n *Node) Stop() error {
 				errs = append(errs, fmt.Errorf("stop CometBFT: %w", err))
 			}
 			n.comet.Wait()
+		}
+		for _, db := range n.extraDBs {
+			errs = append(errs, db.Close())
 		}
 		if n.store != nil {
 			errs = append(errs, n.store.Close())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bftmon/bftmon/abci"
@@ -26,6 +27,7 @@ type observer struct {
 	mu        sync.Mutex
 	lastNonce uint64
 	changed   chan struct{} // the catalog changed: recompute the targets
+	ready     atomic.Bool   // this observer was found in the committed observer set
 }
 
 func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings, logger *slog.Logger) *observer {
@@ -42,7 +44,7 @@ func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings,
 
 // committed is the commit listener: it notices catalog changes.
 func (o *observer) committed(blk abci.Block) {
-	if blk.CatalogChanged {
+	if blk.CatalogChanged || !o.ready.Load() {
 		select {
 		case o.changed <- struct{}{}:
 		default:
@@ -84,10 +86,17 @@ func (o *observer) refresh() {
 			break
 		}
 	}
+	if me == nil && q.Info().Height == 0 {
+		return // before genesis: wait for the first block
+	}
+	first := !o.ready.Swap(true)
 	if me == nil {
 		o.log.Warn("this node's observer key is not in the observer set; running no checks", "id", o.key.ID())
 		o.sched.Update(nil)
 		return
+	}
+	if first {
+		o.log.Info("observing", "id", me.Id, "datacenter", me.Datacenter)
 	}
 	insts, err := q.Instances()
 	if err != nil {

@@ -26,8 +26,9 @@ const cacheSize = 100_000
 // to use concurrently with writes.
 type Store struct {
 	mu   sync.RWMutex // guards tree.SaveVersion against concurrent snapshot reads
-	tree *iavl.MutableTree
-	db   idb.DB
+	tree    *iavl.MutableTree
+	db      idb.DB
+	closeDB func() error // the database under the tree (nil in memory)
 }
 
 // Open opens (or creates) the store in dir.
@@ -41,6 +42,7 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open app store in %s: %w", dir, err)
 	}
+	s.closeDB = db.Close
 	return s, nil
 }
 
@@ -157,7 +159,11 @@ func (s *Store) Reader(version int64) (*Reader, error) {
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.tree.Close()
+	err := s.tree.Close()
+	if s.closeDB != nil {
+		err = errors.Join(err, s.closeDB())
+	}
+	return err
 }
 
 // Reader reads one committed version.
@@ -171,6 +177,14 @@ func (r *Reader) Version() int64 {
 		return 0
 	}
 	return r.tree.Version()
+}
+
+// Hash is the root hash of the version read (the app hash at that height).
+func (r *Reader) Hash() []byte {
+	if r.tree == nil {
+		return nil
+	}
+	return r.tree.Hash()
 }
 
 // Get reads a key (nil if absent).

@@ -1,0 +1,195 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/node"
+)
+
+// freeAddr returns a free 127.0.0.1 port.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(50 * time.Millisecond) // polling interval, not a wait for an outcome
+	}
+	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(ioDiscard{}, nil))
+}
+
+type ioDiscard struct{}
+
+func (ioDiscard) Write(p []byte) (int, error) { return len(p), nil }
+
+func checkStatus(ctx context.Context, c *api.Client) (api.Check, error) {
+	insts, err := c.Service(ctx, "web")
+	if err != nil {
+		return api.Check{}, err
+	}
+	if len(insts) != 1 || len(insts[0].Checks) != 1 {
+		return api.Check{}, fmt.Errorf("unexpected instances %+v", insts)
+	}
+	return insts[0].Checks[0], nil
+}
+
+// TestNodeDecidesRealServiceHealth runs a real in-process CometBFT node with
+// its observer against a real HTTP server: passing, then critical with a
+// committed alert when the server stops, then a restart from the same home
+// that keeps the app hash and goes on.
+func TestNodeDecidesRealServiceHealth(t *testing.T) {
+	home := t.TempDir()
+	httpAddr := freeAddr(t)
+	if err := node.Init(node.InitOptions{
+		Home: home, ChainID: "it-chain", HTTPAddr: httpAddr,
+		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{Home: home, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { n.Stop() }()
+
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	defer target.Close()
+
+	op, err := keys.Load(filepath.Join(home, node.OperatorKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := api.NewClient(httpAddr)
+	inst := types.ServiceInstance{Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 80, Datacenter: "dc1",
+		Checks: []types.Check{{Id: "http", Kind: "http", Http: &types.HTTPParams{Url: target.URL}, IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000}}}
+	waitFor(t, "first block", 30*time.Second, func() (bool, error) {
+		st, err := c.Status(ctx)
+		return err == nil && st.Height >= 1, err
+	})
+	res, err := c.Register(ctx, op.Private, inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Height == 0 {
+		t.Fatalf("register result without a height: %+v", res)
+	}
+
+	// A registration outside the rules is refused with its code and message.
+	bad := inst
+	bad.Checks = []types.Check{{Id: "http", Kind: "http", Http: &types.HTTPParams{Url: target.URL}, IntervalMs: 100, TimeoutMs: 100, TtlMs: 300}}
+	if _, err := c.Register(ctx, op.Private, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte("code 5")) {
+		t.Fatalf("invalid registration: err = %v, want a refusal with code 5", err)
+	}
+
+	waitFor(t, "agreed passing", 30*time.Second, func() (bool, error) {
+		ch, err := checkStatus(ctx, c)
+		return err == nil && ch.HardStatus == "passing", err
+	})
+
+	target.Close()
+	waitFor(t, "agreed critical", 30*time.Second, func() (bool, error) {
+		ch, err := checkStatus(ctx, c)
+		return err == nil && ch.HardStatus == "critical", err
+	})
+	var alert api.Alert
+	waitFor(t, "state_change alert", 10*time.Second, func() (bool, error) {
+		alerts, err := c.Alerts(ctx, 10)
+		for _, a := range alerts {
+			if a.Kind == "state_change" && a.From == "passing" && a.To == "critical" && a.Service == "web" {
+				alert = a
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	if len(alert.Views) != 1 || alert.Views[0].Status != "critical" || !alert.Views[0].Fresh {
+		t.Fatalf("alert views = %+v, want the observer's fresh critical view", alert.Views)
+	}
+
+	// Every committed height's app hash is the one the next header carries.
+	h := n.Height()
+	before, err := n.AppHashAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	n2, err := node.Start(ctx, node.Config{Home: home, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Stop()
+	after, err := n2.AppHashAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Fatalf("app hash at height %d changed across restart: %X → %X", h, before, after)
+	}
+	waitFor(t, "the network going on after restart", 30*time.Second, func() (bool, error) {
+		return n2.Height() >= h+3, nil
+	})
+	for height := h - 2; height <= h+2; height++ {
+		header, err := n2.HeaderAppHash(ctx, height+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, err := n2.AppHashAt(height)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(header, mine) {
+			t.Fatalf("height %d: app hash %X, header %d says %X", height, mine, height+1, header)
+		}
+	}
+	ch, err := checkStatus(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.HardStatus != "critical" {
+		t.Fatalf("after restart the check is %s, want still critical", ch.HardStatus)
+	}
+	if _, err := c.Service(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("unknown service: err = %v, want ErrNotFound", err)
+	}
+}
