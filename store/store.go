@@ -25,7 +25,7 @@ const cacheSize = 100_000
 // saves it. Reads through Reader use the last committed version and are safe
 // to use concurrently with writes.
 type Store struct {
-	mu   sync.RWMutex // guards tree.SaveVersion against concurrent snapshot reads
+	mu      sync.RWMutex // guards tree.SaveVersion against concurrent snapshot reads
 	tree    *iavl.MutableTree
 	db      idb.DB
 	closeDB func() error // the database under the tree (nil in memory)

@@ -1,0 +1,25 @@
+# The handful of commands a developer needs.
+.PHONY: build test proto lint bench fuzz dev
+
+build:
+	CGO_ENABLED=0 go build -o bin/bftmon ./cmd/bftmon
+
+test:
+	go test -race -count=1 ./...
+
+proto:
+	./scripts/protogen.sh
+
+lint:
+	go vet ./...
+	test -z "$$(gofmt -l .)"
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./app/... ./abci/
+
+fuzz:
+	go test -run '^$$' -fuzz FuzzDecodeTx -fuzztime 30s ./abci/
+	go test -run '^$$' -fuzz FuzzFinalizeBlock -fuzztime 30s ./abci/
+
+dev:
+	go run ./cmd/bftmon dev

@@ -1,0 +1,213 @@
+package abci_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	abcitypes "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/store"
+)
+
+const chainID = "abci-test"
+
+func key(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte(name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func pub64(k ed25519.PrivateKey) string {
+	return base64.StdEncoding.EncodeToString(k.Public().(ed25519.PublicKey))
+}
+
+var observers = []string{"o1", "o2", "o3", "o4"}
+
+// newApp returns an initialised application over a memory store.
+func newApp(t testing.TB) *abci.Application {
+	t.Helper()
+	a, err := abci.New(store.NewMemory(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := app.Genesis{Operators: []app.GenesisOperator{{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}}}}
+	for i, o := range observers {
+		g.Observers = append(g.Observers, app.GenesisObserver{Name: o, PubKey: pub64(key(o)), Datacenter: fmt.Sprintf("dc%d", i%2+1), Weight: 1})
+	}
+	bz, _ := json.Marshal(g)
+	if _, err := a.InitChain(context.Background(), &abcitypes.RequestInitChain{ChainId: chainID, AppStateBytes: bz}); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+var genesisTime = time.Unix(1_700_000_000, 0)
+
+func finalize(t testing.TB, a *abci.Application, height int64, txs ...[]byte) *abcitypes.ResponseFinalizeBlock {
+	t.Helper()
+	res, err := a.FinalizeBlock(context.Background(), &abcitypes.RequestFinalizeBlock{
+		Height: height, Time: genesisTime.Add(time.Duration(height) * time.Second), Txs: txs,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Commit(context.Background(), &abcitypes.RequestCommit{}); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func sign(t testing.TB, signer string, nonce uint64, msg types.Msg) []byte {
+	tx, err := types.SignTx(chainID, key(signer), nonce, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// instances returns n instances of service "svc" with one tcp check each.
+func instances(n int) []types.ServiceInstance {
+	out := make([]types.ServiceInstance, n)
+	for i := range out {
+		out[i] = types.ServiceInstance{Name: "svc", Id: fmt.Sprintf("i%05d", i), Checks: []types.Check{{
+			Id: "tcp", Kind: "tcp", Tcp: &types.TCPParams{Address: "127.0.0.1:9"}, IntervalMs: 10000, TimeoutMs: 1000, TtlMs: 30000,
+		}}}
+	}
+	return out
+}
+
+func registerTxs(t testing.TB, insts []types.ServiceInstance) [][]byte {
+	var txs [][]byte
+	for i, si := range insts {
+		txs = append(txs, sign(t, "root", uint64(i+1), types.Msg{Sum: &types.Msg_Register{Register: &types.RegisterService{Instance: si}}}))
+	}
+	return txs
+}
+
+func batch(insts []types.ServiceInstance, st types.Status, output string) types.Msg {
+	obs := make([]types.Observation, len(insts))
+	for i, si := range insts {
+		obs[i] = types.Observation{Service: si.Name, Instance: si.Id, Check: "tcp", Status: st, Output: output, LatencyUs: 100}
+	}
+	return types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}}
+}
+
+// TestFinalizeBlockReportsCodes: every tx gets its own result code, and the
+// response's app hash is the one Info reports after Commit.
+func TestFinalizeBlockReportsCodes(t *testing.T) {
+	a := newApp(t)
+	insts := instances(2)
+	finalize(t, a, 1, registerTxs(t, insts)...)
+	good := sign(t, "o1", 1, batch(insts, types.STATUS_PASSING, "ok"))
+	res := finalize(t, a, 2, good, good, []byte("junk"), sign(t, "root", 99, batch(insts, types.STATUS_PASSING, "")))
+	want := []app.Code{app.CodeOK, app.CodeReplay, app.CodeMalformed, app.CodeUnauthorized}
+	for i, w := range want {
+		if got := app.Code(res.TxResults[i].Code); got != w {
+			t.Errorf("tx %d: code %v (%s), want %v", i, got, res.TxResults[i].Log, w)
+		}
+	}
+	info, _ := a.Info(context.Background(), &abcitypes.RequestInfo{})
+	if info.LastBlockHeight != 2 || !bytes.Equal(info.LastBlockAppHash, res.AppHash) {
+		t.Fatalf("Info = height %d hash %X, want 2 and %X", info.LastBlockHeight, info.LastBlockAppHash, res.AppHash)
+	}
+	ct, _ := a.CheckTx(context.Background(), &abcitypes.RequestCheckTx{Tx: good})
+	if app.Code(ct.Code) != app.CodeReplay {
+		t.Fatalf("CheckTx of a committed tx: code %d, want replay", ct.Code)
+	}
+}
+
+// FuzzDecodeTx: the envelope decoder never panics, and what it accepts
+// re-verifies.
+func FuzzDecodeTx(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte("garbage"))
+	good, _ := types.SignTx(chainID, key("o1"), 1, batch(instances(1), types.STATUS_PASSING, "ok"))
+	f.Add(good)
+	f.Fuzz(func(t *testing.T, tx []byte) {
+		body, err := types.DecodeTx(chainID, tx)
+		if err == nil && (body.Msg == nil || len(body.Signer) != ed25519.PublicKeySize) {
+			t.Fatalf("accepted a tx without a message or signer: %+v", body)
+		}
+	})
+}
+
+// FuzzFinalizeBlock: no block content makes FinalizeBlock fail or panic,
+// and a block with only refused txs changes nothing but the bookkeeping.
+func FuzzFinalizeBlock(f *testing.F) {
+	insts := instances(1)
+	f.Add([]byte("junk"), uint64(1), byte(0))
+	f.Add(sign(f, "o1", 5, batch(insts, types.STATUS_CRITICAL, "down")), uint64(5), byte(1))
+	f.Fuzz(func(t *testing.T, raw []byte, nonce uint64, flip byte) {
+		a := newApp(t)
+		finalize(t, a, 1, registerTxs(t, insts)...)
+		txs := [][]byte{raw}
+		if len(raw) > 0 {
+			m := bytes.Clone(raw)
+			m[int(flip)%len(m)] ^= flip
+			txs = append(txs, m)
+		}
+		txs = append(txs, sign(t, "o2", nonce, batch(insts, types.Status(flip%8), string(raw))))
+		res, err := a.FinalizeBlock(context.Background(), &abcitypes.RequestFinalizeBlock{Height: 2, Time: genesisTime.Add(2 * time.Second), Txs: txs})
+		if err != nil {
+			t.Fatalf("FinalizeBlock failed: %v", err)
+		}
+		if len(res.TxResults) != len(txs) {
+			t.Fatalf("%d results for %d txs", len(res.TxResults), len(txs))
+		}
+	})
+}
+
+// BenchmarkFinalizeBlock applies one block with a batch from each of four
+// observers covering 10,000 checks (40,000 observations), alternating the
+// reported status so that every verdict changes.
+func BenchmarkFinalizeBlock(b *testing.B) {
+	const checks = 10000
+	a := newApp(b)
+	insts := instances(checks)
+	regs := registerTxs(b, insts)
+	height := int64(1)
+	for start := 0; start < len(regs); start += 1000 {
+		finalize(b, a, height, regs[start:min(start+1000, len(regs))]...)
+		height++
+	}
+	nonce := uint64(0)
+	blocks := make([][][]byte, b.N)
+	for i := range blocks {
+		st := types.STATUS_PASSING
+		if i%2 == 1 {
+			st = types.STATUS_CRITICAL
+		}
+		nonce++
+		for _, o := range observers {
+			// Two batches per observer: a batch holds at most app.MaxBatch.
+			for s := 0; s < checks; s += app.MaxBatch {
+				blocks[i] = append(blocks[i], sign(b, o, nonce, batch(insts[s:min(s+app.MaxBatch, checks)], st, st.Name())))
+				nonce++
+			}
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res := finalize(b, a, height, blocks[i]...)
+		height++
+		for _, r := range res.TxResults {
+			if r.Code != 0 {
+				b.Fatalf("tx refused: %s", r.Log)
+			}
+		}
+	}
+	b.StopTimer()
+	perObs := float64(b.Elapsed().Nanoseconds()) / float64(b.N*checks*len(observers))
+	b.ReportMetric(1e9/perObs, "obs/s")
+}
