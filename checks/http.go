@@ -1,13 +1,16 @@
 package checks
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,66 +22,135 @@ func init() {
 	register("https", newHTTP)
 }
 
-type httpProbe struct {
-	p       types.HTTPParams
-	timeout time.Duration
-	client  *http.Client
+// maxBodyScan is how much of a response body a body match looks at.
+const maxBodyScan = 64 << 10
+
+// userAgent is sent unless the check sets its own.
+const userAgent = "bftmon-check"
+
+// httpProber probes an http(s) URL.
+type httpProber struct {
+	url      string
+	method   string
+	headers  []types.Pair
+	expect   []uint32
+	contains string
+	timeout  time.Duration
+	client   *http.Client
 }
 
 func newHTTP(c types.Check) (Prober, error) {
-	if c.Http == nil {
-		return nil, errors.New("http check without http parameters")
+	p := c.Http
+	if p == nil {
+		return nil, errors.New("http: no http parameters")
 	}
-	p := &httpProbe{p: *c.Http, timeout: timeout(c)}
-	tr := &http.Transport{
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: c.Http.TlsSkipVerify}, //nolint:gosec // the operator's choice per check
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     time.Duration(c.IntervalMs)*time.Millisecond + 5*time.Second,
+	u, err := url.Parse(p.Url)
+	if err != nil {
+		return nil, fmt.Errorf("http: url: %w", err)
 	}
-	p.client = &http.Client{Transport: tr}
-	if c.Http.NoFollowRedirects {
-		p.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("http: url %q is not an absolute http(s) URL", p.Url)
 	}
-	return p, nil
-}
-
-func (p *httpProbe) Probe(ctx context.Context) Result {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	method := p.p.Method
+	method := p.Method
 	if method == "" {
 		method = http.MethodGet
 	}
-	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, method, p.p.Url, nil)
-	if err != nil {
-		return Result{Status: types.STATUS_UNKNOWN, Output: clip("bad request: " + err.Error())}
+	if _, err := http.NewRequest(method, p.Url, nil); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
 	}
-	for _, h := range p.p.Headers {
-		req.Header.Set(h.Key, h.Value)
+	// Keep-alives are off: every probe measures a fresh connection, as a new
+	// client would see it, and a removed check leaves no idle connection
+	// behind. Probes go direct, never through a proxy from the environment.
+	transport := &http.Transport{
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: p.TlsSkipVerify}, //nolint:gosec // the check asks for it
+		DisableKeepAlives: true,
+		ForceAttemptHTTP2: true,
 	}
-	resp, err := p.client.Do(req)
+	client := &http.Client{Transport: transport}
+	if p.NoFollowRedirects {
+		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	return &httpProber{
+		url:      p.Url,
+		method:   method,
+		headers:  slices.Clone(p.Headers),
+		expect:   slices.Clone(p.ExpectStatus),
+		contains: p.BodyContains,
+		timeout:  timeoutOf(c),
+		client:   client,
+	}, nil
+}
+
+// Probe sends the request and judges the response's status and body.
+func (h *httpProber) Probe(ctx context.Context) Result {
+	ctx, cancel := withTimeout(ctx, h.timeout)
+	defer cancel()
+	what := h.method + " " + h.url
+	req, err := http.NewRequestWithContext(ctx, h.method, h.url, nil)
 	if err != nil {
-		lat := time.Since(start)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return Result{Status: types.STATUS_CRITICAL, Output: clip(fmt.Sprintf("timeout after %s: %v", p.timeout, err)), Latency: lat}
+		return result(types.STATUS_UNKNOWN, 0, what+": "+err.Error())
+	}
+	for _, kv := range h.headers {
+		if strings.EqualFold(kv.Key, "Host") {
+			req.Host = kv.Value
+			continue
 		}
-		return Result{Status: types.STATUS_CRITICAL, Output: clip(err.Error()), Latency: lat}
+		req.Header.Add(kv.Key, kv.Value)
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", userAgent)
+	}
+
+	start := time.Now()
+	resp, err := h.client.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // the URL is already in what
+		}
+		return failure(ctx, time.Since(start), what, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+
+	var body []byte
+	if h.contains != "" {
+		body, err = io.ReadAll(io.LimitReader(resp.Body, maxBodyScan))
+		if err != nil {
+			return failure(ctx, time.Since(start), what+": read body", err)
+		}
+	}
 	lat := time.Since(start)
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 400
-	want := "200-399"
-	if len(p.p.ExpectStatus) > 0 {
-		ok = slices.Contains(p.p.ExpectStatus, uint32(resp.StatusCode))
-		want = strings.Trim(strings.Join(strings.Fields(fmt.Sprint(p.p.ExpectStatus)), ","), "[]")
+
+	status := "HTTP " + strconv.Itoa(resp.StatusCode)
+	if text := http.StatusText(resp.StatusCode); text != "" {
+		status += " " + text
 	}
-	if !ok {
-		return Result{Status: types.STATUS_CRITICAL, Output: clip(fmt.Sprintf("HTTP %s (want %s)", resp.Status, want)), Latency: lat}
+	if !h.statusOK(resp.StatusCode) {
+		return result(types.STATUS_CRITICAL, lat, status+" (want "+h.wantStatus()+")")
 	}
-	if p.p.BodyContains != "" && !strings.Contains(string(body), p.p.BodyContains) {
-		return Result{Status: types.STATUS_CRITICAL, Output: clip(fmt.Sprintf("HTTP %s but body lacks %q", resp.Status, p.p.BodyContains)), Latency: lat}
+	if h.contains != "" && !bytes.Contains(body, []byte(h.contains)) {
+		return result(types.STATUS_CRITICAL, lat,
+			fmt.Sprintf("%s but body lacks %q (first %d KiB)", status, h.contains, maxBodyScan>>10))
 	}
-	return Result{Status: types.STATUS_PASSING, Output: clip(fmt.Sprintf("HTTP %s in %s", resp.Status, ms(lat))), Latency: lat}
+	return result(types.STATUS_PASSING, lat, status)
+}
+
+// statusOK says whether code is an acceptable response status.
+func (h *httpProber) statusOK(code int) bool {
+	if len(h.expect) == 0 {
+		return code >= 200 && code <= 399
+	}
+	return slices.Contains(h.expect, uint32(code))
+}
+
+// wantStatus describes the acceptable statuses.
+func (h *httpProber) wantStatus() string {
+	if len(h.expect) == 0 {
+		return "200-399"
+	}
+	codes := make([]string, len(h.expect))
+	for i, c := range h.expect {
+		codes[i] = strconv.FormatUint(uint64(c), 10)
+	}
+	return strings.Join(codes, ", ")
 }

@@ -1,15 +1,37 @@
 package checks
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/bftmon/bftmon/app/types"
 )
+
+// Scheduler defaults, used for zero Config fields and check intervals.
+const (
+	// DefaultMaxConcurrent bounds the probes in flight.
+	DefaultMaxConcurrent = 64
+	// DefaultFlushInterval is how often results are submitted.
+	DefaultFlushInterval = time.Second
+	// DefaultMaxBatch bounds the observations per Submit call.
+	DefaultMaxBatch = 2000
+	// DefaultInterval is the interval of a check that sets none.
+	DefaultInterval = 10 * time.Second
+)
+
+// fullEvery makes every fullEvery-th report of a check carry its output even
+// when unchanged, so a lost or pruned output is rewritten before long.
+const fullEvery = 10
+
+// idleWait is how long the timer loop sleeps with nothing scheduled; Update
+// wakes it earlier.
+const idleWait = time.Hour
 
 // Target is one check this observer must run.
 type Target struct {
@@ -17,68 +39,101 @@ type Target struct {
 	Check             types.Check
 }
 
-// Key is "service/instance/check".
-func (t Target) Key() string { return t.Service + "/" + t.Instance + "/" + t.Check.Id }
+// Key identifies a target: service/instance/check id.
+func (t Target) Key() string {
+	return t.Service + "/" + t.Instance + "/" + t.Check.Id
+}
 
-// Config configures a Scheduler.
+// Config configures a Scheduler. Only Submit is required.
 type Config struct {
 	// MaxConcurrent bounds the probes in flight (default 64).
 	MaxConcurrent int
 	// FlushInterval is how often results are submitted (default 1s).
 	FlushInterval time.Duration
-	// MaxBatch is the most observations per Submit call (default 2000).
+	// MaxBatch bounds the observations per Submit call (default 2000); a
+	// flush with more is split into several calls.
 	MaxBatch int
 	// Submit signs and sends one batch; an error means it was not accepted.
 	Submit func(ctx context.Context, obs []types.Observation) error
+	// Logger receives submit failures (default slog.Default()).
 	Logger *slog.Logger
-	// Now is the clock (default time.Now).
+	// Now stamps observations (default time.Now). Scheduling uses the
+	// monotonic clock regardless.
 	Now func() time.Time
 }
 
-// Stats counts what the scheduler did.
+// Stats are the scheduler's counters since it was made.
 type Stats struct {
-	Probes, Skipped, Batches, SubmitErrors uint64
+	// Targets is the number of targets currently scheduled.
+	Targets int
+	// Probes counts finished probes.
+	Probes uint64
+	// Skipped counts runs not started because the previous run of the same
+	// target was still in flight.
+	Skipped uint64
+	// Batches counts Submit calls that succeeded, and Observations the
+	// observations they carried.
+	Batches      uint64
+	Observations uint64
+	// SubmitErrors counts Submit calls that failed.
+	SubmitErrors uint64
 }
 
-// Scheduler runs each target at its interval, with a stable per-check splay,
-// at most MaxConcurrent probes at once and never two runs of one check at
-// once, and submits the latest result of every check once per flush.
+// Scheduler runs this observer's checks, each on its own interval, from one
+// timer loop, and submits their results in batches.
 type Scheduler struct {
-	cfg Config
+	cfg  Config
+	sem  chan struct{} // one token per probe in flight
+	wake chan struct{} // tells the timer loop the schedule changed
 
 	mu      sync.Mutex
 	entries map[string]*entry
-	queue   entryHeap
-	results map[string]Result // latest results since the last flush
+	queue   runQueue             // every entry, by next run time
+	pending map[string]report    // latest unsubmitted result per key
+	sent    map[string]sentState // last accepted report per key
 	stats   Stats
-	wake    chan struct{}
 }
 
+// entry is one scheduled target.
 type entry struct {
-	target  Target
-	def     string // the check's encoding, to notice changed definitions
-	prober  Prober
-	every   time.Duration
-	next    time.Time
-	running bool
-	index   int // in the heap; -1 when removed
-
-	sentStatus types.Status
-	sentOutput string
-	sentValid  bool
-	reports    int
+	key      string
+	target   Target
+	def      []byte // the check's encoding, to recognise an unchanged definition
+	prober   Prober
+	interval time.Duration
+	next     time.Time
+	index    int  // position in the queue
+	running  bool // a probe is waiting for a slot or in flight
 }
 
-// NewScheduler returns a scheduler with no targets.
+// report is a result waiting to be submitted, with the entry that produced
+// it, so that a result of a since removed or redefined target is dropped.
+type report struct {
+	entry *entry
+	obs   types.Observation
+}
+
+// sentState is what the chain last accepted from this scheduler for a key.
+type sentState struct {
+	status    types.Status
+	output    string
+	unchanged int // reports sent as unchanged since the last full one
+}
+
+// NewScheduler makes a scheduler with no targets; call Update and Run.
+// It panics if cfg.Submit is nil.
 func NewScheduler(cfg Config) *Scheduler {
+	if cfg.Submit == nil {
+		panic("checks: NewScheduler: Config.Submit is nil")
+	}
 	if cfg.MaxConcurrent <= 0 {
-		cfg.MaxConcurrent = 64
+		cfg.MaxConcurrent = DefaultMaxConcurrent
 	}
 	if cfg.FlushInterval <= 0 {
-		cfg.FlushInterval = time.Second
+		cfg.FlushInterval = DefaultFlushInterval
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 2000
+		cfg.MaxBatch = DefaultMaxBatch
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -86,209 +141,283 @@ func NewScheduler(cfg Config) *Scheduler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Scheduler{cfg: cfg, entries: map[string]*entry{}, results: map[string]Result{}, wake: make(chan struct{}, 1)}
+	return &Scheduler{
+		cfg:     cfg,
+		sem:     make(chan struct{}, cfg.MaxConcurrent),
+		wake:    make(chan struct{}, 1),
+		entries: make(map[string]*entry),
+		pending: make(map[string]report),
+		sent:    make(map[string]sentState),
+	}
 }
 
-// Update replaces the set of targets. Targets whose definition is unchanged
-// keep their schedule; new and changed ones start at their splay.
+// Update replaces the set of targets. A target with the same key and the
+// same check definition as before keeps its schedule; a new or redefined
+// one first runs after its splay; a removed one stops, and a result it is
+// still producing is dropped. Of targets sharing a key, the last wins.
 func (s *Scheduler) Update(targets []Target) {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	keep := make(map[string]bool, len(targets))
+	want := make(map[string]bool, len(targets))
 	for _, t := range targets {
-		k := t.Key()
-		keep[k] = true
-		bz, _ := t.Check.Marshal()
-		def := string(bz)
-		if e, ok := s.entries[k]; ok && e.def == def {
-			continue
-		} else if ok {
-			s.remove(e)
+		key := t.Key()
+		want[key] = true
+		def, err := t.Check.Marshal() // an encoding error counts as a change
+		if old, ok := s.entries[key]; ok {
+			if err == nil && bytes.Equal(old.def, def) {
+				continue
+			}
+			s.remove(old)
 		}
-		e := &entry{target: t, def: def, every: time.Duration(t.Check.IntervalMs) * time.Millisecond}
-		if e.every <= 0 {
-			e.every = 10 * time.Second
-		}
-		p, err := New(t.Check)
-		if err != nil {
-			e.prober = failing{Result{Status: types.STATUS_UNKNOWN, Output: clip(err.Error())}}
-		} else {
-			e.prober = p
-		}
-		e.next = now.Add(splay(k, e.every))
-		s.entries[k] = e
-		heap.Push(&s.queue, e)
+		s.add(newEntry(key, t, def, now))
 	}
-	for k, e := range s.entries {
-		if !keep[k] {
+	for key, e := range s.entries {
+		if !want[key] {
 			s.remove(e)
 		}
 	}
+	s.stats.Targets = len(s.entries)
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (s *Scheduler) remove(e *entry) {
-	if e.index >= 0 {
-		heap.Remove(&s.queue, e.index)
+// newEntry schedules t's first run at now plus its splay.
+func newEntry(key string, t Target, def []byte, now time.Time) *entry {
+	interval := time.Duration(t.Check.IntervalMs) * time.Millisecond
+	if interval <= 0 {
+		interval = DefaultInterval
 	}
-	delete(s.entries, e.target.Key())
-	delete(s.results, e.target.Key())
+	return &entry{
+		key:      key,
+		target:   t,
+		def:      def,
+		prober:   proberOf(t.Check),
+		interval: interval,
+		next:     now.Add(splay(key, interval)),
+	}
 }
 
-// splay spreads first runs over the interval by a stable hash of the key.
-func splay(key string, every time.Duration) time.Duration {
+// splay is a stable offset in [0, interval) derived from key, so that
+// targets added together do not all run together.
+func splay(key string, interval time.Duration) time.Duration {
 	h := fnv.New64a()
 	h.Write([]byte(key))
-	return time.Duration(h.Sum64() % uint64(every))
+	return time.Duration(h.Sum64() % uint64(interval))
 }
 
-// Stats returns the counters.
+func (s *Scheduler) add(e *entry) {
+	s.entries[e.key] = e
+	heap.Push(&s.queue, e)
+}
+
+func (s *Scheduler) remove(e *entry) {
+	heap.Remove(&s.queue, e.index)
+	delete(s.entries, e.key)
+	delete(s.pending, e.key)
+	delete(s.sent, e.key)
+}
+
+// Stats returns the scheduler's counters.
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats
 }
 
-// Run runs probes and flushes until ctx ends.
+// Run probes the targets and submits their results until ctx ends, then
+// waits for the probes in flight and returns nil. Call it once.
 func (s *Scheduler) Run(ctx context.Context) error {
-	sem := make(chan struct{}, s.cfg.MaxConcurrent)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	flush := time.NewTicker(s.cfg.FlushInterval)
-	defer flush.Stop()
-	timer := time.NewTimer(time.Hour)
+	wg.Go(func() { s.flushLoop(ctx) })
+
+	timer := time.NewTimer(idleWait)
 	defer timer.Stop()
 	for {
-		due := s.due()
-		for _, e := range due {
+		e, wait := s.due(time.Now())
+		if e == nil {
+			timer.Reset(wait)
 			select {
-			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return nil
+			case <-s.wake:
+			case <-timer.C:
 			}
-			wg.Add(1)
-			go func(e *entry) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				res := e.prober.Probe(ctx)
-				s.mu.Lock()
-				e.running = false
-				s.stats.Probes++
-				if s.entries[e.target.Key()] == e && ctx.Err() == nil {
-					s.results[e.target.Key()] = res
-				}
-				s.mu.Unlock()
-			}(e)
+			continue
 		}
-		timer.Reset(s.untilNext())
 		select {
+		case s.sem <- struct{}{}:
 		case <-ctx.Done():
 			return nil
-		case <-s.wake:
-		case <-timer.C:
-		case <-flush.C:
-			s.flush(ctx)
 		}
+		wg.Go(func() {
+			defer func() { <-s.sem }()
+			s.probe(ctx, e)
+		})
 	}
 }
 
-// due pops the entries whose time has come and reschedules them; a check
-// still running is skipped this round.
-func (s *Scheduler) due() []*entry {
+// due returns the next target to probe, marked running, or, when none is
+// due, how long until one is. A due target still running is skipped: runs
+// never pile up.
+func (s *Scheduler) due(now time.Time) (*entry, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	var out []*entry
-	for len(s.queue) > 0 && !s.queue[0].next.After(now) {
+	for len(s.queue) > 0 {
 		e := s.queue[0]
-		for !e.next.After(now) {
-			e.next = e.next.Add(e.every)
+		if wait := e.next.Sub(now); wait > 0 {
+			return nil, wait
 		}
+		// The next run keeps the target's phase, past any runs missed.
+		missed := now.Sub(e.next) / e.interval
+		e.next = e.next.Add((missed + 1) * e.interval)
 		heap.Fix(&s.queue, 0)
 		if e.running {
 			s.stats.Skipped++
 			continue
 		}
 		e.running = true
-		out = append(out, e)
+		return e, 0
 	}
-	return out
+	return nil, idleWait
 }
 
-func (s *Scheduler) untilNext() time.Duration {
+// probe runs one probe of e and buffers its result.
+func (s *Scheduler) probe(ctx context.Context, e *entry) {
+	r := e.prober.Probe(ctx)
+	obs := types.Observation{
+		Service:      e.target.Service,
+		Instance:     e.target.Instance,
+		Check:        e.target.Check.Id,
+		Status:       r.Status,
+		LatencyUs:    r.Latency.Microseconds(),
+		Output:       clip(r.Output),
+		ObservedAtMs: s.cfg.Now().UnixMilli(),
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) == 0 {
-		return time.Hour
+	e.running = false
+	s.stats.Probes++
+	if ctx.Err() != nil || s.entries[e.key] != e {
+		return // shutting down, or the target was removed or redefined
 	}
-	return max(s.queue[0].next.Sub(s.cfg.Now()), 0)
+	s.pending[e.key] = report{entry: e, obs: obs}
 }
 
-// flush submits the latest results, delta-encoded, in batches.
+// flushLoop submits the buffered results every FlushInterval until ctx ends.
+func (s *Scheduler) flushLoop(ctx context.Context) {
+	ticker := time.NewTicker(s.cfg.FlushInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			s.flush(ctx)
+		}
+	}
+}
+
+// flush submits the buffered results in batches of at most MaxBatch.
 func (s *Scheduler) flush(ctx context.Context) {
+	reports := s.takePending()
+	for batch := range slices.Chunk(reports, s.cfg.MaxBatch) {
+		obs := make([]types.Observation, len(batch))
+		for i, r := range batch {
+			obs[i] = r.obs
+		}
+		err := s.cfg.Submit(ctx, obs)
+		if err != nil && ctx.Err() != nil {
+			return // shutting down
+		}
+		if err != nil {
+			s.cfg.Logger.Warn("submit observations", "observations", len(obs), "err", err)
+		}
+		s.settle(batch, err)
+	}
+}
+
+// takePending empties the buffer into reports sorted by key, each sent as
+// unchanged when the chain already has its status and output.
+func (s *Scheduler) takePending() []report {
 	s.mu.Lock()
-	if len(s.results) == 0 {
-		s.mu.Unlock()
+	defer s.mu.Unlock()
+	reports := make([]report, 0, len(s.pending))
+	for _, r := range s.pending {
+		last, ok := s.sent[r.entry.key]
+		if ok && last.status == r.obs.Status && last.output == r.obs.Output && last.unchanged < fullEvery-1 {
+			r.obs.Unchanged = true
+			r.obs.Output = ""
+		}
+		reports = append(reports, r)
+	}
+	clear(s.pending)
+	slices.SortFunc(reports, func(a, b report) int {
+		switch {
+		case a.entry.key < b.entry.key:
+			return -1
+		case a.entry.key > b.entry.key:
+			return 1
+		}
+		return 0
+	})
+	return reports
+}
+
+// settle records the outcome of submitting batch. After a failure the keys
+// are forgotten, so their next reports carry full output.
+func (s *Scheduler) settle(batch []report, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.stats.SubmitErrors++
+		for _, r := range batch {
+			delete(s.sent, r.entry.key)
+		}
 		return
 	}
-	now := s.cfg.Now().UnixMilli()
-	obs := make([]types.Observation, 0, len(s.results))
-	for k, r := range s.results {
-		e := s.entries[k]
-		o := types.Observation{
-			Service: e.target.Service, Instance: e.target.Instance, Check: e.target.Check.Id,
-			Status: r.Status, LatencyUs: r.Latency.Microseconds(), Output: r.Output, ObservedAtMs: now,
+	s.stats.Batches++
+	s.stats.Observations += uint64(len(batch))
+	for _, r := range batch {
+		key := r.entry.key
+		if s.entries[key] != r.entry {
+			continue // removed or redefined meanwhile
 		}
-		e.reports++
-		if e.sentValid && e.sentStatus == r.Status && e.sentOutput == r.Output && e.reports%10 != 0 {
-			o.Output, o.Unchanged = "", true
+		if r.obs.Unchanged {
+			last := s.sent[key]
+			last.unchanged++
+			s.sent[key] = last
+			continue
 		}
-		e.sentStatus, e.sentOutput, e.sentValid = r.Status, r.Output, true
-		obs = append(obs, o)
-	}
-	s.results = map[string]Result{}
-	s.mu.Unlock()
-
-	for start := 0; start < len(obs); start += s.cfg.MaxBatch {
-		batch := obs[start:min(start+s.cfg.MaxBatch, len(obs))]
-		err := s.cfg.Submit(ctx, batch)
-		s.mu.Lock()
-		s.stats.Batches++
-		if err != nil {
-			s.stats.SubmitErrors++
-			for _, o := range batch { // send in full next time
-				if e := s.entries[o.Service+"/"+o.Instance+"/"+o.Check]; e != nil {
-					e.sentValid = false
-				}
-			}
-		}
-		s.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("submit observations", "count", len(batch), "err", err)
-		}
+		s.sent[key] = sentState{status: r.obs.Status, output: r.obs.Output}
 	}
 }
 
-// failing is the prober of a check that cannot be built.
-type failing struct{ r Result }
+// runQueue is a min-heap of entries by next run time.
+type runQueue []*entry
 
-func (f failing) Probe(context.Context) Result { return f.r }
+func (q runQueue) Len() int           { return len(q) }
+func (q runQueue) Less(i, j int) bool { return q[i].next.Before(q[j].next) }
+func (q runQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index = i
+	q[j].index = j
+}
 
-type entryHeap []*entry
+func (q *runQueue) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*q)
+	*q = append(*q, e)
+}
 
-func (h entryHeap) Len() int           { return len(h) }
-func (h entryHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
-func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
-func (h *entryHeap) Push(x any)        { e := x.(*entry); e.index = len(*h); *h = append(*h, e) }
-func (h *entryHeap) Pop() any {
-	old := *h
+func (q *runQueue) Pop() any {
+	old := *q
 	e := old[len(old)-1]
 	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
 	e.index = -1
-	*h = old[:len(old)-1]
 	return e
 }

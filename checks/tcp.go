@@ -10,30 +10,42 @@ import (
 	"github.com/bftmon/bftmon/app/types"
 )
 
-func init() { register("tcp", newTCP) }
+func init() {
+	register("tcp", newTCP)
+}
 
-type tcpProbe struct {
-	addr    string
+// tcpProber checks that a TCP connection can be opened.
+type tcpProber struct {
+	address string
 	timeout time.Duration
 }
 
 func newTCP(c types.Check) (Prober, error) {
 	if c.Tcp == nil || c.Tcp.Address == "" {
-		return nil, errors.New("tcp check without an address")
+		return nil, errors.New("tcp: no address")
 	}
-	return &tcpProbe{addr: c.Tcp.Address, timeout: timeout(c)}, nil
+	if _, _, err := net.SplitHostPort(c.Tcp.Address); err != nil {
+		return nil, fmt.Errorf("tcp: address: %w", err)
+	}
+	return &tcpProber{address: c.Tcp.Address, timeout: timeoutOf(c)}, nil
 }
 
-func (p *tcpProbe) Probe(ctx context.Context) Result {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+// Probe opens a connection and closes it at once.
+func (t *tcpProber) Probe(ctx context.Context) Result {
+	ctx, cancel := withTimeout(ctx, t.timeout)
 	defer cancel()
-	start := time.Now()
+	what := "dial tcp " + t.address
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	start := time.Now()
+	conn, err := d.DialContext(ctx, "tcp", t.address)
 	lat := time.Since(start)
 	if err != nil {
-		return Result{Status: types.STATUS_CRITICAL, Output: clip(err.Error()), Latency: lat}
+		var oerr *net.OpError
+		if errors.As(err, &oerr) {
+			err = oerr.Err // the address is already in what
+		}
+		return failure(ctx, lat, what, err)
 	}
-	conn.Close()
-	return Result{Status: types.STATUS_PASSING, Output: fmt.Sprintf("TCP connect to %s in %s", p.addr, ms(lat)), Latency: lat}
+	_ = conn.Close() // nothing was sent; a close error says nothing about the target
+	return result(types.STATUS_PASSING, lat, "TCP connect to "+t.address+" ok")
 }

@@ -65,6 +65,8 @@ func newStore(db idb.DB) (*Store, error) {
 
 // Get reads a key from the working version (nil if absent).
 func (s *Store) Get(key []byte) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	v, err := s.tree.Get(key)
 	if err != nil {
 		return nil, fmt.Errorf("get %q: %w", key, err)
@@ -77,6 +79,8 @@ func (s *Store) Set(key, value []byte) error {
 	if value == nil {
 		value = []byte{}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := s.tree.Set(key, value); err != nil {
 		return fmt.Errorf("set %q: %w", key, err)
 	}
@@ -85,6 +89,8 @@ func (s *Store) Set(key, value []byte) error {
 
 // Delete removes a key from the working version.
 func (s *Store) Delete(key []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, _, err := s.tree.Remove(key); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
 	}
@@ -94,6 +100,8 @@ func (s *Store) Delete(key []byte) error {
 // Iterate calls fn for each key with the prefix in the working version, in
 // key order, until fn returns false.
 func (s *Store) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	it, err := s.tree.Iterator(prefix, prefixEnd(prefix), true)
 	if err != nil {
 		return fmt.Errorf("iterate %q: %w", prefix, err)
@@ -102,7 +110,11 @@ func (s *Store) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
 }
 
 // WorkingHash is the root hash of the working version.
-func (s *Store) WorkingHash() []byte { return s.tree.WorkingHash() }
+func (s *Store) WorkingHash() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tree.WorkingHash()
+}
 
 // Commit saves the working version and returns its hash and number. Old
 // versions beyond KeepVersions are pruned.
@@ -152,7 +164,7 @@ func (s *Store) Reader(version int64) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read version %d: %w: %v", version, ErrNoVersion, err)
 	}
-	return &Reader{tree: t}, nil
+	return &Reader{tree: t, mu: &s.mu}, nil
 }
 
 // Close closes the database.
@@ -169,6 +181,7 @@ func (s *Store) Close() error {
 // Reader reads one committed version.
 type Reader struct {
 	tree *iavl.ImmutableTree // nil: the empty state before the first commit
+	mu   *sync.RWMutex
 }
 
 // Version is the version the reader reads.
@@ -192,6 +205,8 @@ func (r *Reader) Get(key []byte) ([]byte, error) {
 	if r.tree == nil {
 		return nil, nil
 	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	v, err := r.tree.Get(key)
 	if err != nil {
 		return nil, fmt.Errorf("get %q at %d: %w", key, r.tree.Version(), err)
@@ -205,6 +220,8 @@ func (r *Reader) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
 	if r.tree == nil {
 		return nil
 	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	it, err := r.tree.Iterator(prefix, prefixEnd(prefix), true)
 	if err != nil {
 		return fmt.Errorf("iterate %q: %w", prefix, err)

@@ -1,0 +1,107 @@
+package checks
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+func httpCheck(p types.HTTPParams) types.Check {
+	return types.Check{Id: "h", Kind: "http", Http: &p, IntervalMs: 1000, TimeoutMs: 5000}
+}
+
+// testMux serves the paths the http probe tests use.
+func testMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "all good") })
+	mux.HandleFunc("/down", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) })
+	mux.HandleFunc("/hdr", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Probe") != "yes" || r.Host != "example.test" {
+			http.Error(w, "missing header", http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("/post", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "post only", http.StatusMethodNotAllowed)
+		}
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strings.Repeat("a", maxBodyScan), "needle")
+	})
+	mux.HandleFunc("/redir", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/down", http.StatusFound) })
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	return mux
+}
+
+func TestHTTPProbe(t *testing.T) {
+	srv := httptest.NewServer(testMux())
+	defer srv.Close()
+	tlsSrv := httptest.NewUnstartedServer(testMux())
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	closed := httptest.NewServer(testMux())
+	closed.Close()
+
+	cases := []struct {
+		name    string
+		p       types.HTTPParams
+		timeout int64 // ms; 0 keeps httpCheck's
+		want    types.Status
+		output  string
+	}{
+		{name: "200 passes", p: types.HTTPParams{Url: srv.URL + "/ok"}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "503 is critical", p: types.HTTPParams{Url: srv.URL + "/down"}, want: types.STATUS_CRITICAL, output: "HTTP 503 Service Unavailable (want 200-399)"},
+		{name: "expected status list", p: types.HTTPParams{Url: srv.URL + "/down", ExpectStatus: []uint32{500, 503}}, want: types.STATUS_PASSING, output: "HTTP 503 Service Unavailable"},
+		{name: "status not in the list", p: types.HTTPParams{Url: srv.URL + "/ok", ExpectStatus: []uint32{201, 204}}, want: types.STATUS_CRITICAL, output: "HTTP 200 OK (want 201, 204)"},
+		{name: "body match", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "good"}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "body mismatch", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "bad"}, want: types.STATUS_CRITICAL, output: `HTTP 200 OK but body lacks "bad" (first 64 KiB)`},
+		{name: "body match beyond 64 KiB", p: types.HTTPParams{Url: srv.URL + "/big", BodyContains: "needle"}, want: types.STATUS_CRITICAL, output: `lacks "needle"`},
+		{name: "headers and host sent", p: types.HTTPParams{Url: srv.URL + "/hdr", Headers: []types.Pair{{Key: "Host", Value: "example.test"}, {Key: "X-Probe", Value: "yes"}}}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "headers missing", p: types.HTTPParams{Url: srv.URL + "/hdr"}, want: types.STATUS_CRITICAL, output: "HTTP 400 Bad Request"},
+		{name: "method", p: types.HTTPParams{Url: srv.URL + "/post", Method: http.MethodPost}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "GET by default", p: types.HTTPParams{Url: srv.URL + "/post"}, want: types.STATUS_CRITICAL, output: "HTTP 405 Method Not Allowed"},
+		{name: "redirect followed", p: types.HTTPParams{Url: srv.URL + "/redir"}, want: types.STATUS_CRITICAL, output: "HTTP 503"},
+		{name: "redirect not followed", p: types.HTTPParams{Url: srv.URL + "/redir", NoFollowRedirects: true}, want: types.STATUS_PASSING, output: "HTTP 302 Found"},
+		{name: "self-signed TLS verified", p: types.HTTPParams{Url: tlsSrv.URL + "/ok"}, want: types.STATUS_CRITICAL, output: "certificate"},
+		{name: "self-signed TLS skipped", p: types.HTTPParams{Url: tlsSrv.URL + "/ok", TlsSkipVerify: true}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "server gone", p: types.HTTPParams{Url: closed.URL + "/ok"}, want: types.STATUS_CRITICAL, output: "GET " + closed.URL + "/ok: dial tcp"},
+		{name: "server gone refuses", p: types.HTTPParams{Url: closed.URL + "/ok"}, want: types.STATUS_CRITICAL, output: "connection refused"},
+		{name: "timeout", p: types.HTTPParams{Url: srv.URL + "/slow"}, timeout: 100, want: types.STATUS_CRITICAL, output: "GET " + srv.URL + "/slow: timeout after 100ms"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := httpCheck(tc.p)
+			if tc.timeout != 0 {
+				c.TimeoutMs = tc.timeout
+			}
+			r := RunOnce(context.Background(), c)
+			if r.Status != tc.want || !strings.Contains(r.Output, tc.output) {
+				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
+			}
+			if r.Latency <= 0 {
+				t.Fatalf("latency %v not measured", r.Latency)
+			}
+		})
+	}
+}
+
+// TestHTTPProbeCancelled: a probe ended by its caller, not by its own
+// timeout, says nothing about the target.
+func TestHTTPProbeCancelled(t *testing.T) {
+	srv := httptest.NewServer(testMux())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := RunOnce(ctx, httpCheck(types.HTTPParams{Url: srv.URL + "/ok"}))
+	if r.Status != types.STATUS_UNKNOWN || !strings.Contains(r.Output, "context canceled") {
+		t.Fatalf("got %s %q, want unknown, context canceled", r.Status.Name(), r.Output)
+	}
+}

@@ -1,0 +1,63 @@
+package checks
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+func tcpCheck(addr string) types.Check {
+	return types.Check{Id: "t", Kind: "tcp", Tcp: &types.TCPParams{Address: addr}, IntervalMs: 1000, TimeoutMs: 5000}
+}
+
+// listen accepts and closes connections on a local port until the test ends.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
+}
+
+func TestTCPProbe(t *testing.T) {
+	open := listen(t).Addr().String()
+	closed := listen(t)
+	closed.Close()
+	gone := closed.Addr().String()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	cases := []struct {
+		name   string
+		ctx    context.Context
+		addr   string
+		want   types.Status
+		output string
+	}{
+		{"open port", context.Background(), open, types.STATUS_PASSING, "TCP connect to " + open + " ok"},
+		{"closed port", context.Background(), gone, types.STATUS_CRITICAL, "dial tcp " + gone + ": connect: connection refused"},
+		{"caller cancelled", cancelled, open, types.STATUS_UNKNOWN, "context canceled"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := RunOnce(tc.ctx, tcpCheck(tc.addr))
+			if r.Status != tc.want || !strings.Contains(r.Output, tc.output) {
+				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
+			}
+		})
+	}
+}
