@@ -43,6 +43,7 @@ type App struct {
 	operators map[string]*types.Operator
 	timers    *btree.BTreeG[timer]
 	wake      map[string]int64 // check ref → its timer's time
+	instances map[string]int   // service name → number of instances
 
 	// Per block.
 	dirty          map[string]bool
@@ -80,6 +81,7 @@ func (a *App) load() error {
 	a.operators = map[string]*types.Operator{}
 	a.timers = btree.NewG(32, timerLess)
 	a.wake = map[string]int64{}
+	a.instances = map[string]int{}
 	if _, err := a.get(keyInfo, &a.meta); err != nil {
 		return err
 	}
@@ -123,6 +125,7 @@ func (a *App) load() error {
 		return fmt.Errorf("load services: %w", err)
 	}
 	for i := range insts {
+		a.instances[insts[i].Name]++
 		for j := range insts[i].Checks {
 			c := &insts[i].Checks[j]
 			ref := CheckRef(insts[i].Name, insts[i].Id, c.Id)

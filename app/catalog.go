@@ -175,14 +175,8 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	if err != nil {
 		return "", err
 	}
-	if !exists {
-		n := 0
-		if err := a.store.Iterate(servicePrefix(si.Name), func(_, _ []byte) bool { n++; return n < MaxInstances }); err != nil {
-			return "", err
-		}
-		if n >= MaxInstances {
-			return "", refuse(CodeTooLarge, "register %s/%s: service already has %d instances", si.Name, si.Id, MaxInstances)
-		}
+	if !exists && a.instances[si.Name] >= MaxInstances {
+		return "", refuse(CodeTooLarge, "register %s/%s: service already has %d instances", si.Name, si.Id, MaxInstances)
 	}
 	rec := *si
 	rec.Owner = signer
@@ -201,6 +195,9 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	}
 	if err := a.put(instanceKey(si.Name, si.Id), &rec); err != nil {
 		return "", err
+	}
+	if !exists {
+		a.instances[si.Name]++
 	}
 	for i := range si.Checks {
 		a.dirty[CheckRef(si.Name, si.Id, si.Checks[i].Id)] = true
@@ -243,6 +240,7 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 	if err := a.store.Delete(instanceKey(m.Name, m.Id)); err != nil {
 		return "", err
 	}
+	a.instances[m.Name]--
 	a.catalogChanged = true
 	return fmt.Sprintf("deregistered %s/%s", m.Name, m.Id), nil
 }
