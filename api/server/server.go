@@ -50,6 +50,17 @@ func New(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/alerts", s.alerts)
 	mux.HandleFunc("POST /v1/txs", s.txs)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all hides the mux's own 405s: look for the path under
+		// another method.
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			other := r.Clone(r.Context())
+			other.Method = m
+			if _, pattern := mux.Handler(other); m != r.Method && pattern != "/" {
+				w.Header().Set("Allow", m)
+				writeErr(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, m))
+				return
+			}
+		}
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts)", r.Method, r.URL.Path))
 	})
 	return s.logged(mux)

@@ -1,0 +1,151 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/store"
+)
+
+func key(name string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte(name))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// backend runs a real app over a memory store; a broadcast tx is executed
+// in its own block.
+type backend struct {
+	st     *store.Store
+	a      *app.App
+	height int64
+}
+
+func (b *backend) Status(context.Context) (api.Status, error) {
+	return api.Status{ChainID: "srv-test", Height: b.height}, nil
+}
+
+func (b *backend) Read() (*app.Query, error) {
+	r, err := b.st.Reader(0)
+	if err != nil {
+		return nil, err
+	}
+	return app.NewQuery(r)
+}
+
+func (b *backend) BroadcastTx(_ context.Context, tx []byte) (api.TxResult, error) {
+	b.height++
+	b.a.BeginBlock(b.height, b.height*1000)
+	log, err := b.a.DeliverTx(tx)
+	if err != nil {
+		log = err.Error()
+	}
+	if _, _, err := b.a.EndBlock(); err != nil {
+		return api.TxResult{}, err
+	}
+	if _, _, err := b.st.Commit(); err != nil {
+		return api.TxResult{}, err
+	}
+	return api.TxResult{Hash: types.TxHash(tx), Height: b.height, Code: uint32(app.CodeOf(err)), Log: log}, nil
+}
+
+func newServer(t *testing.T) (*api.Client, string) {
+	st := store.NewMemory()
+	a, err := app.New(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := func(n string) string { return base64.StdEncoding.EncodeToString(key(n).Public().(ed25519.PublicKey)) }
+	g := &app.Genesis{
+		Observers: []app.GenesisObserver{{Name: "o1", PubKey: pub("o1"), Datacenter: "dc1", Weight: 1}},
+		Operators: []app.GenesisOperator{{Name: "root", PubKey: pub("root"), Prefixes: []string{""}}},
+	}
+	if err := a.InitChain("srv-test", g); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(&backend{st: st, a: a}, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	return api.NewClient(srv.URL), srv.URL
+}
+
+func TestRoutes(t *testing.T) {
+	c, url := newServer(t)
+	ctx := context.Background()
+	inst := types.ServiceInstance{Name: "web", Id: "web-1", Address: "10.0.0.1", Port: 80, Tags: []string{"v2"},
+		Meta:   []types.Pair{{Key: "version", Value: "2"}},
+		Checks: []types.Check{{Id: "tcp", Kind: "tcp", Tcp: &types.TCPParams{Address: "10.0.0.1:80"}, IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000}}}
+	res, err := c.Register(ctx, key("root"), inst)
+	if err != nil || res.Code != 0 || res.Height == 0 {
+		t.Fatalf("register: %+v %v", res, err)
+	}
+	if _, err := c.Register(ctx, key("o1"), inst); err == nil || !strings.Contains(err.Error(), "code 4") {
+		t.Fatalf("register by a non-operator: err = %v, want a refusal with code 4", err)
+	}
+
+	list, err := c.Services(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "web" || list[0].Instances != 1 || list[0].Status != "pending" {
+		t.Fatalf("services = %+v, %v", list, err)
+	}
+	insts, err := c.Service(ctx, "web")
+	if err != nil || len(insts) != 1 {
+		t.Fatalf("service = %+v, %v", insts, err)
+	}
+	in := insts[0]
+	if in.Address != "10.0.0.1" || in.Port != 80 || in.Meta["version"] != "2" || len(in.Checks) != 1 {
+		t.Fatalf("instance = %+v", in)
+	}
+	ch := in.Checks[0]
+	if ch.Status != "stale" || ch.HardStatus != "pending" || ch.Interval != "1s" || ch.Target != "10.0.0.1:80" ||
+		len(ch.Observers) != 1 || ch.Observers[0].Name != "o1" || ch.Observers[0].Status != "pending" {
+		t.Fatalf("check = %+v", ch)
+	}
+
+	if _, err := c.Service(ctx, "nope"); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), `"nope" is not registered`) {
+		t.Fatalf("unknown service: %v", err)
+	}
+	if alerts, err := c.Alerts(ctx, 10); err != nil || len(alerts) != 0 {
+		t.Fatalf("alerts = %+v, %v", alerts, err)
+	}
+
+	for _, tc := range []struct {
+		method, path string
+		body         []byte
+		code         int
+		want         string
+	}{
+		{"GET", "/v1/nothing", nil, 404, "no route"},
+		{"GET", "/v1/alerts?limit=x", nil, 400, "limit"},
+		{"GET", "/v1/alerts?limit=0", nil, 400, "limit"},
+		{"POST", "/v1/txs", nil, 400, "empty body"},
+		{"POST", "/v1/txs", bytes.Repeat([]byte{1}, server.MaxBody+1), 413, "above"},
+		{"POST", "/v1/txs", []byte("junk"), 200, `"code": 1`},
+		{"DELETE", "/v1/services", nil, 405, "use GET"},
+	} {
+		req, _ := http.NewRequest(tc.method, url+tc.path, bytes.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(buf.String(), tc.want) {
+			t.Errorf("%s %s: %d %s, want %d containing %q", tc.method, tc.path, resp.StatusCode, buf.String(), tc.code, tc.want)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: content type %q", tc.method, tc.path, ct)
+		}
+	}
+}

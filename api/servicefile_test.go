@@ -1,0 +1,70 @@
+package api_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/api"
+)
+
+func TestParseServiceFile(t *testing.T) {
+	const yamlOK = `
+name: web
+id: web-1
+address: 127.0.0.1
+port: 8080
+datacenter: dc1
+tags: [v2]
+meta: {version: "2.1.0", role: primary}
+checks:
+  - id: http
+    http: {url: "http://127.0.0.1:8080/health", expect_status: [200], headers: {X-B: b, X-A: a}}
+    interval: 5s
+  - id: tcp
+    tcp: {address: "127.0.0.1:8080"}
+`
+	si, err := api.ParseServiceFile([]byte(yamlOK))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.Name != "web" || si.Id != "web-1" || si.Port != 8080 || len(si.Checks) != 2 {
+		t.Fatalf("parsed %+v", si)
+	}
+	c := si.Checks[0]
+	if c.Kind != "http" || c.IntervalMs != 5000 || c.TimeoutMs != 5000 || c.TtlMs != 15000 || c.Http.Method != "GET" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	if si.Meta[0].Key != "role" || c.Http.Headers[0].Key != "X-A" {
+		t.Fatalf("maps must become sorted pairs: %+v %+v", si.Meta, c.Http.Headers)
+	}
+	if si.Checks[1].Kind != "tcp" || si.Checks[1].IntervalMs != 10000 || si.Checks[1].TimeoutMs != 5000 {
+		t.Fatalf("tcp defaults: %+v", si.Checks[1])
+	}
+
+	jsonOK := `{"name":"db","id":"db-1","checks":[{"id":"tcp","tcp":{"address":"127.0.0.1:5432"},"interval":"1s"}]}`
+	if si, err := api.ParseServiceFile([]byte(jsonOK)); err != nil || si.Checks[0].TimeoutMs != 1000 {
+		t.Fatalf("JSON: %+v %v", si, err)
+	}
+
+	bad := []struct{ name, file, want string }{
+		{"unknown field", `{name: web, id: w, colour: red}`, "colour"},
+		{"no name", `{id: w}`, "name and id are required"},
+		{"interval below 1s", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: 500ms}]}`, "interval 500ms below 1s"},
+		{"timeout above interval", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: 10s, timeout: 20s}]}`, "timeout 20s above interval 10s"},
+		{"bad url", `{name: web, id: w, checks: [{id: h, http: {url: "x"}}]}`, `http url "x"`},
+		{"unknown kind", `{name: web, id: w, checks: [{id: h, kind: foo}]}`, `unknown check kind "foo"`},
+		{"no probe", `{name: web, id: w, checks: [{id: h}]}`, "no probe given"},
+		{"bad duration", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: soon}]}`, `interval "soon"`},
+		{"duplicate check", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}}, {id: h, tcp: {address: "a:1"}}]}`, "used twice"},
+		{"bad port", `{name: web, id: w, port: 70000}`, "port 70000"},
+		{"not yaml", "\t{{", "service file"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := api.ParseServiceFile([]byte(tc.file))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
