@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,7 @@ type Node struct {
 	http     *http.Server
 	httpLn   net.Listener
 	nodeID   string
+	rpcAddr  string
 
 	extraDBs []dbm.DB
 	stopping atomic.Bool
@@ -97,6 +99,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		return fmt.Errorf("load node key: %w", err)
 	}
 	n.nodeID = string(nodeKey.ID())
+	n.rpcAddr = ccfg.RPC.ListenAddress
 	pv := privval.LoadOrGenFilePV(ccfg.PrivValidatorKeyFile(), ccfg.PrivValidatorStateFile())
 	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
 		proxy.NewLocalClientCreator(n.app),
@@ -165,6 +168,11 @@ func (n *Node) HTTPAddr() string {
 		return n.settings.HTTPAddr
 	}
 	return n.httpLn.Addr().String()
+}
+
+// RPCURL is the http URL of CometBFT's RPC.
+func (n *Node) RPCURL() string {
+	return strings.Replace(n.rpcAddr, "tcp://", "http://", 1)
 }
 
 // Height is the last committed height.

@@ -97,7 +97,7 @@ func newStartCmd() *cobra.Command {
 }
 
 func newDevCmd() *cobra.Command {
-	var home, httpAddr, demoAddr, level string
+	var home, httpAddr, demoAddr, rpcAddr, p2pAddr, level string
 	var reset bool
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -113,13 +113,15 @@ it, and prints where to look. Ctrl-C stops it; running it again resumes.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDev(ctx, cmd, devOptions{home: home, httpAddr: httpAddr, demoAddr: demoAddr, reset: reset, logger: logger})
+			return runDev(ctx, cmd, devOptions{home: home, httpAddr: httpAddr, demoAddr: demoAddr, rpcAddr: rpcAddr, p2pAddr: p2pAddr, reset: reset, logger: logger})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&home, "home", defaultHome(), "home directory of the dev network")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8500", "HTTP API listen address")
 	f.StringVar(&demoAddr, "demo-addr", "127.0.0.1:8501", "listen address of the demo service")
+	f.StringVar(&rpcAddr, "rpc", "tcp://127.0.0.1:26657", "CometBFT RPC listen address (used when the network is created)")
+	f.StringVar(&p2pAddr, "p2p", "tcp://127.0.0.1:26656", "CometBFT P2P listen address (used when the network is created)")
 	f.BoolVar(&reset, "reset", false, "delete the dev network's state and start afresh")
 	f.StringVar(&level, "log-level", "warn", "log level: debug, info, warn, error")
 	return cmd
@@ -127,6 +129,7 @@ it, and prints where to look. Ctrl-C stops it; running it again resumes.`,
 
 type devOptions struct {
 	home, httpAddr, demoAddr string
+	rpcAddr, p2pAddr         string
 	reset                    bool
 	logger                   *slog.Logger
 }
@@ -141,7 +144,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 		fmt.Fprintf(out, "reset: removed %s\n", o.home)
 	}
 	if !node.Initialized(o.home) {
-		if err := node.Init(node.InitOptions{Home: o.home, ChainID: "bftmon-dev", HTTPAddr: o.httpAddr}); err != nil {
+		if err := node.Init(node.InitOptions{Home: o.home, ChainID: "bftmon-dev", HTTPAddr: o.httpAddr, RPCAddr: o.rpcAddr, P2PAddr: o.p2pAddr}); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "created a one-node network in %s\n", o.home)
@@ -201,7 +204,7 @@ demo is passing, agreed at height %d, %.1fs after start.
                 http://%[3]s/v1/services/demo
                 http://%[3]s/v1/status
   demo service  http://%[4]s/health   (POST /down to break it, /up to heal it)
-  CometBFT RPC  http://127.0.0.1:26657/status
+  CometBFT RPC  %[7]s/status
 
 Try:
   %[5]s%[6]s service list
@@ -209,7 +212,7 @@ Try:
   curl -X POST http://%[4]s/down   # then 'health demo' turns critical within seconds
 
 Ctrl-C stops the network; 'bftmon dev' again resumes it.
-`, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin)
+`, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin, n.RPCURL())
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping...")
 	return n.Stop()

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+)
+
+// buildBinary builds the real bftmon binary once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bftmon")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// devRun is a running `bftmon dev` process.
+type devRun struct {
+	cmd   *exec.Cmd
+	lines chan string
+	out   bytes.Buffer
+}
+
+func startDev(t *testing.T, bin string, args ...string) *devRun {
+	t.Helper()
+	d := &devRun{cmd: exec.Command(bin, append([]string{"dev"}, args...)...), lines: make(chan string, 1000)}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stderr = &d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+		close(d.lines)
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			d.cmd.Wait()
+		}
+	})
+	return d
+}
+
+// waitLine waits for an output line containing s.
+func (d *devRun) waitLine(t *testing.T, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-d.lines:
+			if !ok {
+				t.Fatalf("bftmon dev exited before printing %q; stderr:\n%s", s, d.out.String())
+			}
+			if strings.Contains(l, s) {
+				return l
+			}
+		case <-deadline:
+			t.Fatalf("bftmon dev did not print %q within %s; stderr:\n%s", s, timeout, d.out.String())
+		}
+	}
+}
+
+// stop sends SIGINT and expects a clean exit.
+func (d *devRun) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("bftmon dev did not exit cleanly on SIGINT: %v\n%s", err, d.out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("bftmon dev did not stop within 30s of SIGINT")
+	}
+}
+
+// TestDev runs the README's first command as a user would: the real binary,
+// the demo service turning passing, the printed commands working, breaking
+// the demo turning it critical, Ctrl-C, and resuming.
+func TestDev(t *testing.T) {
+	bin := buildBinary(t)
+	home := filepath.Join(t.TempDir(), "home")
+	httpAddr, demoAddr := freeAddr(t), freeAddr(t)
+	args := []string{"--home", home, "--http", httpAddr, "--demo-addr", demoAddr,
+		"--rpc", "tcp://" + freeAddr(t), "--p2p", "tcp://" + freeAddr(t)}
+	d := startDev(t, bin, args...)
+	d.waitLine(t, "created a one-node network", 30*time.Second)
+	d.waitLine(t, "demo is passing", 90*time.Second)
+	d.waitLine(t, "Ctrl-C stops the network", 5*time.Second)
+
+	cli := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	out, code := cli("service", "list", "-o", "json")
+	var list []api.ServiceSummary
+	if err := json.Unmarshal([]byte(out), &list); err != nil || code != 0 || len(list) != 1 || list[0].Name != "demo" || list[0].Status != "passing" {
+		t.Fatalf("service list: %q (exit %d, %v)", out, code, err)
+	}
+	if out, code := cli("health", "demo"); code != 0 || !strings.Contains(out, "passing") {
+		t.Fatalf("health demo: %q exit %d", out, code)
+	}
+
+	// Register a service from a file, and refuse an invalid one.
+	file := filepath.Join(t.TempDir(), "svc.yaml")
+	os.WriteFile(file, []byte("name: db\nid: db-1\nchecks:\n  - id: tcp\n    tcp: {address: \""+demoAddr+"\"}\n    interval: 1s\n"), 0o600)
+	if out, code := cli("service", "register", "-f", file); code != 0 || !strings.Contains(out, "registered db/db-1 at height") {
+		t.Fatalf("service register: %q exit %d", out, code)
+	}
+	os.WriteFile(file, []byte("name: db\nid: db-1\nchecks:\n  - id: tcp\n    tcp: {address: x}\n    interval: 100ms\n"), 0o600)
+	if out, code := cli("service", "register", "-f", file); code != 1 || !strings.Contains(out, "interval 100ms below 1s") {
+		t.Fatalf("invalid service file: %q exit %d", out, code)
+	}
+	if out, code := cli("service", "deregister", "db", "db-1"); code != 0 || !strings.Contains(out, "deregistered db/db-1") {
+		t.Fatalf("service deregister: %q exit %d", out, code)
+	}
+	if out, code := cli("service", "show", "db"); code != 1 || !strings.Contains(out, "not registered") {
+		t.Fatalf("show after deregister: %q exit %d", out, code)
+	}
+
+	resp, err := http.Post("http://"+demoAddr+"/down", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, code := cli("health", "demo")
+		if code == 2 && strings.Contains(out, "critical") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health demo never turned critical: %q exit %d", out, code)
+		}
+		time.Sleep(200 * time.Millisecond) // polling interval
+	}
+	d.stop(t)
+
+	// Running it again resumes the same chain.
+	d2 := startDev(t, bin, args...)
+	d2.waitLine(t, "resuming the network", 30*time.Second)
+	l := d2.waitLine(t, "demo is passing, agreed at height", 90*time.Second)
+	var h int64
+	fmt.Sscanf(l[strings.Index(l, "height"):], "height %d", &h)
+	if h < 5 {
+		t.Fatalf("resumed network agreed at height %d: it did not keep its chain (%q)", h, l)
+	}
+	d2.stop(t)
+}
