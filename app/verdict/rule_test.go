@@ -1,0 +1,231 @@
+package verdict
+
+import (
+	"fmt"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"github.com/bftmon/bftmon/app/types"
+)
+
+const (
+	pass = types.STATUS_PASSING
+	warn = types.STATUS_WARNING
+	crit = types.STATUS_CRITICAL
+	unkn = types.STATUS_UNKNOWN
+)
+
+// fresh builds fresh weight-1 reports.
+func freshReports(sts ...types.Status) []Report {
+	out := make([]Report, len(sts))
+	for i, s := range sts {
+		out[i] = Report{Weight: 1, Status: s, Fresh: true}
+	}
+	return out
+}
+
+func TestRuleBranches(t *testing.T) {
+	stale := Report{Weight: 1, Status: crit}
+	cases := []struct {
+		name     string
+		reports  []Report
+		override uint64
+		want     types.Status
+	}{
+		{"no observers", nil, 0, types.STATUS_STALE},
+		{"fresh weight below quorum", append(freshReports(pass, pass), stale, stale), 0, types.STATUS_STALE},
+		{"critical quorum", freshReports(crit, crit, crit, pass), 0, crit},
+		{"warning quorum", freshReports(warn, warn, warn, pass), 0, warn},
+		{"warning from a warning+critical mix", freshReports(warn, crit, warn, pass), 0, warn},
+		{"critical beats warning when it alone has quorum", freshReports(crit, crit, crit, warn), 0, crit},
+		{"passing quorum", freshReports(pass, pass, pass, crit), 0, pass},
+		{"unknown quorum", freshReports(unkn, unkn, unkn, pass), 0, unkn},
+		{"disputed 2-2", freshReports(pass, pass, crit, crit), 0, types.STATUS_DISPUTED},
+		{"disputed three ways", freshReports(pass, pass, unkn, crit), 0, types.STATUS_DISPUTED},
+		{"non-fresh reports ignored", append(freshReports(pass, pass, pass), stale), 0, pass},
+		{"weights", []Report{{Weight: 5, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, crit},
+		{"heavy observer alone cannot decide", []Report{{Weight: 4, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, types.STATUS_DISPUTED},
+		{"override raises the quorum", freshReports(pass, pass, pass, crit), 4, types.STATUS_DISPUTED},
+		{"override above the total is capped", freshReports(pass, pass, pass, pass), 9, pass},
+		{"override below the default is ignored", freshReports(pass, pass, crit, crit), 1, types.STATUS_DISPUTED},
+		{"a non-observer status is not a fresh report", append(freshReports(pass, pass), Report{Weight: 1, Status: types.STATUS_DISPUTED, Fresh: true}, Report{Weight: 1, Status: types.STATUS_NONE, Fresh: true}), 0, types.STATUS_STALE},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Decide(tc.reports, tc.override); got.Status != tc.want {
+				t.Fatalf("Decide = %s (Q=%d, tally %+v), want %s", got.Status.Name(), got.Quorum, got.Tally, tc.want.Name())
+			}
+		})
+	}
+	for w, q := range map[uint64]uint64{0: 1, 1: 1, 2: 2, 3: 3, 4: 3, 5: 4, 6: 5, 7: 5, 9: 7, 10: 7, 100: 67, 1 << 40: 2*(1<<40)/3 + 1} {
+		if got := Quorum(w); got != q {
+			t.Errorf("Quorum(%d) = %d, want %d", w, got, q)
+		}
+	}
+}
+
+// refDecide is a deliberately naive reference: it expands reports into unit
+// votes and finds Q by search.
+func refDecide(reports []Report, override uint64) types.Status {
+	var votes []types.Status
+	var total uint64
+	for _, r := range reports {
+		total += r.Weight
+		for i := uint64(0); i < r.Weight; i++ {
+			if r.Fresh && r.Status >= pass && r.Status <= unkn {
+				votes = append(votes, r.Status)
+			}
+		}
+	}
+	q := uint64(0)
+	for 3*q <= 2*total {
+		q++
+	}
+	if override > q {
+		q = override
+		if q > total {
+			q = total
+		}
+	}
+	count := func(ok func(types.Status) bool) uint64 {
+		var n uint64
+		for _, v := range votes {
+			if ok(v) {
+				n++
+			}
+		}
+		return n
+	}
+	is := func(s types.Status) func(types.Status) bool { return func(v types.Status) bool { return v == s } }
+	switch {
+	case total == 0 || uint64(len(votes)) < q:
+		return types.STATUS_STALE
+	case count(is(crit)) >= q:
+		return crit
+	case count(func(v types.Status) bool { return v == warn || v == crit }) >= q:
+		return warn
+	case count(is(pass)) >= q:
+		return pass
+	case count(is(unkn)) >= q:
+		return unkn
+	}
+	return types.STATUS_DISPUTED
+}
+
+func drawReport(t *rapid.T, label string) Report {
+	return Report{
+		Weight: rapid.Uint64Range(1, 20).Draw(t, label+"w"),
+		Status: types.Status(rapid.IntRange(0, 6).Draw(t, label+"s")),
+		Fresh:  rapid.Bool().Draw(t, label+"f"),
+	}
+}
+
+func TestRuleMatchesReference(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(0, 12).Draw(t, "n")
+		reports := make([]Report, n)
+		for i := range reports {
+			reports[i] = drawReport(t, fmt.Sprint(i))
+		}
+		override := rapid.Uint64Range(0, 100).Draw(t, "override")
+		if got, want := Decide(reports, override).Status, refDecide(reports, override); got != want {
+			t.Fatalf("Decide = %s, reference = %s", got.Name(), want.Name())
+		}
+	})
+}
+
+// TestRuleSafetyAndLiveness is SPEC §4's guarantee: with faulty weight
+// f ≤ W − Q reporting anything, (a) an agreed verdict is reported by honest
+// fresh weight ≥ 2Q − W; (b) faulty weight alone cannot produce one; (c) if
+// every honest observer is fresh and reports the same status, that status is
+// the verdict.
+func TestRuleSafetyAndLiveness(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, 12).Draw(t, "n")
+		weights := make([]uint64, n)
+		var w uint64
+		for i := range weights {
+			weights[i] = rapid.Uint64Range(1, 20).Draw(t, fmt.Sprintf("w%d", i))
+			w += weights[i]
+		}
+		q := Quorum(w)
+		faulty := make([]bool, n)
+		var f uint64
+		for i := range faulty {
+			if rapid.Bool().Draw(t, fmt.Sprintf("faulty%d", i)) && f+weights[i] <= w-q {
+				faulty[i], f = true, f+weights[i]
+			}
+		}
+		reports := make([]Report, n)
+		for i := range reports {
+			reports[i] = drawReport(t, fmt.Sprint(i))
+			reports[i].Weight = weights[i]
+		}
+		agreed := func(v, s types.Status) bool {
+			if v == warn {
+				return s == warn || s == crit
+			}
+			return s == v
+		}
+		v := Decide(reports, 0).Status
+		if v >= pass && v <= unkn {
+			var honest uint64
+			for i, r := range reports {
+				if !faulty[i] && r.Fresh && agreed(v, r.Status) {
+					honest += r.Weight
+				}
+			}
+			if honest+w < 2*q { // honest < 2Q − W, without underflow
+				t.Fatalf("verdict %s backed by honest weight %d < 2Q−W = %d (W=%d Q=%d f=%d)", v.Name(), honest, 2*q-w, w, q, f)
+			}
+		}
+		// (b) honest observers silent: faulty weight alone decides nothing.
+		silent := append([]Report(nil), reports...)
+		for i := range silent {
+			if !faulty[i] {
+				silent[i].Fresh = false
+			}
+		}
+		if v := Decide(silent, 0).Status; v != types.STATUS_STALE {
+			t.Fatalf("faulty weight %d of %d alone produced %s", f, w, v.Name())
+		}
+		// (c) honest observers agree: their status wins.
+		s := types.Status(rapid.IntRange(int(pass), int(unkn)).Draw(t, "honest"))
+		agree := append([]Report(nil), reports...)
+		for i := range agree {
+			if !faulty[i] {
+				agree[i].Fresh, agree[i].Status = true, s
+			}
+		}
+		if v := Decide(agree, 0).Status; v != s {
+			t.Fatalf("all honest observers report %s but the verdict is %s (W=%d Q=%d f=%d)", s.Name(), v.Name(), w, q, f)
+		}
+	})
+}
+
+// TestRuleOrderIndependent: the verdict does not depend on report order.
+func TestRuleOrderIndependent(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		reports := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) Report { return drawReport(t, "r") }), 0, 10).Draw(t, "reports")
+		perm := rapid.Permutation(reports).Draw(t, "perm")
+		if a, b := Decide(reports, 0), Decide(perm, 0); a != b {
+			t.Fatalf("%+v vs %+v", a, b)
+		}
+	})
+}
+
+func BenchmarkRuleDecide(b *testing.B) {
+	for _, n := range []int{4, 16, 64} {
+		reports := make([]Report, n)
+		for i := range reports {
+			reports[i] = Report{Weight: 1, Status: types.Status(i%4 + 1), Fresh: i%5 != 0}
+		}
+		b.Run(fmt.Sprintf("observers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				Decide(reports, 0)
+			}
+		})
+	}
+}
