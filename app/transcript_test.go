@@ -115,4 +115,3 @@ func runScenario(t *testing.T, cmds string) string {
 	}
 	return out.String()
 }
-
