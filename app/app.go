@@ -44,6 +44,7 @@ type App struct {
 	timers    *btree.BTreeG[timer]
 	wake      map[string]int64 // check ref → its timer's time
 	instances map[string]int   // service name → number of instances
+	catalog   map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
 
 	// Per block.
 	dirty          map[string]bool
@@ -82,6 +83,7 @@ func (a *App) load() error {
 	a.timers = btree.NewG(32, timerLess)
 	a.wake = map[string]int64{}
 	a.instances = map[string]int{}
+	a.catalog = map[string]*types.ServiceInstance{}
 	if _, err := a.get(keyInfo, &a.meta); err != nil {
 		return err
 	}
@@ -126,6 +128,7 @@ func (a *App) load() error {
 	}
 	for i := range insts {
 		a.instances[insts[i].Name]++
+		a.catalog[insts[i].Name+"/"+insts[i].Id] = &insts[i]
 		for j := range insts[i].Checks {
 			c := &insts[i].Checks[j]
 			ref := CheckRef(insts[i].Name, insts[i].Id, c.Id)
@@ -202,6 +205,12 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		return nil, nil, err
 	}
 	return a.alerts, a.store.WorkingHash(), nil
+}
+
+// instance returns the registered instance (nil if none). The record is
+// shared: callers must not modify it.
+func (a *App) instance(service, id string) *types.ServiceInstance {
+	return a.catalog[service+"/"+id]
 }
 
 // CatalogChanged tells whether the current block registered or

@@ -170,11 +170,8 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	if err := validateInstance(si); err != nil {
 		return "", err
 	}
-	var old types.ServiceInstance
-	exists, err := a.get(instanceKey(si.Name, si.Id), &old)
-	if err != nil {
-		return "", err
-	}
+	old := a.instance(si.Name, si.Id)
+	exists := old != nil
 	if !exists && a.instances[si.Name] >= MaxInstances {
 		return "", refuse(CodeTooLarge, "register %s/%s: service already has %d instances", si.Name, si.Id, MaxInstances)
 	}
@@ -199,6 +196,7 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	if !exists {
 		a.instances[si.Name]++
 	}
+	a.catalog[si.Name+"/"+si.Id] = &rec
 	for i := range si.Checks {
 		a.dirty[CheckRef(si.Name, si.Id, si.Checks[i].Id)] = true
 	}
@@ -224,12 +222,8 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 	if err := a.authorizeOperator(signer, m.Name); err != nil {
 		return "", err
 	}
-	var si types.ServiceInstance
-	ok, err := a.get(instanceKey(m.Name, m.Id), &si)
-	if err != nil {
-		return "", err
-	}
-	if !ok {
+	si := a.instance(m.Name, m.Id)
+	if si == nil {
 		return "", refuse(CodeNotFound, "deregister %s/%s: no such instance is registered", m.Name, m.Id)
 	}
 	for i := range si.Checks {
@@ -241,6 +235,7 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 		return "", err
 	}
 	a.instances[m.Name]--
+	delete(a.catalog, m.Name+"/"+m.Id)
 	a.catalogChanged = true
 	return fmt.Sprintf("deregistered %s/%s", m.Name, m.Id), nil
 }

@@ -73,14 +73,10 @@ func decidable(s types.Status) bool {
 // its hard state, raises alerts, and sets its next timer.
 func (a *App) evaluate(ref string) error {
 	service, instance, id := splitRef(ref)
-	var si types.ServiceInstance
-	ok, err := a.get(instanceKey(service, instance), &si)
-	if err != nil {
-		return err
-	}
+	si := a.instance(service, instance)
 	var c *types.Check
-	if ok {
-		c = findCheck(&si, id)
+	if si != nil {
+		c = findCheck(si, id)
 	}
 	if c == nil { // deregistered in the meantime
 		a.schedule(ref, 0)
@@ -106,7 +102,7 @@ func (a *App) evaluate(ref string) error {
 		from := st.Hard
 		st.Hard, st.HardHeight, st.HardTimeMs = v, h, now
 		if !(from == types.STATUS_NONE && v == types.STATUS_PASSING) {
-			a.raise(AlertStateChange, from, v, &si, c.Id, reports, now)
+			a.raise(AlertStateChange, from, v, si, c.Id, reports, now)
 		}
 	case !decidable(v) && !st.FlagAlerted && held >= c.ConfirmMs && st.Hard != types.STATUS_NONE:
 		// A disputed or stale verdict never replaces the hard state; it is
@@ -116,7 +112,7 @@ func (a *App) evaluate(ref string) error {
 		if v == types.STATUS_STALE {
 			kind = AlertStale
 		}
-		a.raise(kind, st.Hard, v, &si, c.Id, reports, now)
+		a.raise(kind, st.Hard, v, si, c.Id, reports, now)
 	}
 	if err := a.putIfChanged(checkKey(ref), &st); err != nil {
 		return err

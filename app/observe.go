@@ -48,7 +48,6 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 	items := make([]item, 0, len(b.Observations))
 	seen := make(map[string]bool, len(b.Observations))
 	var skipped []string
-	insts := map[string]*types.ServiceInstance{}
 	for i := range b.Observations {
 		o := &b.Observations[i]
 		ref := CheckRef(o.Service, o.Instance, o.Check)
@@ -56,19 +55,7 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 			return "", refuse(CodeInvalid, "observation batch names %s twice", ref)
 		}
 		seen[ref] = true
-		ik := o.Service + "/" + o.Instance
-		si, cached := insts[ik]
-		if !cached {
-			var rec types.ServiceInstance
-			ok, err := a.get(instanceKey(o.Service, o.Instance), &rec)
-			if err != nil {
-				return "", err
-			}
-			if ok {
-				si = &rec
-			}
-			insts[ik] = si
-		}
+		si := a.instance(o.Service, o.Instance)
 		var c *types.Check
 		if si != nil {
 			c = findCheck(si, o.Check)
