@@ -42,8 +42,8 @@ type App struct {
 	byPub     map[string]*types.Observer
 	operators map[string]*types.Operator
 	timers    *btree.BTreeG[timer]
-	wake      map[string]int64 // check ref → its timer's time
-	instances map[string]int   // service name → number of instances
+	wake      map[string]int64                  // check ref → its timer's time
+	instances map[string]int                    // service name → number of instances
 	catalog   map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
 
 	// Per block.
