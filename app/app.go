@@ -87,43 +87,23 @@ func (a *App) load() error {
 	if _, err := a.get(keyInfo, &a.meta); err != nil {
 		return err
 	}
-	var ierr error
-	err := a.store.Iterate(prefixObs, func(_, v []byte) bool {
-		var o types.Observer
-		if ierr = o.Unmarshal(v); ierr != nil {
-			return false
-		}
-		a.observers = append(a.observers, o)
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	var err error
+	if a.observers, err = scan[types.Observer](a.store, prefixObs); err != nil {
 		return fmt.Errorf("load observers: %w", err)
 	}
 	for i := range a.observers {
 		a.byPub[string(a.observers[i].PubKey)] = &a.observers[i]
 	}
-	err = a.store.Iterate(prefixOp, func(_, v []byte) bool {
-		var o types.Operator
-		if ierr = o.Unmarshal(v); ierr != nil {
-			return false
-		}
-		a.operators[string(o.PubKey)] = &o
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	ops, err := scan[types.Operator](a.store, prefixOp)
+	if err != nil {
 		return fmt.Errorf("load operators: %w", err)
 	}
+	for i := range ops {
+		a.operators[string(ops[i].PubKey)] = &ops[i]
+	}
 	// Timers: every check's next wake-up follows from its stored state.
-	var insts []types.ServiceInstance
-	err = a.store.Iterate(prefixService, func(_, v []byte) bool {
-		var si types.ServiceInstance
-		if ierr = si.Unmarshal(v); ierr != nil {
-			return false
-		}
-		insts = append(insts, si)
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	insts, err := scan[types.ServiceInstance](a.store, prefixService)
+	if err != nil {
 		return fmt.Errorf("load services: %w", err)
 	}
 	for i := range insts {
@@ -146,14 +126,6 @@ func (a *App) load() error {
 	return nil
 }
 
-func firstErr(errs ...error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
-}
 
 // ChainID is the chain id from genesis.
 func (a *App) ChainID() string { return a.meta.ChainId }

@@ -27,16 +27,7 @@ func NewQuery(r Reader) (*Query, error) {
 			return nil, fmt.Errorf("decode info: %w", err)
 		}
 	}
-	var ierr error
-	err = r.Iterate(prefixObs, func(_, v []byte) bool {
-		var o types.Observer
-		if ierr = o.Unmarshal(v); ierr != nil {
-			return false
-		}
-		q.observers = append(q.observers, o)
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	if q.observers, err = scan[types.Observer](r, prefixObs); err != nil {
 		return nil, fmt.Errorf("read observers: %w", err)
 	}
 	return q, nil
@@ -56,17 +47,8 @@ func (q *Query) Instances() ([]types.ServiceInstance, error) {
 }
 
 func (q *Query) instances(prefix []byte) ([]types.ServiceInstance, error) {
-	var out []types.ServiceInstance
-	var ierr error
-	err := q.r.Iterate(prefix, func(_, v []byte) bool {
-		var si types.ServiceInstance
-		if ierr = si.Unmarshal(v); ierr != nil {
-			return false
-		}
-		out = append(out, si)
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	out, err := scan[types.ServiceInstance](q.r, prefix)
+	if err != nil {
 		return nil, fmt.Errorf("read instances: %w", err)
 	}
 	return out, nil
@@ -165,23 +147,15 @@ func (q *Query) Service(name string) ([]InstanceView, error) {
 // Alerts returns up to limit alerts, newest first, raised at or above height
 // minHeight.
 func (q *Query) Alerts(minHeight int64, limit int) ([]types.Alert, error) {
-	var all []types.Alert
-	var ierr error
-	start := alertKey(minHeight, 0)
-	err := q.r.Iterate(prefixAlert, func(k, v []byte) bool {
-		if string(k) < string(start) {
-			return true
-		}
-		var al types.Alert
-		if ierr = al.Unmarshal(v); ierr != nil {
-			return false
-		}
-		all = append(all, al)
-		return true
-	})
-	if err = firstErr(err, ierr); err != nil {
+	all, err := scan[types.Alert](q.r, prefixAlert)
+	if err != nil {
 		return nil, fmt.Errorf("read alerts: %w", err)
 	}
+	start := 0
+	for start < len(all) && all[start].Height < minHeight {
+		start++
+	}
+	all = all[start:]
 	// Newest first.
 	for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
 		all[i], all[j] = all[j], all[i]

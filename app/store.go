@@ -1,5 +1,7 @@
 package app
 
+import "fmt"
+
 // Reader reads one version of the replicated state.
 type Reader interface {
 	// Get returns the value of key, or nil if it is absent.
@@ -17,4 +19,26 @@ type Store interface {
 	Set(key, value []byte) error
 	Delete(key []byte) error
 	WorkingHash() []byte
+}
+
+// scan decodes every record under prefix, in key order.
+func scan[T any, PT interface {
+	*T
+	proto
+}](r Reader, prefix []byte) ([]T, error) {
+	var out []T
+	var derr error
+	err := r.Iterate(prefix, func(k, v []byte) bool {
+		var rec T
+		if derr = PT(&rec).Unmarshal(v); derr != nil {
+			derr = fmt.Errorf("decode %q: %w", k, derr)
+			return false
+		}
+		out = append(out, rec)
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	return out, err
 }
