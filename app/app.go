@@ -126,7 +126,6 @@ func (a *App) load() error {
 	return nil
 }
 
-
 // ChainID is the chain id from genesis.
 func (a *App) ChainID() string { return a.meta.ChainId }
 
