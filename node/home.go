@@ -114,6 +114,10 @@ func Init(opts InitOptions) error {
 	cfg.P2P.ListenAddress = orDefault(opts.P2PAddr, "tcp://127.0.0.1:26656")
 	cfg.P2P.AllowDuplicateIP = true
 	cfg.P2P.AddrBookStrict = false
+	// Peers are configured (persistent_peers), not discovered. Off, PEX also
+	// leaves no address book behind that CometBFT's Stop does not wait for
+	// (it would rewrite config/addrbook.json after the node stopped).
+	cfg.P2P.PexReactor = false
 	cfg.Consensus.TimeoutCommit = 500 * time.Millisecond
 	if opts.BlockInterval > 0 {
 		cfg.Consensus.TimeoutCommit = opts.BlockInterval
