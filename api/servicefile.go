@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -31,6 +32,7 @@ type CheckFile struct {
 	Kind        string     `json:"kind"`
 	HTTP        *HTTPCheck `json:"http"`
 	TCP         *TCPCheck  `json:"tcp"`
+	Exec        *ExecCheck `json:"exec"`
 	Interval    string     `json:"interval"`
 	Timeout     string     `json:"timeout"`
 	TTL         string     `json:"ttl"`
@@ -48,6 +50,15 @@ type HTTPCheck struct {
 	Headers         map[string]string `json:"headers"`
 	TLSSkipVerify   bool              `json:"tls_skip_verify"`
 	FollowRedirects *bool             `json:"follow_redirects"`
+}
+
+// ExecCheck parameterises an exec check (a Nagios plugin).
+type ExecCheck struct {
+	// Argv is the plugin's absolute path and its arguments (no shell).
+	Argv []string `json:"argv"`
+	// TimeoutStatus is reported when the plugin is killed at its timeout:
+	// critical (default, like Nagios), warning, unknown or passing.
+	TimeoutStatus string `json:"timeout_status"`
 }
 
 // TCPCheck parameterises a tcp check.
@@ -125,8 +136,10 @@ func (cf *CheckFile) check() (types.Check, error) {
 			c.Kind = "http"
 		case cf.TCP != nil:
 			c.Kind = "tcp"
+		case cf.Exec != nil:
+			c.Kind = "exec"
 		default:
-			return c, fmt.Errorf("no probe given: add http or tcp")
+			return c, fmt.Errorf("no probe given: add http, tcp or exec")
 		}
 	}
 	interval, err := duration("interval", cf.Interval, 10*time.Second)
@@ -182,8 +195,23 @@ func (cf *CheckFile) check() (types.Check, error) {
 			return c, fmt.Errorf("tcp address %q: want host:port", cf.TCP.Address)
 		}
 		c.Tcp = &types.TCPParams{Address: cf.TCP.Address}
+	case "exec":
+		if cf.Exec == nil || len(cf.Exec.Argv) == 0 {
+			return c, fmt.Errorf("kind exec needs exec: {argv: [/path/to/plugin, args...]}")
+		}
+		if !strings.HasPrefix(cf.Exec.Argv[0], "/") {
+			return c, fmt.Errorf("exec argv[0] %q: give the plugin's absolute path", cf.Exec.Argv[0])
+		}
+		c.Exec = &types.ExecParams{Argv: cf.Exec.Argv}
+		if cf.Exec.TimeoutStatus != "" {
+			st, err := types.ParseStatus(cf.Exec.TimeoutStatus)
+			if err != nil || st > types.STATUS_UNKNOWN {
+				return c, fmt.Errorf("exec timeout_status %q: want passing, warning, critical or unknown", cf.Exec.TimeoutStatus)
+			}
+			c.Exec.TimeoutStatus = st
+		}
 	default:
-		return c, fmt.Errorf("unknown check kind %q (known: http, tcp)", c.Kind)
+		return c, fmt.Errorf("unknown check kind %q (known: exec, http, tcp)", c.Kind)
 	}
 	return c, nil
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -41,6 +42,11 @@ checks:
 		t.Fatalf("tcp defaults: %+v", si.Checks[1])
 	}
 
+	execOK := `{name: nag, id: n-1, checks: [{id: tcp, exec: {argv: [/usr/lib/nagios/plugins/check_tcp, -H, 127.0.0.1, -p, "80"], timeout_status: unknown}}]}`
+	if si, err := api.ParseServiceFile([]byte(execOK)); err != nil || si.Checks[0].Kind != "exec" || len(si.Checks[0].Exec.Argv) != 5 || si.Checks[0].Exec.TimeoutStatus.Name() != "unknown" {
+		t.Fatalf("exec: %+v %v", si, err)
+	}
+
 	jsonOK := `{"name":"db","id":"db-1","checks":[{"id":"tcp","tcp":{"address":"127.0.0.1:5432"},"interval":"1s"}]}`
 	if si, err := api.ParseServiceFile([]byte(jsonOK)); err != nil || si.Checks[0].TimeoutMs != 1000 {
 		t.Fatalf("JSON: %+v %v", si, err)
@@ -54,6 +60,9 @@ checks:
 		{"bad url", `{name: web, id: w, checks: [{id: h, http: {url: "x"}}]}`, `http url "x"`},
 		{"unknown kind", `{name: web, id: w, checks: [{id: h, kind: foo}]}`, `unknown check kind "foo"`},
 		{"no probe", `{name: web, id: w, checks: [{id: h}]}`, "no probe given"},
+		{"exec without argv", `{name: web, id: w, checks: [{id: h, exec: {argv: []}}]}`, "needs exec"},
+		{"exec relative path", `{name: web, id: w, checks: [{id: h, exec: {argv: [check_tcp]}}]}`, "absolute path"},
+		{"exec bad timeout status", `{name: web, id: w, checks: [{id: h, exec: {argv: [/bin/true], timeout_status: stale}}]}`, "timeout_status"},
 		{"bad duration", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: soon}]}`, `interval "soon"`},
 		{"duplicate check", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}}, {id: h, tcp: {address: "a:1"}}]}`, "used twice"},
 		{"bad port", `{name: web, id: w, port: 70000}`, "port 70000"},
@@ -66,5 +75,20 @@ checks:
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestExampleServiceFile keeps docs/service.example.yaml valid.
+func TestExampleServiceFile(t *testing.T) {
+	data, err := os.ReadFile("../docs/service.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := api.ParseServiceFile(data)
+	if err != nil {
+		t.Fatalf("docs/service.example.yaml: %v", err)
+	}
+	if len(si.Checks) != 3 {
+		t.Fatalf("example has %d checks, want 3", len(si.Checks))
 	}
 }

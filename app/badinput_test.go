@@ -22,6 +22,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	bad := webInstance(0)
 	bad.Checks[0].IntervalMs = 500
+	relExec := webInstance(0)
+	relExec.Checks[0] = types.Check{Id: "nag", Kind: "exec", Exec: &types.ExecParams{Argv: []string{"check_tcp"}}, IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000}
 	replayed := n.tx("o1", observe(obsOf(C)))
 	n.block(1000, replayed)
 	wrongChain, _ := types.SignTx("other-chain", key("o1"), 1<<40, observe(obsOf(C)))
@@ -54,6 +56,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"registration outside the operator's scope", n.tx("team", register(webInstance(0))), app.CodeUnauthorized, `"team-"*`},
 		{"registration by a non-operator", n.tx("o1", register(webInstance(0))), app.CodeUnauthorized, "not an operator"},
 		{"invalid registration", n.tx("root", register(bad)), app.CodeInvalid, "interval"},
+		{"exec check with a relative plugin path", n.tx("root", register(relExec)), app.CodeInvalid, "absolute path"},
 		{"deregistration of an unknown instance", n.tx("root", types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "web", Id: "nope"}}}), app.CodeNotFound, "web/nope"},
 	}
 	n.app.BeginBlock(n.height+1, n.now+1)

@@ -11,7 +11,13 @@ import (
 )
 
 // Known check kinds and their bounds.
-var checkKinds = map[string]bool{"http": true, "tcp": true}
+var checkKinds = map[string]bool{"http": true, "tcp": true, "exec": true}
+
+// Bounds of an exec check's argv.
+const (
+	maxArgs   = 64
+	maxArgLen = 1024
+)
 
 const (
 	minIntervalMs = 1000
@@ -117,7 +123,7 @@ func validateCheck(c *types.Check) error {
 		return err
 	}
 	if !checkKinds[c.Kind] {
-		return fmt.Errorf("unknown check kind %q (known: http, tcp)", c.Kind)
+		return fmt.Errorf("unknown check kind %q (known: exec, http, tcp)", c.Kind)
 	}
 	if c.IntervalMs < minIntervalMs || c.IntervalMs > maxIntervalMs {
 		return fmt.Errorf("interval %dms outside 1s..24h", c.IntervalMs)
@@ -149,6 +155,24 @@ func validateCheck(c *types.Check) error {
 			if s < 100 || s > 599 {
 				return fmt.Errorf("expected status %d outside 100..599", s)
 			}
+		}
+	case "exec":
+		if c.Exec == nil || len(c.Exec.Argv) == 0 {
+			return fmt.Errorf("exec check without argv")
+		}
+		if !strings.HasPrefix(c.Exec.Argv[0], "/") {
+			return fmt.Errorf("exec argv[0] %q: give the plugin's absolute path", c.Exec.Argv[0])
+		}
+		if len(c.Exec.Argv) > maxArgs {
+			return fmt.Errorf("exec argv has %d entries, at most %d", len(c.Exec.Argv), maxArgs)
+		}
+		for i, a := range c.Exec.Argv {
+			if len(a) > maxArgLen {
+				return fmt.Errorf("exec argv[%d] is %d bytes, at most %d", i, len(a), maxArgLen)
+			}
+		}
+		if ts := c.Exec.TimeoutStatus; ts != types.STATUS_NONE && !decidable(ts) {
+			return fmt.Errorf("exec timeout_status must be passing, warning, critical or unknown")
 		}
 	case "tcp":
 		if c.Tcp == nil {

@@ -33,6 +33,8 @@ type Result struct {
 	Output string
 	// Latency is how long the target took to answer (or to fail).
 	Latency time.Duration
+	// Perf is the performance data of a Nagios plugin (exec checks).
+	Perf []Perf
 }
 
 // Prober probes one check's target. A probe never fails with an error: a
