@@ -2,14 +2,13 @@ package api
 
 import (
 	"fmt"
-	"net"
-	"net/url"
 	"sort"
 	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -32,6 +31,8 @@ type CheckFile struct {
 	Kind        string     `json:"kind"`
 	HTTP        *HTTPCheck `json:"http"`
 	TCP         *TCPCheck  `json:"tcp"`
+	DNS         *DNSCheck  `json:"dns"`
+	GRPC        *GRPCCheck `json:"grpc"`
 	Exec        *ExecCheck `json:"exec"`
 	Interval    string     `json:"interval"`
 	Timeout     string     `json:"timeout"`
@@ -47,9 +48,40 @@ type HTTPCheck struct {
 	Method          string            `json:"method"`
 	ExpectStatus    []uint32          `json:"expect_status"`
 	BodyContains    string            `json:"body_contains"`
+	BodyRegex       string            `json:"body_regex"`
 	Headers         map[string]string `json:"headers"`
 	TLSSkipVerify   bool              `json:"tls_skip_verify"`
 	FollowRedirects *bool             `json:"follow_redirects"`
+	// CertExpiryWarnDays makes the check warn when the server's certificate
+	// expires within that many days.
+	CertExpiryWarnDays uint32 `json:"cert_expiry_warn_days"`
+}
+
+// TCPCheck parameterises a tcp check.
+type TCPCheck struct {
+	Address string `json:"address"`
+	// Send is written after connecting; Expect must then be read back.
+	Send   string `json:"send"`
+	Expect string `json:"expect"`
+}
+
+// DNSCheck parameterises a dns check.
+type DNSCheck struct {
+	// Server is the host:port of the DNS server to ask.
+	Server string `json:"server"`
+	Name   string `json:"name"`
+	// Type is A (default), AAAA, SRV or TXT.
+	Type string `json:"type"`
+	// Expect lists answers that must all be present.
+	Expect []string `json:"expect"`
+}
+
+// GRPCCheck parameterises a grpc check (the grpc.health.v1 protocol).
+type GRPCCheck struct {
+	Address       string `json:"address"`
+	Service       string `json:"service"`
+	TLS           bool   `json:"tls"`
+	TLSSkipVerify bool   `json:"tls_skip_verify"`
 }
 
 // ExecCheck parameterises an exec check (a Nagios plugin).
@@ -59,11 +91,6 @@ type ExecCheck struct {
 	// TimeoutStatus is reported when the plugin is killed at its timeout:
 	// critical (default, like Nagios), warning, unknown or passing.
 	TimeoutStatus string `json:"timeout_status"`
-}
-
-// TCPCheck parameterises a tcp check.
-type TCPCheck struct {
-	Address string `json:"address"`
 }
 
 // ParseServiceFile reads a service definition in YAML or JSON, applies the
@@ -102,6 +129,10 @@ func (f *ServiceFile) Instance() (types.ServiceInstance, error) {
 		seen[c.Id] = true
 		si.Checks = append(si.Checks, c)
 	}
+	// The application's own rules, so a bad file is refused before it is signed.
+	if err := app.ValidateInstance(&si); err != nil {
+		return si, err
+	}
 	return si, nil
 }
 
@@ -125,82 +156,131 @@ func duration(field, s string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-func (cf *CheckFile) check() (types.Check, error) {
-	c := types.Check{Id: cf.ID, Kind: cf.Kind, Datacenters: cf.Datacenters, Quorum: cf.Quorum}
-	if c.Id == "" {
-		return c, fmt.Errorf("id is required")
-	}
-	if c.Kind == "" {
-		switch {
-		case cf.HTTP != nil:
-			c.Kind = "http"
-		case cf.TCP != nil:
-			c.Kind = "tcp"
-		case cf.Exec != nil:
-			c.Kind = "exec"
-		default:
-			return c, fmt.Errorf("no probe given: add http, tcp or exec")
+// kindOf is the kind a check file names, or else the one its parameters imply.
+func (cf *CheckFile) kindOf() (string, error) {
+	var given []string
+	for k, set := range map[string]bool{"http": cf.HTTP != nil, "tcp": cf.TCP != nil, "dns": cf.DNS != nil, "grpc": cf.GRPC != nil, "exec": cf.Exec != nil} {
+		if set {
+			given = append(given, k)
 		}
+	}
+	sort.Strings(given)
+	kind := cf.Kind
+	if kind == "https" {
+		kind = "http"
+	}
+	switch {
+	case kind != "":
+		for _, g := range given {
+			if g != kind {
+				return "", fmt.Errorf("a %s check must not carry %s parameters", kind, g)
+			}
+		}
+		return kind, nil
+	case len(given) == 1:
+		return given[0], nil
+	case len(given) == 0:
+		return "", fmt.Errorf("no probe given: add one of http, tcp, dns, grpc or exec, or say kind: passive")
+	default:
+		return "", fmt.Errorf("several probes given (%s): a check has one", strings.Join(given, ", "))
+	}
+}
+
+// timing fills a check's interval, timeout, ttl and confirm from the file,
+// with the defaults: interval 10s, timeout min(5s, interval), ttl 3×interval.
+// A passive check has only a ttl, which it must give.
+func (cf *CheckFile) timing(c *types.Check) error {
+	confirm, err := duration("confirm", cf.Confirm, 0)
+	if err != nil {
+		return err
+	}
+	c.ConfirmMs = confirm.Milliseconds()
+	if c.Kind == "passive" {
+		if cf.Interval != "" || cf.Timeout != "" {
+			return fmt.Errorf("a passive check has no interval or timeout: give only ttl (how long a submitted result stays fresh)")
+		}
+		if cf.TTL == "" {
+			return fmt.Errorf("a passive check needs ttl: how long a submitted result stays fresh, e.g. ttl: 5m")
+		}
+		ttl, err := duration("ttl", cf.TTL, 0)
+		c.TtlMs = ttl.Milliseconds()
+		return err
 	}
 	interval, err := duration("interval", cf.Interval, 10*time.Second)
 	if err != nil {
-		return c, err
+		return err
 	}
 	if interval < time.Second {
-		return c, fmt.Errorf("interval %s below 1s", interval)
+		return fmt.Errorf("interval %s below 1s", interval)
 	}
 	timeout, err := duration("timeout", cf.Timeout, min(5*time.Second, interval))
 	if err != nil {
-		return c, err
+		return err
 	}
 	if timeout > interval {
-		return c, fmt.Errorf("timeout %s above interval %s", timeout, interval)
+		return fmt.Errorf("timeout %s above interval %s", timeout, interval)
 	}
 	ttl, err := duration("ttl", cf.TTL, 3*interval)
 	if err != nil {
-		return c, err
+		return err
 	}
-	if ttl < interval {
-		return c, fmt.Errorf("ttl %s below interval %s", ttl, interval)
+	c.IntervalMs, c.TimeoutMs, c.TtlMs = interval.Milliseconds(), timeout.Milliseconds(), ttl.Milliseconds()
+	return nil
+}
+
+func (cf *CheckFile) check() (types.Check, error) {
+	c := types.Check{Id: cf.ID, Datacenters: cf.Datacenters, Quorum: cf.Quorum}
+	if c.Id == "" {
+		return c, fmt.Errorf("id is required")
 	}
-	confirm, err := duration("confirm", cf.Confirm, 0)
+	kind, err := cf.kindOf()
 	if err != nil {
 		return c, err
 	}
-	c.IntervalMs, c.TimeoutMs, c.TtlMs, c.ConfirmMs = interval.Milliseconds(), timeout.Milliseconds(), ttl.Milliseconds(), confirm.Milliseconds()
-	switch c.Kind {
-	case "http", "https":
-		c.Kind = "http"
-		if cf.HTTP == nil {
-			return c, fmt.Errorf("kind http needs http: {url: ...}")
+	c.Kind = kind
+	if err := cf.timing(&c); err != nil {
+		return c, err
+	}
+	need := func(given bool, example string) error {
+		if !given {
+			return fmt.Errorf("kind %s needs %s", kind, example)
 		}
-		u, err := url.Parse(cf.HTTP.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return c, fmt.Errorf("http url %q: must be absolute http or https", cf.HTTP.URL)
+		return nil
+	}
+	switch kind {
+	case "http":
+		if err := need(cf.HTTP != nil, "http: {url: ...}"); err != nil {
+			return c, err
 		}
 		method := cf.HTTP.Method
 		if method == "" {
 			method = "GET"
 		}
 		c.Http = &types.HTTPParams{
-			Url: cf.HTTP.URL, Method: method, ExpectStatus: cf.HTTP.ExpectStatus, BodyContains: cf.HTTP.BodyContains,
+			Url: cf.HTTP.URL, Method: method, ExpectStatus: cf.HTTP.ExpectStatus,
+			BodyContains: cf.HTTP.BodyContains, BodyRegex: cf.HTTP.BodyRegex,
 			Headers: pairs(cf.HTTP.Headers), TlsSkipVerify: cf.HTTP.TLSSkipVerify,
-			NoFollowRedirects: cf.HTTP.FollowRedirects != nil && !*cf.HTTP.FollowRedirects,
+			NoFollowRedirects:  cf.HTTP.FollowRedirects != nil && !*cf.HTTP.FollowRedirects,
+			CertExpiryWarnDays: cf.HTTP.CertExpiryWarnDays,
 		}
 	case "tcp":
-		if cf.TCP == nil {
-			return c, fmt.Errorf("kind tcp needs tcp: {address: host:port}")
+		if err := need(cf.TCP != nil, "tcp: {address: host:port}"); err != nil {
+			return c, err
 		}
-		if _, _, err := net.SplitHostPort(cf.TCP.Address); err != nil {
-			return c, fmt.Errorf("tcp address %q: want host:port", cf.TCP.Address)
+		c.Tcp = &types.TCPParams{Address: cf.TCP.Address, Send: cf.TCP.Send, Expect: cf.TCP.Expect}
+	case "dns":
+		if err := need(cf.DNS != nil, "dns: {server: host:port, name: ...}"); err != nil {
+			return c, err
 		}
-		c.Tcp = &types.TCPParams{Address: cf.TCP.Address}
+		c.Dns = &types.DNSParams{Server: cf.DNS.Server, Name: cf.DNS.Name, Type: strings.ToUpper(cf.DNS.Type), Expect: cf.DNS.Expect}
+	case "grpc":
+		if err := need(cf.GRPC != nil, "grpc: {address: host:port}"); err != nil {
+			return c, err
+		}
+		c.Grpc = &types.GRPCParams{Address: cf.GRPC.Address, Service: cf.GRPC.Service, Tls: cf.GRPC.TLS, TlsSkipVerify: cf.GRPC.TLSSkipVerify}
 	case "exec":
-		if cf.Exec == nil || len(cf.Exec.Argv) == 0 {
-			return c, fmt.Errorf("kind exec needs exec: {argv: [/path/to/plugin, args...]}")
-		}
-		if !strings.HasPrefix(cf.Exec.Argv[0], "/") {
-			return c, fmt.Errorf("exec argv[0] %q: give the plugin's absolute path", cf.Exec.Argv[0])
+		if err := need(cf.Exec != nil && len(cf.Exec.Argv) > 0, "exec: {argv: [/path/to/plugin, args...]}"); err != nil {
+			return c, err
 		}
 		c.Exec = &types.ExecParams{Argv: cf.Exec.Argv}
 		if cf.Exec.TimeoutStatus != "" {
@@ -210,8 +290,7 @@ func (cf *CheckFile) check() (types.Check, error) {
 			}
 			c.Exec.TimeoutStatus = st
 		}
-	default:
-		return c, fmt.Errorf("unknown check kind %q (known: exec, http, tcp)", c.Kind)
 	}
+	// Unknown kinds, stray parameters and every other rule are the application's (ValidateInstance).
 	return c, nil
 }

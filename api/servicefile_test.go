@@ -52,12 +52,57 @@ checks:
 		t.Fatalf("JSON: %+v %v", si, err)
 	}
 
+	kinds := `
+name: all
+id: a-1
+checks:
+  - {id: dns, dns: {server: "127.0.0.1:53", name: db.example., type: srv, expect: ["0 5 5432 db1.example."]}}
+  - {id: grpc, grpc: {address: "127.0.0.1:9090", service: users}}
+  - {id: tls, kind: https, http: {url: "https://127.0.0.1:8443/", body_regex: "^ok", cert_expiry_warn_days: 14}}
+  - {id: banner, tcp: {address: "127.0.0.1:25", expect: "220 "}}
+  - {id: backup, kind: passive, ttl: 26h}
+`
+	si, err = api.ParseServiceFile([]byte(kinds))
+	if err == nil || !strings.Contains(err.Error(), "passive ttl") {
+		t.Fatalf("a passive ttl above 24h must be refused by the app's rules, got %v", err)
+	}
+	si, err = api.ParseServiceFile([]byte(strings.Replace(kinds, "26h", "25m", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]string{}
+	for _, c := range si.Checks {
+		byID[c.Id] = c.Kind
+	}
+	if byID["dns"] != "dns" || byID["grpc"] != "grpc" || byID["tls"] != "http" || byID["banner"] != "tcp" || byID["backup"] != "passive" {
+		t.Fatalf("kinds: %v", byID)
+	}
+	if d := si.Checks[0].Dns; d.Type != "SRV" || d.Expect[0] != "0 5 5432 db1.example." {
+		t.Fatalf("dns params: %+v", d)
+	}
+	if p := si.Checks[4]; p.TtlMs != 25*60*1000 || p.IntervalMs != 0 || p.TimeoutMs != 0 {
+		t.Fatalf("passive timing: %+v", p)
+	}
+	if h := si.Checks[2].Http; h.BodyRegex != "^ok" || h.CertExpiryWarnDays != 14 {
+		t.Fatalf("http params: %+v", h)
+	}
+
 	bad := []struct{ name, file, want string }{
+		{"passive without ttl", `{name: web, id: w, checks: [{id: p, kind: passive}]}`, "passive check needs ttl"},
+		{"passive with interval", `{name: web, id: w, checks: [{id: p, kind: passive, ttl: 1m, interval: 10s}]}`, "no interval or timeout"},
+		{"passive with a probe", `{name: web, id: w, checks: [{id: p, kind: passive, ttl: 1m, tcp: {address: "a:1"}}]}`, "must not carry tcp"},
+		{"two probes", `{name: web, id: w, checks: [{id: p, tcp: {address: "a:1"}, grpc: {address: "a:1"}}]}`, "several probes given (grpc, tcp)"},
+		{"bad regex", `{name: web, id: w, checks: [{id: h, http: {url: "http://a/", body_regex: "("}}]}`, "body_regex"},
+		{"dns type", `{name: web, id: w, checks: [{id: d, dns: {server: "a:53", name: x, type: MX}}]}`, `dns type "MX"`},
+		{"dns server", `{name: web, id: w, checks: [{id: d, dns: {server: "a", name: x}}]}`, `dns server "a"`},
+		{"dns name", `{name: web, id: w, checks: [{id: d, dns: {server: "a:53"}}]}`, "without a name"},
+		{"grpc address", `{name: web, id: w, checks: [{id: g, grpc: {address: "a:0"}}]}`, `grpc address "a:0"`},
 		{"unknown field", `{name: web, id: w, colour: red}`, "colour"},
 		{"no name", `{id: w}`, "name and id are required"},
 		{"interval below 1s", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: 500ms}]}`, "interval 500ms below 1s"},
 		{"timeout above interval", `{name: web, id: w, checks: [{id: h, tcp: {address: "a:1"}, interval: 10s, timeout: 20s}]}`, "timeout 20s above interval 10s"},
 		{"bad url", `{name: web, id: w, checks: [{id: h, http: {url: "x"}}]}`, `http url "x"`},
+		{"tcp address", `{name: web, id: w, checks: [{id: h, tcp: {address: "nohost"}}]}`, `tcp address "nohost"`},
 		{"unknown kind", `{name: web, id: w, checks: [{id: h, kind: foo}]}`, `unknown check kind "foo"`},
 		{"no probe", `{name: web, id: w, checks: [{id: h}]}`, "no probe given"},
 		{"exec without argv", `{name: web, id: w, checks: [{id: h, exec: {argv: []}}]}`, "needs exec"},

@@ -2,16 +2,26 @@ package app
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/bftmon/bftmon/app/types"
 )
 
 // Known check kinds and their bounds.
-var checkKinds = map[string]bool{"http": true, "tcp": true, "exec": true}
+var checkKinds = map[string]bool{"http": true, "tcp": true, "dns": true, "grpc": true, "exec": true, "passive": true}
+
+// CheckKinds lists the check kinds a registration may use, sorted.
+func CheckKinds() []string { return slices.Sorted(maps.Keys(checkKinds)) }
+
+// dnsTypes are the record types a dns check may query.
+var dnsTypes = map[string]bool{"A": true, "AAAA": true, "SRV": true, "TXT": true}
 
 // Bounds of an exec check's argv.
 const (
@@ -64,6 +74,13 @@ func validName(what, s string) error {
 		}
 	}
 	return nil
+}
+
+// ValidateInstance checks a registration without looking at any state: the
+// same rules the application applies when the registration is committed, so
+// a client can refuse a bad service file before signing it.
+func ValidateInstance(si *types.ServiceInstance) error {
+	return validateInstanceErr(si)
 }
 
 // validateInstance checks a registration without looking at any state.
@@ -123,16 +140,29 @@ func validateCheck(c *types.Check) error {
 		return err
 	}
 	if !checkKinds[c.Kind] {
-		return fmt.Errorf("unknown check kind %q (known: exec, http, tcp)", c.Kind)
+		return fmt.Errorf("unknown check kind %q (known: %s)", c.Kind, strings.Join(CheckKinds(), ", "))
 	}
-	if c.IntervalMs < minIntervalMs || c.IntervalMs > maxIntervalMs {
-		return fmt.Errorf("interval %dms outside 1s..24h", c.IntervalMs)
+	if c.Kind == "passive" {
+		// Nothing is probed: only how long a submitted result stays fresh matters.
+		if c.IntervalMs != 0 || c.TimeoutMs != 0 {
+			return fmt.Errorf("a passive check has no interval or timeout, only a ttl")
+		}
+		if c.TtlMs < minIntervalMs || c.TtlMs > maxIntervalMs {
+			return fmt.Errorf("passive ttl %dms outside 1s..24h", c.TtlMs)
+		}
+	} else {
+		if c.IntervalMs < minIntervalMs || c.IntervalMs > maxIntervalMs {
+			return fmt.Errorf("interval %dms outside 1s..24h", c.IntervalMs)
+		}
+		if c.TimeoutMs <= 0 || c.TimeoutMs > c.IntervalMs {
+			return fmt.Errorf("timeout %dms must be above 0 and at most the interval %dms", c.TimeoutMs, c.IntervalMs)
+		}
+		if c.TtlMs < c.IntervalMs {
+			return fmt.Errorf("ttl %dms below the interval %dms", c.TtlMs, c.IntervalMs)
+		}
 	}
-	if c.TimeoutMs <= 0 || c.TimeoutMs > c.IntervalMs {
-		return fmt.Errorf("timeout %dms must be above 0 and at most the interval %dms", c.TimeoutMs, c.IntervalMs)
-	}
-	if c.TtlMs < c.IntervalMs {
-		return fmt.Errorf("ttl %dms below the interval %dms", c.TtlMs, c.IntervalMs)
+	if err := onlyParams(c); err != nil {
+		return err
 	}
 	if c.ConfirmMs < 0 || c.DeregisterCriticalAfterMs < 0 {
 		return fmt.Errorf("confirm and deregister_critical_after must not be negative")
@@ -156,6 +186,14 @@ func validateCheck(c *types.Check) error {
 				return fmt.Errorf("expected status %d outside 100..599", s)
 			}
 		}
+		if c.Http.BodyRegex != "" {
+			if _, err := regexp.Compile(c.Http.BodyRegex); err != nil {
+				return fmt.Errorf("http body_regex: %w", err)
+			}
+		}
+		if c.Http.CertExpiryWarnDays > 3650 {
+			return fmt.Errorf("http cert_expiry_warn_days %d above 3650", c.Http.CertExpiryWarnDays)
+		}
 	case "exec":
 		if c.Exec == nil || len(c.Exec.Argv) == 0 {
 			return fmt.Errorf("exec check without argv")
@@ -178,8 +216,51 @@ func validateCheck(c *types.Check) error {
 		if c.Tcp == nil {
 			return fmt.Errorf("tcp check without tcp parameters")
 		}
-		if _, _, err := net.SplitHostPort(c.Tcp.Address); err != nil {
-			return fmt.Errorf("tcp address %q: want host:port", c.Tcp.Address)
+		if err := hostPort("tcp address", c.Tcp.Address); err != nil {
+			return err
+		}
+	case "dns":
+		if c.Dns == nil {
+			return fmt.Errorf("dns check without dns parameters")
+		}
+		if err := hostPort("dns server", c.Dns.Server); err != nil {
+			return err
+		}
+		if c.Dns.Name == "" {
+			return fmt.Errorf("dns check without a name to query")
+		}
+		if c.Dns.Type != "" && !dnsTypes[c.Dns.Type] {
+			return fmt.Errorf("dns type %q: want A, AAAA, SRV or TXT", c.Dns.Type)
+		}
+	case "grpc":
+		if c.Grpc == nil {
+			return fmt.Errorf("grpc check without grpc parameters")
+		}
+		if err := hostPort("grpc address", c.Grpc.Address); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostPort checks that addr is host:port with a numeric port.
+func hostPort(what, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil && host != "" {
+		if n, perr := strconv.Atoi(port); perr == nil && n > 0 && n <= 65535 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: want host:port", what, addr)
+}
+
+// onlyParams checks that a check carries the parameters of its own kind and
+// no other kind's.
+func onlyParams(c *types.Check) error {
+	given := map[string]bool{"http": c.Http != nil, "tcp": c.Tcp != nil, "dns": c.Dns != nil, "grpc": c.Grpc != nil, "exec": c.Exec != nil}
+	for _, k := range slices.Sorted(maps.Keys(given)) {
+		if given[k] && k != c.Kind {
+			return fmt.Errorf("a %s check must not carry %s parameters", c.Kind, k)
 		}
 	}
 	return nil
