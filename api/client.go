@@ -60,8 +60,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		if json.Unmarshal(bz, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+		case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict:
+			return fmt.Errorf("%s: %w", msg, ErrBadRequest)
 		}
 		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
@@ -140,4 +143,16 @@ func (c *Client) Register(ctx context.Context, key ed25519.PrivateKey, inst type
 func (c *Client) Deregister(ctx context.Context, key ed25519.PrivateKey, name, id string) (TxResult, error) {
 	msg := types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: name, Id: id}}}
 	return c.send(ctx, "deregister "+name+"/"+id, key, msg)
+}
+
+// Observe submits a passive check result to the node, whose observer signs
+// it into its next batch.
+func (c *Client) Observe(ctx context.Context, r PassiveResult) (ObserveAck, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return ObserveAck{}, err
+	}
+	var ack ObserveAck
+	err = c.do(ctx, http.MethodPost, "/v1/observe", body, &ack)
+	return ack, err
 }

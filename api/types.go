@@ -103,3 +103,27 @@ type Error struct {
 
 // ErrNotFound matches errors for names the node does not know.
 var ErrNotFound = errors.New("not found")
+
+// PassiveResult is a result submitted for a passive check (POST /v1/observe,
+// `bftmon submit`): the local node's observer signs it into its next batch.
+type PassiveResult struct {
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	Check    string `json:"check"`
+	// Code is the Nagios plugin code: 0 passing, 1 warning, 2 critical, 3 unknown.
+	Code int `json:"code"`
+	// Output is the plugin's output; performance data after '|' is parsed
+	// and exported on /metrics.
+	Output string `json:"output"`
+}
+
+// ObserveAck is the answer to an accepted passive result: it is queued for
+// the observer's next flush.
+type ObserveAck struct {
+	Observer string `json:"observer"`
+	Check    string `json:"check"`
+	Status   string `json:"status"`
+}
+
+// ErrBadRequest matches errors for requests the node refuses as invalid.
+var ErrBadRequest = errors.New("bad request")

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
+	"errors"
+	"fmt"
 	"hash/fnv"
+	"iter"
 	"log/slog"
 	"slices"
 	"sync"
@@ -21,6 +24,9 @@ const (
 	DefaultFlushInterval = time.Second
 	// DefaultMaxBatch bounds the observations per Submit call.
 	DefaultMaxBatch = 2000
+	// DefaultMaxBatchBytes bounds the encoded observations per Submit call,
+	// well below the largest transaction (types.MaxTxBytes).
+	DefaultMaxBatchBytes = types.MaxTxBytes / 2
 	// DefaultInterval is the interval of a check that sets none.
 	DefaultInterval = 10 * time.Second
 )
@@ -53,8 +59,16 @@ type Config struct {
 	// MaxBatch bounds the observations per Submit call (default 2000); a
 	// flush with more is split into several calls.
 	MaxBatch int
+	// MaxBatchBytes bounds the encoded size of the observations per Submit
+	// call (default DefaultMaxBatchBytes).
+	MaxBatchBytes int
 	// Submit signs and sends one batch; an error means it was not accepted.
+	// An error wrapping ErrRetry (a full mempool, an unreachable node) puts
+	// the batch's results back for the next flush, unless newer ones arrived.
 	Submit func(ctx context.Context, obs []types.Observation) error
+	// OnResult, if set, sees every result as it arrives (for metrics). It
+	// must not block.
+	OnResult func(Target, Result)
 	// Logger receives submit failures (default slog.Default()).
 	Logger *slog.Logger
 	// Now stamps observations (default time.Now). Scheduling uses the
@@ -75,9 +89,19 @@ type Stats struct {
 	// observations they carried.
 	Batches      uint64
 	Observations uint64
-	// SubmitErrors counts Submit calls that failed.
+	// SubmitErrors counts Submit calls that failed, and Retried the results
+	// put back for the next flush after a failure that wrapped ErrRetry.
 	SubmitErrors uint64
+	Retried      uint64
 }
+
+// ErrRetry marks a Submit error after which the batch is worth sending
+// again: the results go back into the buffer for the next flush.
+var ErrRetry = errors.New("retry later")
+
+// IsPassive says whether c is a passive check: never probed, its results
+// are submitted (Scheduler.Report).
+func IsPassive(c types.Check) bool { return c.Kind == "passive" }
 
 // Scheduler runs this observer's checks, each on its own interval, from one
 // timer loop, and submits their results in batches.
@@ -111,6 +135,7 @@ type entry struct {
 type report struct {
 	entry *entry
 	obs   types.Observation
+	full  string // the output, kept when obs is sent as unchanged without it
 }
 
 // sentState is what the chain last accepted from this scheduler for a key.
@@ -135,6 +160,9 @@ func NewScheduler(cfg Config) *Scheduler {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = DefaultMaxBatchBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -155,6 +183,7 @@ func NewScheduler(cfg Config) *Scheduler {
 // same check definition as before keeps its schedule; a new or redefined
 // one first runs after its splay; a removed one stops, and a result it is
 // still producing is dropped. Of targets sharing a key, the last wins.
+// Passive targets are kept, to take Report, but never probed.
 func (s *Scheduler) Update(targets []Target) {
 	now := time.Now()
 	s.mu.Lock()
@@ -184,8 +213,12 @@ func (s *Scheduler) Update(targets []Target) {
 	}
 }
 
-// newEntry schedules t's first run at now plus its splay.
+// newEntry schedules t's first run at now plus its splay. A passive
+// target gets no prober and no run.
 func newEntry(key string, t Target, def []byte, now time.Time) *entry {
+	if IsPassive(t.Check) {
+		return &entry{key: key, target: t, def: def, index: -1}
+	}
 	interval := time.Duration(t.Check.IntervalMs) * time.Millisecond
 	if interval <= 0 {
 		interval = DefaultInterval
@@ -210,11 +243,15 @@ func splay(key string, interval time.Duration) time.Duration {
 
 func (s *Scheduler) add(e *entry) {
 	s.entries[e.key] = e
-	heap.Push(&s.queue, e)
+	if e.prober != nil {
+		heap.Push(&s.queue, e)
+	}
 }
 
 func (s *Scheduler) remove(e *entry) {
-	heap.Remove(&s.queue, e.index)
+	if e.index >= 0 {
+		heap.Remove(&s.queue, e.index)
+	}
 	delete(s.entries, e.key)
 	delete(s.pending, e.key)
 	delete(s.sent, e.key)
@@ -288,6 +325,35 @@ func (s *Scheduler) due(now time.Time) (*entry, time.Duration) {
 // probe runs one probe of e and buffers its result.
 func (s *Scheduler) probe(ctx context.Context, e *entry) {
 	r := e.prober.Probe(ctx)
+	s.mu.Lock()
+	e.running = false
+	s.stats.Probes++
+	s.mu.Unlock()
+	if ctx.Err() != nil {
+		return // shutting down: the result says nothing about the target
+	}
+	s.buffer(e, r)
+}
+
+// ErrNotScheduled is Report's error for a check that is not among the
+// scheduler's passive targets.
+var ErrNotScheduled = errors.New("not a passive check of this observer")
+
+// Report buffers a submitted result of a passive target for the next flush.
+func (s *Scheduler) Report(t Target, r Result) error {
+	s.mu.Lock()
+	e := s.entries[t.Key()]
+	s.mu.Unlock()
+	if e == nil || !IsPassive(e.target.Check) {
+		return fmt.Errorf("report %s: %w", t.Key(), ErrNotScheduled)
+	}
+	s.buffer(e, r)
+	return nil
+}
+
+// buffer keeps r as e's latest unsubmitted result, unless e was removed or
+// redefined meanwhile.
+func (s *Scheduler) buffer(e *entry, r Result) {
 	obs := types.Observation{
 		Service:      e.target.Service,
 		Instance:     e.target.Instance,
@@ -297,12 +363,13 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 		Output:       clip(r.Output),
 		ObservedAtMs: s.cfg.Now().UnixMilli(),
 	}
+	if s.cfg.OnResult != nil {
+		s.cfg.OnResult(e.target, r)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e.running = false
-	s.stats.Probes++
-	if ctx.Err() != nil || s.entries[e.key] != e {
-		return // shutting down, or the target was removed or redefined
+	if s.entries[e.key] != e {
+		return // the target was removed or redefined
 	}
 	s.pending[e.key] = report{entry: e, obs: obs}
 }
@@ -321,10 +388,11 @@ func (s *Scheduler) flushLoop(ctx context.Context) {
 	}
 }
 
-// flush submits the buffered results in batches of at most MaxBatch.
+// flush submits the buffered results in batches of at most MaxBatch
+// observations and MaxBatchBytes bytes.
 func (s *Scheduler) flush(ctx context.Context) {
 	reports := s.takePending()
-	for batch := range slices.Chunk(reports, s.cfg.MaxBatch) {
+	for batch := range s.batches(reports) {
 		obs := make([]types.Observation, len(batch))
 		for i, r := range batch {
 			obs[i] = r.obs
@@ -340,6 +408,28 @@ func (s *Scheduler) flush(ctx context.Context) {
 	}
 }
 
+// batches splits reports into runs of at most MaxBatch observations whose
+// encodings add up to at most MaxBatchBytes (a single larger one goes alone).
+func (s *Scheduler) batches(reports []report) iter.Seq[[]report] {
+	return func(yield func([]report) bool) {
+		start, size := 0, 0
+		for i := range reports {
+			// An observation's share of the batch: its encoding and framing.
+			n := reports[i].obs.Size() + 4
+			if i > start && (i-start == s.cfg.MaxBatch || size+n > s.cfg.MaxBatchBytes) {
+				if !yield(reports[start:i]) {
+					return
+				}
+				start, size = i, 0
+			}
+			size += n
+		}
+		if start < len(reports) {
+			yield(reports[start:])
+		}
+	}
+}
+
 // takePending empties the buffer into reports sorted by key, each sent as
 // unchanged when the chain already has its status and output.
 func (s *Scheduler) takePending() []report {
@@ -348,6 +438,7 @@ func (s *Scheduler) takePending() []report {
 	reports := make([]report, 0, len(s.pending))
 	for _, r := range s.pending {
 		last, ok := s.sent[r.entry.key]
+		r.full = r.obs.Output
 		if ok && last.status == r.obs.Status && last.output == r.obs.Output && last.unchanged < fullEvery-1 {
 			r.obs.Unchanged = true
 			r.obs.Output = ""
@@ -368,14 +459,25 @@ func (s *Scheduler) takePending() []report {
 }
 
 // settle records the outcome of submitting batch. After a failure the keys
-// are forgotten, so their next reports carry full output.
+// are forgotten, so their next reports carry full output; after a failure
+// worth retrying, each result goes back into the buffer unless a newer one
+// arrived.
 func (s *Scheduler) settle(batch []report, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
 		s.stats.SubmitErrors++
+		retry := errors.Is(err, ErrRetry)
 		for _, r := range batch {
-			delete(s.sent, r.entry.key)
+			key := r.entry.key
+			delete(s.sent, key)
+			if _, newer := s.pending[key]; retry && !newer && s.entries[key] == r.entry {
+				if r.obs.Unchanged {
+					r.obs.Unchanged, r.obs.Output = false, r.full
+				}
+				s.pending[key] = r
+				s.stats.Retried++
+			}
 		}
 		return
 	}
@@ -392,7 +494,7 @@ func (s *Scheduler) settle(batch []report, err error) {
 			s.sent[key] = last
 			continue
 		}
-		s.sent[key] = sentState{status: r.obs.Status, output: r.obs.Output}
+		s.sent[key] = sentState{status: r.obs.Status, output: r.full}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -388,5 +389,106 @@ func TestSplay(t *testing.T) {
 	}
 	if len(seen) < 50 {
 		t.Fatalf("100 keys got only %d distinct splays", len(seen))
+	}
+}
+
+func TestSchedulerPassive(t *testing.T) {
+	f := newFakeSubmit(nil)
+	var seen atomic.Int64
+	s := NewScheduler(Config{Logger: quiet, FlushInterval: 5 * time.Millisecond, Submit: f.submit,
+		OnResult: func(Target, Result) { seen.Add(1) }})
+	passive := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "backup", Kind: "passive", TtlMs: 60_000}}
+	probed := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "none", Kind: "none", IntervalMs: 5}}
+	s.Update([]Target{passive, probed})
+	run(t, s)
+
+	if err := s.Report(probed, Result{Status: types.STATUS_PASSING}); !errors.Is(err, ErrNotScheduled) {
+		t.Fatalf("report for a probed check: %v, want ErrNotScheduled", err)
+	}
+	unknown := passive
+	unknown.Instance = "db-2"
+	if err := s.Report(unknown, Result{Status: types.STATUS_PASSING}); !errors.Is(err, ErrNotScheduled) {
+		t.Fatalf("report for an unscheduled check: %v, want ErrNotScheduled", err)
+	}
+	if err := s.Report(passive, Result{Status: types.STATUS_WARNING, Output: "backup is 26h old"}); err != nil {
+		t.Fatal(err)
+	}
+	// The probed check reports on its own; the passive one only once, as reported.
+	var backup []types.Observation
+	for len(backup) == 0 {
+		for _, o := range f.next(t).obs {
+			if o.Check == "backup" {
+				backup = append(backup, o)
+			}
+		}
+	}
+	if o := backup[0]; o.Status != types.STATUS_WARNING || o.Output != "backup is 26h old" {
+		t.Fatalf("passive report: %+v", o)
+	}
+	waitFor(t, "a few more flushes", func() bool { return f.n.Load() > 5 })
+	for len(f.calls) > 0 {
+		for _, o := range (<-f.calls).obs {
+			if o.Check == "backup" {
+				t.Fatalf("a passive check was reported without a submitted result: %+v", o)
+			}
+		}
+	}
+	if st := s.Stats(); st.Targets != 2 || seen.Load() < 2 {
+		t.Fatalf("stats %+v, OnResult saw %d", st, seen.Load())
+	}
+}
+
+func TestSchedulerRetry(t *testing.T) {
+	// Call 0 fails with a full mempool, call 1 with a refusal.
+	calls := 0
+	s := NewScheduler(Config{Logger: quiet, Submit: func(_ context.Context, obs []types.Observation) error {
+		calls++
+		switch calls {
+		case 1:
+			return fmt.Errorf("%w: mempool is full", ErrRetry)
+		case 2:
+			return errors.New("refused: code 5")
+		}
+		return nil
+	}})
+	tg := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "backup", Kind: "passive", TtlMs: 60_000}}
+	s.Update([]Target{tg})
+	if err := s.Report(tg, Result{Status: types.STATUS_CRITICAL, Output: "no backup"}); err != nil {
+		t.Fatal(err)
+	}
+	s.flush(context.Background())
+	if len(s.pending) != 1 || s.Stats().Retried != 1 {
+		t.Fatalf("after a full mempool the result must wait for the next flush: pending %d, stats %+v", len(s.pending), s.Stats())
+	}
+	s.flush(context.Background())
+	if len(s.pending) != 0 || s.Stats().Retried != 1 || s.Stats().SubmitErrors != 2 {
+		t.Fatalf("a refused batch is not retried: pending %d, stats %+v", len(s.pending), s.Stats())
+	}
+}
+
+func TestSchedulerBatchBytes(t *testing.T) {
+	var sizes []int
+	s := NewScheduler(Config{Logger: quiet, MaxBatchBytes: 1000, Submit: func(_ context.Context, obs []types.Observation) error {
+		b := types.ObservationBatch{Observations: obs}
+		if b.Size() > 1000+4*len(obs) {
+			t.Errorf("batch of %d bytes", b.Size())
+		}
+		sizes = append(sizes, len(obs))
+		return nil
+	}})
+	var targets []Target
+	for i := range 10 {
+		targets = append(targets, Target{Service: "svc", Instance: fmt.Sprint("i", i), Check: types.Check{Id: "c", Kind: "passive", TtlMs: 1000}})
+	}
+	s.Update(targets)
+	for _, tg := range targets {
+		// About 260 bytes each: three fit in 1000.
+		if err := s.Report(tg, Result{Status: types.STATUS_PASSING, Output: strings.Repeat("x", 240)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.flush(context.Background())
+	if fmt.Sprint(sizes) != "[3 3 3 1]" {
+		t.Fatalf("batch sizes %v, want [3 3 3 1]", sizes)
 	}
 }

@@ -42,3 +42,10 @@ func (b *backend) BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, err
 	r, err := b.n.bcast.Commit(ctx, tx)
 	return api.TxResult{Hash: r.Hash, Height: r.Height, Code: r.Code, Log: r.Log}, err
 }
+
+func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAck, error) {
+	if b.n.observer == nil {
+		return api.ObserveAck{}, fmt.Errorf("this node runs no observer (settings: observer_key is empty): %w", api.ErrBadRequest)
+	}
+	return b.n.observer.passive(r)
+}

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,6 +51,7 @@ type Node struct {
 	comet    *cmtnode.Node
 	bcast    *broadcaster
 	observer *observer
+	metrics  *prometheus.Registry
 	http     *http.Server
 	httpLn   net.Listener
 	nodeID   string
@@ -116,6 +119,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	n.bcast = newBroadcaster(rpclocal.New(n.comet))
 	n.app.OnCommit(n.bcast.committed)
 
+	n.metrics = newRegistry()
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	if n.settings.ObserverKey != "" {
@@ -123,7 +127,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
-		n.observer = newObserver(key, n.app, n.bcast, n.settings, n.log)
+		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), n.log)
 		n.app.OnCommit(n.observer.committed)
 		n.wg.Add(1)
 		go func() {
@@ -136,8 +140,11 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	if err != nil {
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler(n.metrics))
+	mux.Handle("/", server.New(&backend{n: n}, n.log))
 	n.http = &http.Server{
-		Handler:           server.New(&backend{n: n}, n.log),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	n.wg.Add(1)

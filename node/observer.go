@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/checks"
@@ -23,6 +24,7 @@ type observer struct {
 	bcast *broadcaster
 	sched *checks.Scheduler
 	log   *slog.Logger
+	stats *probeMetrics
 
 	mu        sync.Mutex
 	lastNonce uint64
@@ -30,13 +32,14 @@ type observer struct {
 	ready     atomic.Bool   // this observer was found in the committed observer set
 }
 
-func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings, logger *slog.Logger) *observer {
-	o := &observer{key: key, app: a, bcast: b, log: logger.With("observer", key.Name), changed: make(chan struct{}, 1)}
+func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings, pm *probeMetrics, logger *slog.Logger) *observer {
+	o := &observer{key: key, app: a, bcast: b, log: logger.With("observer", key.Name), stats: pm, changed: make(chan struct{}, 1)}
 	o.sched = checks.NewScheduler(checks.Config{
 		MaxConcurrent: st.MaxConcurrentProbes,
 		FlushInterval: time.Duration(st.FlushInterval),
 		Submit:        o.submit,
 		Logger:        o.log,
+		OnResult:      func(t checks.Target, r checks.Result) { pm.observed(key.Name, t, r) },
 	})
 	o.changed <- struct{}{}
 	return o
@@ -79,13 +82,7 @@ func (o *observer) refresh() {
 		o.log.Error("read catalog", "err", err)
 		return
 	}
-	var me *types.Observer
-	for _, ob := range q.Observers() {
-		if ob.Id == o.key.ID() {
-			me = &ob
-			break
-		}
-	}
+	me := o.self(q)
 	if me == nil && q.Info().Height == 0 {
 		return // before genesis: wait for the first block
 	}
@@ -93,6 +90,7 @@ func (o *observer) refresh() {
 	if me == nil {
 		o.log.Warn("this node's observer key is not in the observer set; running no checks", "id", o.key.ID())
 		o.sched.Update(nil)
+		o.stats.retain(nil)
 		return
 	}
 	if first {
@@ -113,6 +111,70 @@ func (o *observer) refresh() {
 	}
 	o.log.Debug("checks in scope", "count", len(targets))
 	o.sched.Update(targets)
+	o.stats.retain(targets)
+}
+
+// self is this observer in the committed observer set, or nil.
+func (o *observer) self(q *app.Query) *types.Observer {
+	for _, ob := range q.Observers() {
+		if ob.Id == o.key.ID() {
+			return &ob
+		}
+	}
+	return nil
+}
+
+// passive queues a submitted result of a passive check in this observer's
+// scope for the next flush. It refuses a check that is unknown, probed
+// rather than passive, or out of scope.
+func (o *observer) passive(pr api.PassiveResult) (api.ObserveAck, error) {
+	name := pr.Service + "/" + pr.Instance + "/" + pr.Check
+	q, err := o.app.Read()
+	if err != nil {
+		return api.ObserveAck{}, fmt.Errorf("read catalog: %w", err)
+	}
+	me := o.self(q)
+	if me == nil {
+		return api.ObserveAck{}, fmt.Errorf("this node's observer %s is not in the observer set: %w", o.key.ID(), api.ErrBadRequest)
+	}
+	insts, err := q.Service(pr.Service)
+	if err != nil {
+		return api.ObserveAck{}, fmt.Errorf("service %q is not registered: %w", pr.Service, api.ErrNotFound)
+	}
+	var check *types.Check
+	for _, iv := range insts {
+		if iv.Instance.Id != pr.Instance {
+			continue
+		}
+		for i := range iv.Instance.Checks {
+			if iv.Instance.Checks[i].Id == pr.Check {
+				check = &iv.Instance.Checks[i]
+			}
+		}
+	}
+	switch {
+	case check == nil:
+		return api.ObserveAck{}, fmt.Errorf("check %s is not registered: %w", name, api.ErrNotFound)
+	case !checks.IsPassive(*check):
+		return api.ObserveAck{}, fmt.Errorf("check %s is a %s check, probed by the observers themselves; only passive checks take submitted results: %w", name, check.Kind, api.ErrBadRequest)
+	case !app.InScope(check, me):
+		return api.ObserveAck{}, fmt.Errorf("check %s is observed from datacenters %v, and this observer is in %s: %w", name, check.Datacenters, me.Datacenter, api.ErrBadRequest)
+	}
+	po := checks.ParsePluginOutput(pr.Output)
+	r := checks.Result{Status: types.FromExitCode(pr.Code), Output: po.Text, Perf: po.Perf}
+	if r.Output == "" {
+		r.Output = "(no output submitted)"
+	}
+	t := checks.Target{Service: pr.Service, Instance: pr.Instance, Check: *check}
+	if err := o.sched.Report(t, r); err != nil {
+		// The check was registered in a block this observer has not
+		// scheduled yet: catch up and try once more.
+		o.refresh()
+		if err := o.sched.Report(t, r); err != nil {
+			return api.ObserveAck{}, fmt.Errorf("%w: %w", err, api.ErrBadRequest)
+		}
+	}
+	return api.ObserveAck{Observer: o.key.Name, Check: name, Status: r.Status.Name()}, nil
 }
 
 // nonce returns a nonce above every nonce this key used before, even across
@@ -137,7 +199,9 @@ func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
 	}
 	res, err := o.bcast.Submit(ctx, tx)
 	if err != nil {
-		return err
+		// The mempool is full or the node is not taking transactions yet:
+		// the scheduler keeps the results for its next flush.
+		return fmt.Errorf("%w: %w", checks.ErrRetry, err)
 	}
 	if res.Code != 0 {
 		return &submitError{res}

@@ -4,14 +4,18 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
@@ -30,6 +34,10 @@ type Backend interface {
 	Read() (*app.Query, error)
 	// BroadcastTx submits tx and waits until it is committed or refused.
 	BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error)
+	// Observe queues a passive check result for this node's observer. It
+	// fails with an error matching api.ErrNotFound for an unknown check and
+	// api.ErrBadRequest for one that takes no submitted results here.
+	Observe(ctx context.Context, r api.PassiveResult) (api.ObserveAck, error)
 }
 
 type server struct {
@@ -49,6 +57,7 @@ func New(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", s.service)
 	mux.HandleFunc("GET /v1/alerts", s.alerts)
 	mux.HandleFunc("POST /v1/txs", s.txs)
+	mux.HandleFunc("POST /v1/observe", s.observe)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The catch-all hides the mux's own 405s: look for the path under
 		// another method.
@@ -87,8 +96,12 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 }
 
 func (s *server) fail(w http.ResponseWriter, err error) {
-	if errors.Is(err, app.ErrNotFound) {
+	switch {
+	case errors.Is(err, app.ErrNotFound), errors.Is(err, api.ErrNotFound):
 		writeErr(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, api.ErrBadRequest):
+		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	s.log.Error("API read failed", "err", err)
@@ -212,6 +225,46 @@ func (s *server) txs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// observe takes a passive result from a client on this machine: the node's
+// observer signs whatever it is given, so only loopback clients may give.
+func (s *server) observe(w http.ResponseWriter, r *http.Request) {
+	if !fromLoopback(r) {
+		writeErr(w, http.StatusForbidden, "POST /v1/observe is served to clients on this machine only: run 'bftmon submit' on the observer's host")
+		return
+	}
+	var pr api.PassiveResult
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&pr); err != nil {
+		writeErr(w, http.StatusBadRequest, "body: want JSON {service, instance, check, code, output}: "+err.Error())
+		return
+	}
+	if pr.Service == "" || pr.Instance == "" || pr.Check == "" {
+		writeErr(w, http.StatusBadRequest, "body: service, instance and check are required")
+		return
+	}
+	if pr.Code < 0 || pr.Code > 3 {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("body: code %d: want a Nagios code 0 (ok), 1 (warning), 2 (critical) or 3 (unknown)", pr.Code))
+		return
+	}
+	ack, err := s.b.Observe(r.Context(), pr)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, ack)
+}
+
+// fromLoopback says whether the request came from this machine.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 // Instance converts an instance view into its JSON form.
 func Instance(iv *app.InstanceView) api.Instance {
 	si := &iv.Instance
@@ -232,12 +285,7 @@ func Instance(iv *app.InstanceView) api.Instance {
 			Confirm: msDur(c.ConfirmMs), Status: cv.State.Verdict.Name(), StatusHeight: cv.State.VerdictHeight,
 			HardStatus: cv.State.Hard.Name(), HardHeight: cv.State.HardHeight,
 		}
-		switch {
-		case c.Http != nil:
-			ac.Target = c.Http.Url
-		case c.Tcp != nil:
-			ac.Target = c.Tcp.Address
-		}
+		ac.Target = target(c)
 		for _, rep := range cv.Reports {
 			v := api.ObserverView{Observer: rep.Observer.Id, Name: rep.Observer.Name, Datacenter: rep.Observer.Datacenter, Status: "pending", Fresh: rep.Fresh}
 			if rec := rep.Record; rec != nil {
@@ -249,6 +297,28 @@ func Instance(iv *app.InstanceView) api.Instance {
 		out.Checks = append(out.Checks, ac)
 	}
 	return out
+}
+
+// target says in a few words what a check looks at.
+func target(c *types.Check) string {
+	switch {
+	case c.Http != nil:
+		return c.Http.Url
+	case c.Tcp != nil:
+		return c.Tcp.Address
+	case c.Dns != nil:
+		return fmt.Sprintf("%s %s @%s", c.Dns.Name, cmp.Or(c.Dns.Type, "A"), c.Dns.Server)
+	case c.Grpc != nil:
+		if c.Grpc.Service != "" {
+			return c.Grpc.Address + " " + c.Grpc.Service
+		}
+		return c.Grpc.Address
+	case c.Exec != nil:
+		return strings.Join(c.Exec.Argv, " ")
+	case c.Kind == "passive":
+		return "submitted results"
+	}
+	return ""
 }
 
 func msDur(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }

@@ -6,7 +6,9 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -28,9 +30,22 @@ func key(name string) ed25519.PrivateKey {
 // backend runs a real app over a memory store; a broadcast tx is executed
 // in its own block.
 type backend struct {
-	st     *store.Store
-	a      *app.App
-	height int64
+	st       *store.Store
+	a        *app.App
+	height   int64
+	observed []api.PassiveResult
+}
+
+// Observe accepts results for service "web" only.
+func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAck, error) {
+	if r.Service != "web" {
+		return api.ObserveAck{}, fmt.Errorf("service %q is not registered: %w", r.Service, api.ErrNotFound)
+	}
+	if r.Check != "backup" {
+		return api.ObserveAck{}, fmt.Errorf("check %s is not passive: %w", r.Check, api.ErrBadRequest)
+	}
+	b.observed = append(b.observed, r)
+	return api.ObserveAck{Observer: "o1", Check: r.Service + "/" + r.Instance + "/" + r.Check, Status: types.FromExitCode(r.Code).Name()}, nil
 }
 
 func (b *backend) Status(context.Context) (api.Status, error) {
@@ -59,6 +74,51 @@ func (b *backend) BroadcastTx(_ context.Context, tx []byte) (api.TxResult, error
 		return api.TxResult{}, err
 	}
 	return api.TxResult{Hash: types.TxHash(tx), Height: b.height, Code: uint32(app.CodeOf(err)), Log: log}, nil
+}
+
+func TestObserve(t *testing.T) {
+	b := &backend{}
+	srv := httptest.NewServer(server.New(b, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	c := api.NewClient(srv.URL)
+	ctx := context.Background()
+	ack, err := c.Observe(ctx, api.PassiveResult{Service: "web", Instance: "web-1", Check: "backup", Code: 1, Output: "backup is 26h old | age=26h"})
+	if err != nil || ack.Status != "warning" || ack.Check != "web/web-1/backup" || len(b.observed) != 1 || b.observed[0].Output != "backup is 26h old | age=26h" {
+		t.Fatalf("observe = %+v, %v; backend saw %+v", ack, err, b.observed)
+	}
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		want       string
+	}{
+		{"bad code", `{"service":"web","instance":"web-1","check":"backup","code":7}`, 400, "code 7"},
+		{"missing check", `{"service":"web","instance":"web-1","code":0}`, 400, "service, instance and check are required"},
+		{"unknown field", `{"service":"web","instance":"web-1","check":"backup","state":"ok"}`, 400, "state"},
+		{"not json", `code=0`, 400, "want JSON"},
+		{"unknown service", `{"service":"db","instance":"db-1","check":"backup","code":0}`, 404, `service "db" is not registered`},
+		{"not passive", `{"service":"web","instance":"web-1","check":"http","code":0}`, 400, "not passive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(srv.URL+"/v1/observe", "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e api.Error
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			if resp.StatusCode != tc.code || !strings.Contains(e.Error, tc.want) {
+				t.Fatalf("HTTP %d %q, want %d mentioning %q", resp.StatusCode, e.Error, tc.code, tc.want)
+			}
+		})
+	}
+	// A client on another machine is refused: the observer signs what it is given.
+	req := httptest.NewRequest(http.MethodPost, "/v1/observe", strings.NewReader(`{"service":"web","instance":"web-1","check":"backup","code":0}`))
+	req.RemoteAddr = "192.0.2.7:40000"
+	rec := httptest.NewRecorder()
+	server.New(b, slog.New(slog.DiscardHandler)).ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden || len(b.observed) != 1 {
+		t.Fatalf("remote client: HTTP %d, %d results queued", rec.Code, len(b.observed))
+	}
 }
 
 func newServer(t *testing.T) (*api.Client, string) {

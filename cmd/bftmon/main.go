@@ -1,5 +1,6 @@
 // Command bftmon is the one binary of bftmon: it runs nodes (dev, init,
-// start) and talks to them (service, health, version).
+// start), talks to them (service, health, version), and runs or submits
+// check results as an observer (check run, submit).
 package main
 
 import (
@@ -34,6 +35,8 @@ func newRootCmd() *cobra.Command {
 		newDevCmd(), newInitCmd(), newStartCmd(),
 		// Client commands (client_cmds.go).
 		newServiceCmd(), newHealthCmd(), newVersionCmd(),
+		// Observer commands (check_cmds.go).
+		newCheckCmd(), newSubmitCmd(),
 	)
 	return root
 }
