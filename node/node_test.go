@@ -69,41 +69,58 @@ func checkStatus(ctx context.Context, c *api.Client) (api.Check, error) {
 	return insts[0].Checks[0], nil
 }
 
+// testNode is a started one-node network.
+type testNode struct {
+	node     *node.Node
+	home     string
+	httpAddr string
+	client   *api.Client
+	operator keys.Key
+}
+
+// startNode initialises a one-node network in a temporary home, starts it,
+// and waits for its first block. The caller stops the node.
+func startNode(ctx context.Context, t *testing.T) testNode {
+	t.Helper()
+	tn := testNode{home: t.TempDir(), httpAddr: freeAddr(t)}
+	if err := node.Init(node.InitOptions{
+		Home: tn.home, ChainID: "it-chain", HTTPAddr: tn.httpAddr,
+		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if tn.node, err = node.Start(ctx, node.Config{Home: tn.home, Logger: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	if tn.operator, err = keys.Load(filepath.Join(tn.home, node.OperatorKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	tn.client = api.NewClient(tn.httpAddr)
+	waitFor(t, "first block", 30*time.Second, func() (bool, error) {
+		st, err := tn.client.Status(ctx)
+		return err == nil && st.Height >= 1, err
+	})
+	return tn
+}
+
 // TestNodeDecidesRealServiceHealth runs a real in-process CometBFT node with
 // its observer against a real HTTP server: passing, then critical with a
 // committed alert when the server stops, then a restart from the same home
 // that keeps the app hash and goes on.
 func TestNodeDecidesRealServiceHealth(t *testing.T) {
-	home := t.TempDir()
-	httpAddr := freeAddr(t)
-	if err := node.Init(node.InitOptions{
-		Home: home, ChainID: "it-chain", HTTPAddr: httpAddr,
-		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
-	}); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{Home: home, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := startNode(ctx, t)
+	n, home := tn.node, tn.home
 	defer func() { n.Stop() }()
 
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
 	defer target.Close()
 
-	op, err := keys.Load(filepath.Join(home, node.OperatorKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := api.NewClient(httpAddr)
+	op, c := tn.operator, tn.client
 	inst := types.ServiceInstance{Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 80, Datacenter: "dc1",
 		Checks: []types.Check{{Id: "http", Kind: "http", Http: &types.HTTPParams{Url: target.URL}, IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000}}}
-	waitFor(t, "first block", 30*time.Second, func() (bool, error) {
-		st, err := c.Status(ctx)
-		return err == nil && st.Height >= 1, err
-	})
 	res, err := c.Register(ctx, op.Private, inst)
 	if err != nil {
 		t.Fatal(err)
