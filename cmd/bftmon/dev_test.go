@@ -163,23 +163,51 @@ func TestDev(t *testing.T) {
 		t.Fatalf("show after deregister: %q exit %d", out, code)
 	}
 
+	// A passive check takes results from 'bftmon submit', called the way
+	// Nagios' ocsp_command calls it (docs/nagios.md), and goes stale at its ttl.
+	os.WriteFile(file, []byte("name: backup\nid: db-1\nchecks:\n  - {id: nightly, kind: passive, ttl: 2s}\n"), 0o600)
+	if out, code := cli("service", "register", "-f", file); code != 0 {
+		t.Fatalf("register passive: %q exit %d", out, code)
+	}
+	if out, code := cli("submit", "backup/db-1/nightly", "2", "BACKUP CRITICAL - last run failed|age=30h;24;48"); code != 0 || !strings.Contains(out, "queued backup/db-1/nightly critical") {
+		t.Fatalf("submit: %q exit %d", out, code)
+	}
+	if out, code := cli("submit", "demo/demo-1/http", "0", "fine|"); code != 1 || !strings.Contains(out, "only passive checks take submitted results") {
+		t.Fatalf("submit for a probed check: %q exit %d", out, code)
+	}
+	if out, code := cli("submit", "backup/db-1/nightly", "9"); code != 1 || !strings.Contains(out, "code 9") {
+		t.Fatalf("submit with a bad code: %q exit %d", out, code)
+	}
+	waitCLI := func(what string, ok func(out string, code int) bool, args ...string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, code := cli(args...)
+			if ok(out, code) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: never happened; last %q exit %d", what, out, code)
+			}
+			time.Sleep(200 * time.Millisecond) // polling interval
+		}
+	}
+	waitCLI("submitted critical agreed", func(out string, code int) bool {
+		return code == 2 && strings.Contains(out, "critical") && strings.Contains(out, "BACKUP CRITICAL - last run failed")
+	}, "health", "backup", "-o", "json")
+	waitCLI("passive result stale after its ttl", func(out string, code int) bool {
+		return strings.Contains(out, `"status": "stale"`)
+	}, "health", "backup", "-o", "json")
+
 	resp, err := http.Post("http://"+demoAddr+"/down", "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		out, code := cli("health", "demo")
-		if code == 2 && strings.Contains(out, "critical") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health demo never turned critical: %q exit %d", out, code)
-		}
-		time.Sleep(200 * time.Millisecond) // polling interval
-	}
+	waitCLI("demo critical", func(out string, code int) bool {
+		return code == 2 && strings.Contains(out, "critical")
+	}, "health", "demo")
 	d.stop(t)
 
 	// Running it again resumes the same chain.
@@ -192,4 +220,58 @@ func TestDev(t *testing.T) {
 		t.Fatalf("resumed network agreed at height %d: it did not keep its chain (%q)", h, l)
 	}
 	d2.stop(t)
+}
+
+// TestCheckRun runs checks from a service file without a node, as a Nagios
+// plugin would: one line each, the worst result's exit code.
+func TestCheckRun(t *testing.T) {
+	bin := buildBinary(t)
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	down := freeAddr(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "svc.yaml")
+	os.WriteFile(file, []byte(fmt.Sprintf(`name: db
+id: db-1
+checks:
+  - {id: up, tcp: {address: "%s"}}
+  - {id: down, tcp: {address: "%s"}, timeout: 2s}
+  - {id: plugin, exec: {argv: [/bin/sh, -c, "echo 'LOAD WARNING - load 4.2|load1=4.2;4;8;0'; exit 1"]}}
+  - {id: later, kind: passive, ttl: 1m}
+`, up.Addr(), down)), 0o600)
+	run := func(args ...string) (string, int) {
+		out, err := exec.Command(bin, append([]string{"check", "run", "-f", file}, args...)...).CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	cases := []struct {
+		check string
+		code  int
+		want  string
+	}{
+		{"up", 0, "OK - TCP connect to " + up.Addr().String() + " ok | time="},
+		{"down", 2, "CRITICAL - dial tcp " + down + ": connect: connection refused | time="},
+		{"plugin", 1, "WARNING - LOAD WARNING - load 4.2 | load1=4.2;4;8;0"},
+		{"later", 1, "check later is passive: nothing to run"},
+		{"nope", 1, `has no check "nope"`},
+	}
+	for _, tc := range cases {
+		out, code := run("--check", tc.check)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("check run --check %s: %q exit %d, want exit %d with %q", tc.check, out, code, tc.code, tc.want)
+		}
+	}
+	os.WriteFile(file, []byte(fmt.Sprintf("name: db\nid: db-1\nchecks:\n  - {id: up, tcp: {address: \"%s\"}}\n  - {id: down, tcp: {address: \"%s\"}}\n", up.Addr(), down)), 0o600)
+	if out, code := run(); code != 2 || !strings.Contains(out, "up: OK - ") || !strings.Contains(out, "down: CRITICAL - ") {
+		t.Errorf("all checks: %q exit %d, want both lines and exit 2", out, code)
+	}
 }
