@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -126,6 +127,12 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 // its deadline passed first) is unknown, since it says nothing about the
 // target.
 func failure(ctx context.Context, lat time.Duration, what string, err error) Result {
+	// A connection deadline taken from ctx may fire a moment before ctx
+	// itself does: a timeout at the deadline is the probe's timeout.
+	var ne net.Error
+	if dl, ok := ctx.Deadline(); ok && errors.As(err, &ne) && ne.Timeout() && time.Until(dl) < time.Millisecond {
+		<-ctx.Done()
+	}
 	cause := context.Cause(ctx)
 	var timeout timeoutError
 	switch {

@@ -10,7 +10,7 @@ import (
 )
 
 func TestKinds(t *testing.T) {
-	if got, want := strings.Join(Kinds(), ","), "exec,http,https,tcp"; got != want {
+	if got, want := strings.Join(Kinds(), ","), "dns,exec,grpc,http,https,passive,tcp"; got != want {
 		t.Fatalf("Kinds() = %s, want %s", got, want)
 	}
 }
@@ -21,7 +21,7 @@ func TestNewRefuses(t *testing.T) {
 		check types.Check
 		err   string
 	}{
-		{"unknown kind", types.Check{Id: "x", Kind: "smoke-signal"}, `check x: unknown kind "smoke-signal" (known: exec, http, https, tcp)`},
+		{"unknown kind", types.Check{Id: "x", Kind: "smoke-signal"}, `check x: unknown kind "smoke-signal" (known: dns, exec, grpc, http, https, passive, tcp)`},
 		{"http without params", types.Check{Id: "x", Kind: "http"}, "no http parameters"},
 		{"http with a relative url", types.Check{Id: "x", Kind: "http", Http: &types.HTTPParams{Url: "/health"}}, "not an absolute http(s) URL"},
 		{"http with another scheme", types.Check{Id: "x", Kind: "http", Http: &types.HTTPParams{Url: "ftp://example.com/"}}, "not an absolute http(s) URL"},

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +36,8 @@ type httpProber struct {
 	headers  []types.Pair
 	expect   []uint32
 	contains string
+	regex    *regexp.Regexp
+	warnDays int
 	timeout  time.Duration
 	client   *http.Client
 }
@@ -58,6 +61,12 @@ func newHTTP(c types.Check) (Prober, error) {
 	if _, err := http.NewRequest(method, p.Url, nil); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	var re *regexp.Regexp
+	if p.BodyRegex != "" {
+		if re, err = regexp.Compile(p.BodyRegex); err != nil {
+			return nil, fmt.Errorf("http: body_regex: %w", err)
+		}
+	}
 	// Keep-alives are off: every probe measures a fresh connection, as a new
 	// client would see it, and a removed check leaves no idle connection
 	// behind. Probes go direct, never through a proxy from the environment.
@@ -76,6 +85,8 @@ func newHTTP(c types.Check) (Prober, error) {
 		headers:  slices.Clone(p.Headers),
 		expect:   slices.Clone(p.ExpectStatus),
 		contains: p.BodyContains,
+		regex:    re,
+		warnDays: int(p.CertExpiryWarnDays),
 		timeout:  timeoutOf(c),
 		client:   client,
 	}, nil
@@ -113,7 +124,7 @@ func (h *httpProber) Probe(ctx context.Context) Result {
 	defer resp.Body.Close()
 
 	var body []byte
-	if h.contains != "" {
+	if h.contains != "" || h.regex != nil {
 		body, err = io.ReadAll(io.LimitReader(resp.Body, maxBodyScan))
 		if err != nil {
 			return failure(ctx, time.Since(start), what+": read body", err)
@@ -131,6 +142,28 @@ func (h *httpProber) Probe(ctx context.Context) Result {
 	if h.contains != "" && !bytes.Contains(body, []byte(h.contains)) {
 		return result(types.STATUS_CRITICAL, lat,
 			fmt.Sprintf("%s but body lacks %q (first %d KiB)", status, h.contains, maxBodyScan>>10))
+	}
+	if h.regex != nil && !h.regex.Match(body) {
+		return result(types.STATUS_CRITICAL, lat,
+			fmt.Sprintf("%s but body does not match /%s/ (first %d KiB)", status, h.regex, maxBodyScan>>10))
+	}
+	if h.warnDays > 0 && resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		return h.certExpiry(lat, status, resp.TLS.PeerCertificates[0].NotAfter)
+	}
+	return result(types.STATUS_PASSING, lat, status)
+}
+
+// certExpiry judges the server certificate's expiry: critical once expired
+// (reachable only with verification off), warning within warnDays.
+func (h *httpProber) certExpiry(lat time.Duration, status string, notAfter time.Time) Result {
+	left := time.Until(notAfter)
+	date := notAfter.UTC().Format(time.DateOnly)
+	switch {
+	case left <= 0:
+		return result(types.STATUS_CRITICAL, lat, fmt.Sprintf("%s, certificate expired %s", status, date))
+	case left <= time.Duration(h.warnDays)*24*time.Hour:
+		days := int(left.Hours() / 24)
+		return result(types.STATUS_WARNING, lat, fmt.Sprintf("%s, certificate expires in %d days (%s)", status, days, date))
 	}
 	return result(types.STATUS_PASSING, lat, status)
 }

@@ -2,13 +2,22 @@ package checks
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bftmon/bftmon/app/types"
 )
@@ -62,6 +71,8 @@ func TestHTTPProbe(t *testing.T) {
 		{name: "expected status list", p: types.HTTPParams{Url: srv.URL + "/down", ExpectStatus: []uint32{500, 503}}, want: types.STATUS_PASSING, output: "HTTP 503 Service Unavailable"},
 		{name: "status not in the list", p: types.HTTPParams{Url: srv.URL + "/ok", ExpectStatus: []uint32{201, 204}}, want: types.STATUS_CRITICAL, output: "HTTP 200 OK (want 201, 204)"},
 		{name: "body match", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "good"}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "body regex", p: types.HTTPParams{Url: srv.URL + "/ok", BodyRegex: `^all (good|fine)$`}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
+		{name: "body regex mismatch", p: types.HTTPParams{Url: srv.URL + "/ok", BodyRegex: `^good`}, want: types.STATUS_CRITICAL, output: "HTTP 200 OK but body does not match /^good/"},
 		{name: "body mismatch", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "bad"}, want: types.STATUS_CRITICAL, output: `HTTP 200 OK but body lacks "bad" (first 64 KiB)`},
 		{name: "body match beyond 64 KiB", p: types.HTTPParams{Url: srv.URL + "/big", BodyContains: "needle"}, want: types.STATUS_CRITICAL, output: `lacks "needle"`},
 		{name: "headers and host sent", p: types.HTTPParams{Url: srv.URL + "/hdr", Headers: []types.Pair{{Key: "Host", Value: "example.test"}, {Key: "X-Probe", Value: "yes"}}}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
@@ -103,5 +114,64 @@ func TestHTTPProbeCancelled(t *testing.T) {
 	r := RunOnce(ctx, httpCheck(types.HTTPParams{Url: srv.URL + "/ok"}))
 	if r.Status != types.STATUS_UNKNOWN || !strings.Contains(r.Output, "context canceled") {
 		t.Fatalf("got %s %q, want unknown, context canceled", r.Status.Name(), r.Output)
+	}
+}
+
+func TestHTTPBadRegexRefused(t *testing.T) {
+	_, err := New(httpCheck(types.HTTPParams{Url: "http://127.0.0.1/", BodyRegex: "("}))
+	if err == nil || !strings.Contains(err.Error(), "body_regex") {
+		t.Fatalf("New: err = %v, want a body_regex error", err)
+	}
+}
+
+// tlsServer serves /ok over TLS with a self-signed certificate valid from
+// notBefore to notAfter.
+func tlsServer(t *testing.T, notBefore, notAfter time.Time) *httptest.Server {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: notBefore, NotAfter: notAfter,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(testMux())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestHTTPCertExpiry(t *testing.T) {
+	now := time.Now()
+	soon := tlsServer(t, now.Add(-time.Hour), now.Add(3*24*time.Hour+time.Hour))
+	expired := tlsServer(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	cases := []struct {
+		name   string
+		url    string
+		days   uint32
+		want   types.Status
+		output string
+	}{
+		{"expires within the warning", soon.URL, 7, types.STATUS_WARNING, "HTTP 200 OK, certificate expires in 3 days"},
+		{"expires after the warning", soon.URL, 1, types.STATUS_PASSING, "HTTP 200 OK"},
+		{"no warning asked", soon.URL, 0, types.STATUS_PASSING, "HTTP 200 OK"},
+		{"expired", expired.URL, 7, types.STATUS_CRITICAL, "certificate expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := RunOnce(context.Background(), httpCheck(types.HTTPParams{Url: tc.url + "/ok", TlsSkipVerify: true, CertExpiryWarnDays: tc.days}))
+			if r.Status != tc.want || !strings.Contains(r.Output, tc.output) {
+				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
+			}
+		})
 	}
 }

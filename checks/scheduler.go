@@ -99,9 +99,6 @@ type Stats struct {
 // again: the results go back into the buffer for the next flush.
 var ErrRetry = errors.New("retry later")
 
-// IsPassive says whether c is a passive check: never probed, its results
-// are submitted (Scheduler.Report).
-func IsPassive(c types.Check) bool { return c.Kind == "passive" }
 
 // Scheduler runs this observer's checks, each on its own interval, from one
 // timer loop, and submits their results in batches.

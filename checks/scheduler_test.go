@@ -128,7 +128,7 @@ func TestSchedulerSubmits(t *testing.T) {
 	want := map[string]types.Observation{
 		"web/web-1/h": {Service: "web", Instance: "web-1", Check: "h", Status: types.STATUS_PASSING, Output: "HTTP 200 OK"},
 		"db/db-1/t":   {Service: "db", Instance: "db-1", Check: "t", Status: types.STATUS_PASSING, Output: "TCP connect to " + db + " ok"},
-		"web/web-1/b": {Service: "web", Instance: "web-1", Check: "b", Status: types.STATUS_UNKNOWN, Output: `check b: unknown kind "smoke-signal" (known: exec, http, https, tcp)`},
+		"web/web-1/b": {Service: "web", Instance: "web-1", Check: "b", Status: types.STATUS_UNKNOWN, Output: `check b: unknown kind "smoke-signal" (known: dns, exec, grpc, http, https, passive, tcp)`},
 	}
 	for len(want) > 0 {
 		for _, o := range f.next(t).obs {
