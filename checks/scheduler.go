@@ -99,7 +99,6 @@ type Stats struct {
 // again: the results go back into the buffer for the next flush.
 var ErrRetry = errors.New("retry later")
 
-
 // Scheduler runs this observer's checks, each on its own interval, from one
 // timer loop, and submits their results in batches.
 type Scheduler struct {
