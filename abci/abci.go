@@ -39,6 +39,8 @@ type Block struct {
 	// CatalogChanged tells whether the block registered or deregistered
 	// anything.
 	CatalogChanged bool
+	// Observations is the number of observations the block applied.
+	Observations int
 }
 
 // Application is the ABCI application.
@@ -156,7 +158,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 	if err != nil {
 		return nil, fmt.Errorf("end block %d: %w", req.Height, err)
 	}
-	blk.AppHash, blk.Alerts, blk.CatalogChanged = hash, alerts, a.app.CatalogChanged()
+	blk.AppHash, blk.Alerts, blk.CatalogChanged, blk.Observations = hash, alerts, a.app.CatalogChanged(), a.app.Applied()
 	events := make([]abci.Event, 0, len(alerts))
 	for _, al := range alerts {
 		events = append(events, abci.Event{Type: "alert", Attributes: []abci.EventAttribute{

@@ -50,6 +50,7 @@ type App struct {
 	dirty          map[string]bool
 	alerts         []types.Alert
 	catalogChanged bool
+	applied        int // observations applied in this block
 }
 
 // timer asks for a check to be re-evaluated at the first block whose time is
@@ -141,6 +142,7 @@ func (a *App) BeginBlock(height, timeMs int64) {
 	a.dirty = map[string]bool{}
 	a.alerts = nil
 	a.catalogChanged = false
+	a.applied = 0
 }
 
 // EndBlock re-evaluates every check that the block's transactions touched or
@@ -187,6 +189,9 @@ func (a *App) instance(service, id string) *types.ServiceInstance {
 // CatalogChanged tells whether the current block registered or
 // deregistered anything.
 func (a *App) CatalogChanged() bool { return a.catalogChanged }
+
+// Applied is the number of observations the current block applied.
+func (a *App) Applied() int { return a.applied }
 
 // DeliverTx validates tx against the working state and applies it. A refused
 // tx changes nothing; the error is a *TxError with its code.

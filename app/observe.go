@@ -92,6 +92,7 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 		}
 		a.dirty[it.ref] = true
 	}
+	a.applied += len(items)
 	log := fmt.Sprintf("applied %d observations", len(items))
 	if len(skipped) > 0 {
 		log += fmt.Sprintf("; skipped %d: %s", len(b.Observations)-len(items), strings.Join(skipped, "; "))

@@ -69,6 +69,9 @@ type Config struct {
 	// OnResult, if set, sees every result as it arrives (for metrics). It
 	// must not block.
 	OnResult func(Target, Result)
+	// OnStart, if set, sees how late each probe starts after its scheduled
+	// time (for metrics and benchmarks). It must not block.
+	OnStart func(late time.Duration)
 	// Logger receives submit failures (default slog.Default()).
 	Logger *slog.Logger
 	// Now stamps observations (default time.Now). Scheduling uses the
@@ -122,8 +125,9 @@ type entry struct {
 	prober   Prober
 	interval time.Duration
 	next     time.Time
-	index    int  // position in the queue
-	running  bool // a probe is waiting for a slot or in flight
+	index    int           // position in the queue
+	running  bool          // a probe is waiting for a slot or in flight
+	late     time.Duration // how late the current run was found due
 }
 
 // report is a result waiting to be submitted, with the entry that produced
@@ -270,7 +274,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	timer := time.NewTimer(idleWait)
 	defer timer.Stop()
 	for {
-		e, wait := s.due(time.Now())
+		now := time.Now()
+		e, wait := s.due(now)
 		if e == nil {
 			timer.Reset(wait)
 			select {
@@ -285,6 +290,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case s.sem <- struct{}{}:
 		case <-ctx.Done():
 			return nil
+		}
+		if s.cfg.OnStart != nil {
+			// Lateness counts from the scheduled time to the probe's start,
+			// waiting for a concurrency slot included.
+			s.cfg.OnStart(time.Since(now) + e.late)
 		}
 		wg.Go(func() {
 			defer func() { <-s.sem }()
@@ -305,6 +315,7 @@ func (s *Scheduler) due(now time.Time) (*entry, time.Duration) {
 			return nil, wait
 		}
 		// The next run keeps the target's phase, past any runs missed.
+		e.late = now.Sub(e.next)
 		missed := now.Sub(e.next) / e.interval
 		e.next = e.next.Add((missed + 1) * e.interval)
 		heap.Fix(&s.queue, 0)

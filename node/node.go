@@ -120,6 +120,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	n.app.OnCommit(n.bcast.committed)
 
 	n.metrics = newRegistry()
+	n.app.OnCommit(newChainMetrics(n.metrics).committed)
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	if n.settings.ObserverKey != "" {
@@ -128,6 +129,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 			return fmt.Errorf("observer: %w", err)
 		}
 		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), n.log)
+		schedulerStats(n.metrics, n.observer.sched.Stats)
 		n.app.OnCommit(n.observer.committed)
 		n.wg.Add(1)
 		go func() {
@@ -242,3 +244,7 @@ func (n *Node) Stop() error {
 	})
 	return n.err
 }
+
+// OnCommit registers f to see every block this node commits from now on,
+// after the block's state is saved.
+func (n *Node) OnCommit(f func(abci.Block)) { n.app.OnCommit(f) }

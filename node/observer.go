@@ -40,6 +40,7 @@ func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings,
 		Submit:        o.submit,
 		Logger:        o.log,
 		OnResult:      func(t checks.Target, r checks.Result) { pm.observed(key.Name, t, r) },
+		OnStart:       func(late time.Duration) { pm.late.Observe(late.Seconds()) },
 	})
 	o.changed <- struct{}{}
 	return o

@@ -37,6 +37,8 @@ func newRootCmd() *cobra.Command {
 		newServiceCmd(), newHealthCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
 		newCheckCmd(), newSubmitCmd(),
+		// Benchmarks (bench_cmds.go).
+		newBenchCmd(),
 	)
 	return root
 }

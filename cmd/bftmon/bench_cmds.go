@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bftmon/bftmon/bench"
+)
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure this machine: an observer under many checks, a node's committed observations per second",
+		Long: `Benchmarks that print their figures (docs/BENCHMARKS.md). The checks probe
+local HTTP and TCP servers that run in a child process, so that their CPU is
+not counted.`,
+	}
+	var checks, concurrent int
+	var interval, duration, block time.Duration
+	withTargets := func(run func(ctx context.Context, t *bench.Targets) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			t, err := bench.StartTargets(cmd.Context(), self, "bench", "serve-targets")
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			return run(cmd.Context(), t)
+		}
+	}
+	observer := &cobra.Command{
+		Use:   "observer",
+		Short: "One observer's scheduler with many checks: lateness, CPU, memory",
+		Args:  cobra.NoArgs,
+		RunE: withTargets(func(ctx context.Context, t *bench.Targets) error {
+			return bench.Observer(ctx, os.Stdout, t, bench.ObserverConfig{Checks: checks, Interval: interval, Duration: duration, MaxConcurrent: concurrent})
+		}),
+	}
+	nodeCmd := &cobra.Command{
+		Use:   "node",
+		Short: "A one-node network observing many checks: committed observations per second",
+		Args:  cobra.NoArgs,
+		RunE: withTargets(func(ctx context.Context, t *bench.Targets) error {
+			return bench.Node(ctx, os.Stdout, t, bench.NodeConfig{Checks: checks, Interval: interval, Duration: duration, BlockInterval: block})
+		}),
+	}
+	for _, c := range []*cobra.Command{observer, nodeCmd} {
+		c.Flags().IntVar(&checks, "checks", 10000, "number of checks (half http, half tcp)")
+		c.Flags().DurationVar(&interval, "interval", 10*time.Second, "check interval")
+		c.Flags().DurationVar(&duration, "duration", time.Minute, "how long to measure, after one interval of warm-up")
+	}
+	observer.Flags().IntVar(&concurrent, "max-concurrent", 64, "probes in flight at most (the node setting max_concurrent_probes)")
+	nodeCmd.Flags().DurationVar(&block, "block-interval", 500*time.Millisecond, "consensus timeout_commit (bftmon dev's default)")
+	serve := &cobra.Command{
+		Use:    "serve-targets",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE:   func(cmd *cobra.Command, _ []string) error { return bench.ServeTargets(cmd.Context(), os.Stdout) },
+	}
+	cmd.AddCommand(observer, nodeCmd, serve)
+	return cmd
+}
