@@ -100,6 +100,7 @@ func TestRealNagiosPlugins(t *testing.T) {
 		execCheck("garbage", 1000, garbage),
 		execCheck("missing", 1000, filepath.Join(dir, "check_nothing")),
 		{Id: "backup", Kind: "passive", TtlMs: 2000},
+		{Id: "elsewhere", Kind: "passive", TtlMs: 2000, Datacenters: []string{"dc9"}},
 	}}
 	if _, err := tn.client.Register(ctx, tn.operator.Private, inst); err != nil {
 		t.Fatal(err)
@@ -159,6 +160,9 @@ func TestRealNagiosPlugins(t *testing.T) {
 			`bftmon_check_perfdata{check="tcp",instance="nag-1",label="time",observer="`,
 			`bftmon_check_perfdata{check="http",instance="nag-1",label="size",observer="`,
 			`bftmon_probe_status{check="crit",instance="nag-1",observer="`,
+			`bftmon_probe_lateness_seconds_count `,
+			`bftmon_observations_committed_total `,
+			`bftmon_txs_total{code="0"} `,
 		} {
 			if !strings.Contains(m, series) {
 				return false, fmt.Errorf("no series %s in /metrics", series)
@@ -170,6 +174,9 @@ func TestRealNagiosPlugins(t *testing.T) {
 	// A passive result becomes the agreed status, then goes stale at its ttl.
 	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "ok", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "only passive checks take submitted results") {
 		t.Fatalf("a result for a probed check: %v", err)
+	}
+	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "elsewhere", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "observed from datacenters [dc9]") {
+		t.Fatalf("a result for a check outside this observer's scope: %v", err)
 	}
 	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-2", Check: "backup", Code: 2}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("a result for an unknown instance: %v", err)
