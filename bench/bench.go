@@ -55,6 +55,9 @@ func StartTargets(ctx context.Context, self string, serveArgs ...string) (*Targe
 
 // Close stops the target servers.
 func (t *Targets) Close() {
+	if t.cmd == nil {
+		return
+	}
 	_ = t.cmd.Process.Kill()
 	_ = t.cmd.Wait()
 }
