@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -155,4 +156,18 @@ func (c *Client) Observe(ctx context.Context, r PassiveResult) (ObserveAck, erro
 	var ack ObserveAck
 	err = c.do(ctx, http.MethodPost, "/v1/observe", body, &ack)
 	return ack, err
+}
+
+// Observers returns the observer set with each observer's standing.
+func (c *Client) Observers(ctx context.Context) ([]Observer, error) {
+	var out []Observer
+	err := c.do(ctx, http.MethodGet, "/v1/observers", nil, &out)
+	return out, err
+}
+
+// AppHash returns the node's application hash after the block at height.
+func (c *Client) AppHash(ctx context.Context, height int64) (AppHash, error) {
+	var out AppHash
+	err := c.do(ctx, http.MethodGet, "/v1/apphash/"+strconv.FormatInt(height, 10), nil, &out)
+	return out, err
 }

@@ -75,16 +75,42 @@ type ObserverView struct {
 
 // Alert is a committed alert.
 type Alert struct {
-	ID       string         `json:"id"`
-	Kind     string         `json:"kind"`
-	From     string         `json:"from"`
-	To       string         `json:"to"`
-	Service  string         `json:"service"`
-	Instance string         `json:"instance"`
-	Check    string         `json:"check"`
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Service  string `json:"service"`
+	Instance string `json:"instance"`
+	Check    string `json:"check"`
+	// Observer is the observer an observer_suspect alert is about.
+	Observer string         `json:"observer,omitempty"`
 	Height   int64          `json:"height"`
 	Time     time.Time      `json:"time"`
 	Views    []ObserverView `json:"views"`
+}
+
+// Observer is a member of the observer set with its standing: over the last
+// five minutes of block time, how many of its reports agreed and disagreed
+// with the verdicts the observers agreed on.
+type Observer struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Datacenter string `json:"datacenter"`
+	Weight     uint64 `json:"weight"`
+	Agreed     uint64 `json:"agreed"`
+	Disagreed  uint64 `json:"disagreed"`
+	// DisagreedPercent is Disagreed over all counted reports (0 with none).
+	DisagreedPercent float64 `json:"disagreed_percent"`
+	// Suspect is set once the disagreeing share crosses the threshold (with
+	// enough reports), and cleared when it falls below half of it.
+	Suspect       bool  `json:"suspect"`
+	SuspectHeight int64 `json:"suspect_height,omitempty"`
+}
+
+// AppHash is the application hash after the block at Height.
+type AppHash struct {
+	Height  int64  `json:"height"`
+	AppHash string `json:"app_hash"`
 }
 
 // TxResult is the outcome of a transaction: Code 0 is committed; any other

@@ -50,7 +50,8 @@ type App struct {
 	dirty          map[string]bool
 	alerts         []types.Alert
 	catalogChanged bool
-	applied        int // observations applied in this block
+	applied        int                   // observations applied in this block
+	tallies        map[string]*[2]uint64 // observer id → reports agreeing, disagreeing with this block's verdicts
 }
 
 // timer asks for a check to be re-evaluated at the first block whose time is
@@ -168,6 +169,9 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		if err := a.evaluate(ref); err != nil {
 			return nil, nil, fmt.Errorf("evaluate %s: %w", ref, err)
 		}
+	}
+	if err := a.settleStanding(); err != nil {
+		return nil, nil, fmt.Errorf("observer standing: %w", err)
 	}
 	for i := range a.alerts {
 		if err := a.put(alertKey(a.meta.Height, uint32(i)), &a.alerts[i]); err != nil {

@@ -92,6 +92,13 @@ func (a *App) evaluate(ref string) error {
 		return err
 	}
 	v := verdict.Decide(vr, c.Quorum).Status
+	if decidable(v) {
+		for _, r := range reports {
+			if r.Fresh && r.Record.Height == h {
+				a.tally(r.Observer.Id, r.Record.Status == v)
+			}
+		}
+	}
 	if v != st.Verdict {
 		st.Verdict, st.VerdictHeight, st.VerdictTimeMs = v, h, now
 		st.FlagAlerted = false
@@ -166,7 +173,11 @@ func (a *App) raise(kind string, from, to types.Status, si *types.ServiceInstanc
 // the transition, so every node computes the same id.
 func alertID(chainID string, al *types.Alert) string {
 	h := sha256.New()
-	for _, s := range []string{chainID, CheckRef(al.Service, al.Instance, al.Check), al.Kind} {
+	parts := []string{chainID, CheckRef(al.Service, al.Instance, al.Check), al.Kind}
+	if al.Observer != "" {
+		parts = append(parts, al.Observer)
+	}
+	for _, s := range parts {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -16,6 +16,7 @@ import (
 //	c/<service>/<instance>/<check>  types.CheckState
 //	r/<service>/<instance>/<check>/<observer id>  types.ObservationRecord
 //	a/<height BE8><seq BE4>         types.Alert
+//	t/<observer id>                 types.ObserverStanding
 var (
 	keyInfo       = []byte("m/info")
 	prefixNonce   = []byte("n/")
@@ -25,6 +26,7 @@ var (
 	prefixCheck   = []byte("c/")
 	prefixRecord  = []byte("r/")
 	prefixAlert   = []byte("a/")
+	prefixStand   = []byte("t/")
 )
 
 func cat(prefix []byte, parts ...string) []byte {
@@ -39,6 +41,7 @@ func servicePrefix(service string) []byte   { return cat(prefixService, service,
 func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
 func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
 func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
+func standingKey(observer string) []byte    { return cat(prefixStand, observer) }
 
 // CheckRef is the "service/instance/check" name of a check.
 func CheckRef(service, instance, check string) string {

@@ -165,3 +165,37 @@ func (q *Query) Alerts(minHeight int64, limit int) ([]types.Alert, error) {
 	}
 	return all, nil
 }
+
+// Standing is an observer's record over the standing window.
+type Standing struct {
+	Observer  types.Observer
+	Agreed    uint64 // reports that agreed with the agreed verdict
+	Disagreed uint64 // reports that disagreed
+	Suspect   bool
+	// SuspectHeight is the height at which the observer became suspect.
+	SuspectHeight int64
+}
+
+// Standings lists every observer's standing, by observer id. Counts outside
+// the window as of the version's block time are left out.
+func (q *Query) Standings() ([]Standing, error) {
+	out := make([]Standing, 0, len(q.observers))
+	for _, o := range q.observers {
+		s := Standing{Observer: o}
+		bz, err := q.r.Get(standingKey(o.Id))
+		if err != nil {
+			return nil, fmt.Errorf("read standing of %s: %w", o.Id, err)
+		}
+		if bz != nil {
+			var st types.ObserverStanding
+			if err := st.Unmarshal(bz); err != nil {
+				return nil, fmt.Errorf("decode standing of %s: %w", o.Id, err)
+			}
+			st.Buckets = windowed(st.Buckets, q.meta.TimeMs)
+			s.Agreed, s.Disagreed = Counts(&st)
+			s.Suspect, s.SuspectHeight = st.Suspect, st.SuspectHeight
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -49,3 +49,14 @@ func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAc
 	}
 	return b.n.observer.passive(r)
 }
+
+func (b *backend) AppHash(height int64) ([]byte, error) {
+	if height > b.n.store.Version() {
+		return nil, fmt.Errorf("height %d is above this node's last committed height %d: %w", height, b.n.store.Version(), api.ErrNotFound)
+	}
+	h, err := b.n.AppHashAt(height)
+	if err != nil {
+		return nil, fmt.Errorf("app hash at height %d (this node keeps the last 1000 versions): %v: %w", height, err, api.ErrNotFound)
+	}
+	return h, nil
+}

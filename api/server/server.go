@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,6 +35,9 @@ type Backend interface {
 	Read() (*app.Query, error)
 	// BroadcastTx submits tx and waits until it is committed or refused.
 	BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error)
+	// AppHash is the application hash after the block at height; an error
+	// matching api.ErrNotFound if that version is not kept.
+	AppHash(height int64) ([]byte, error)
 	// Observe queues a passive check result for this node's observer. It
 	// fails with an error matching api.ErrNotFound for an unknown check and
 	// api.ErrBadRequest for one that takes no submitted results here.
@@ -56,6 +60,8 @@ func New(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/services", s.services)
 	mux.HandleFunc("GET /v1/services/{name}", s.service)
 	mux.HandleFunc("GET /v1/alerts", s.alerts)
+	mux.HandleFunc("GET /v1/observers", s.observers)
+	mux.HandleFunc("GET /v1/apphash/{height}", s.appHash)
 	mux.HandleFunc("POST /v1/txs", s.txs)
 	mux.HandleFunc("POST /v1/observe", s.observe)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +189,7 @@ func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
 	for _, al := range list {
 		a := api.Alert{
 			ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
-			Instance: al.Instance, Check: al.Check, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
+			Instance: al.Instance, Check: al.Check, Observer: al.Observer, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
 		}
 		for _, v := range al.Views {
 			a.Views = append(a.Views, api.ObserverView{Observer: v.Observer, Name: obs[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
@@ -191,6 +197,43 @@ func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
 		out = append(out, a)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) observers(w http.ResponseWriter, _ *http.Request) {
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	list, err := q.Standings()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := make([]api.Observer, 0, len(list))
+	for _, st := range list {
+		o := api.Observer{ID: st.Observer.Id, Name: st.Observer.Name, Datacenter: st.Observer.Datacenter, Weight: st.Observer.Weight,
+			Agreed: st.Agreed, Disagreed: st.Disagreed, Suspect: st.Suspect, SuspectHeight: st.SuspectHeight}
+		if total := st.Agreed + st.Disagreed; total > 0 {
+			o.DisagreedPercent = math.Round(1000*float64(st.Disagreed)/float64(total)) / 10
+		}
+		out = append(out, o)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) appHash(w http.ResponseWriter, r *http.Request) {
+	h, err := strconv.ParseInt(r.PathValue("height"), 10, 64)
+	if err != nil || h < 1 {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("height %q: want a positive block height", r.PathValue("height")))
+		return
+	}
+	hash, err := s.b.AppHash(h)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.AppHash{Height: h, AppHash: fmt.Sprintf("%X", hash)})
 }
 
 func observerIndex(list []types.Observer) map[string]string {

@@ -36,6 +36,17 @@ type backend struct {
 	observed []api.PassiveResult
 }
 
+func (b *backend) AppHash(height int64) ([]byte, error) {
+	if b.st == nil || height > b.height {
+		return nil, fmt.Errorf("height %d not committed: %w", height, api.ErrNotFound)
+	}
+	r, err := b.st.Reader(height)
+	if err != nil {
+		return nil, err
+	}
+	return r.Hash(), nil
+}
+
 // Observe accepts results for service "web" only.
 func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAck, error) {
 	if r.Service != "web" {
@@ -177,6 +188,15 @@ func TestRoutes(t *testing.T) {
 	}
 	if alerts, err := c.Alerts(ctx, 10); err != nil || len(alerts) != 0 {
 		t.Fatalf("alerts = %+v, %v", alerts, err)
+	}
+	if obs, err := c.Observers(ctx); err != nil || len(obs) != 1 || obs[0].Name != "o1" || obs[0].Datacenter != "dc1" || obs[0].Suspect || obs[0].Agreed+obs[0].Disagreed != 0 {
+		t.Fatalf("observers = %+v, %v", obs, err)
+	}
+	if h, err := c.AppHash(ctx, res.Height); err != nil || h.Height != res.Height || len(h.AppHash) != 64 {
+		t.Fatalf("app hash at %d = %+v, %v", res.Height, h, err)
+	}
+	if _, err := c.AppHash(ctx, 999); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("app hash above the last height: %v, want not found", err)
 	}
 
 	for _, tc := range []struct {

@@ -315,3 +315,37 @@ func orDefaultStr(s, def string) string {
 	}
 	return s
 }
+
+func newObserversCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "observers",
+		Short: "List the observers with their standing (how often they disagree with the agreed verdicts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			list, err := c.Observers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tDATACENTER\tWEIGHT\tAGREED\tDISAGREED\tSTANDING\tID")
+			for _, o := range list {
+				standing := "good"
+				if o.Suspect {
+					standing = fmt.Sprintf("SUSPECT since %d", o.SuspectHeight)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d (%.1f%%)\t%s\t%s\n", o.Name, o.Datacenter, o.Weight, o.Agreed, o.Disagreed, o.DisagreedPercent, standing, o.ID)
+			}
+			return tw.Flush()
+		},
+	}
+	f.add(cmd)
+	return cmd
+}

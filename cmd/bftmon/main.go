@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		// Node commands (node_cmds.go).
 		newDevCmd(), newInitCmd(), newStartCmd(),
 		// Client commands (client_cmds.go).
-		newServiceCmd(), newHealthCmd(), newVersionCmd(),
+		newServiceCmd(), newHealthCmd(), newObserversCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
 		newCheckCmd(), newSubmitCmd(),
 		// Benchmarks (bench_cmds.go).
