@@ -69,6 +69,9 @@ type Config struct {
 	// OnResult, if set, sees every result as it arrives (for metrics). It
 	// must not block.
 	OnResult func(Target, Result)
+	// Intercept, if set, may answer for a target instead of its probe (a
+	// test node's fault injector uses it to make targets unreachable).
+	Intercept func(Target) (Result, bool)
 	// OnStart, if set, sees how late each probe starts after its scheduled
 	// time (for metrics and benchmarks). It must not block.
 	OnStart func(late time.Duration)
@@ -331,7 +334,13 @@ func (s *Scheduler) due(now time.Time) (*entry, time.Duration) {
 
 // probe runs one probe of e and buffers its result.
 func (s *Scheduler) probe(ctx context.Context, e *entry) {
-	r := e.prober.Probe(ctx)
+	r, intercepted := Result{}, false
+	if s.cfg.Intercept != nil {
+		r, intercepted = s.cfg.Intercept(e.target)
+	}
+	if !intercepted {
+		r = e.prober.Probe(ctx)
+	}
 	s.mu.Lock()
 	e.running = false
 	s.stats.Probes++

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
+	cmtcrypto "github.com/cometbft/cometbft/crypto"
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	cmttypes "github.com/cometbft/cometbft/types"
@@ -38,6 +39,10 @@ type Settings struct {
 	FlushInterval Duration `json:"flush_interval"`
 	// MaxConcurrentProbes bounds the probes in flight.
 	MaxConcurrentProbes int `json:"max_concurrent_probes"`
+	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
+	// (bftmon testnet writes them). Only the equivocate test behaviour uses
+	// them, to send different transactions to different nodes.
+	PeerRPC []string `json:"peer_rpc,omitempty"`
 }
 
 // Duration is a time.Duration written as a Go duration string in JSON.
@@ -91,9 +96,6 @@ func Init(opts InitOptions) error {
 	if opts.Home == "" {
 		return fmt.Errorf("init: no home directory given")
 	}
-	if Initialized(opts.Home) {
-		return fmt.Errorf("init: %s already holds a node (remove it or use another --home)", opts.Home)
-	}
 	if opts.ChainID == "" {
 		opts.ChainID = "bftmon-dev"
 	}
@@ -102,6 +104,42 @@ func Init(opts InitOptions) error {
 	}
 	if opts.Moniker == "" {
 		opts.Moniker = "node0"
+	}
+	h, err := prepareHome(opts, func(cfg *cmtcfg.Config) {
+		cfg.Consensus.TimeoutCommit = 500 * time.Millisecond
+		if opts.BlockInterval > 0 {
+			cfg.Consensus.TimeoutCommit = opts.BlockInterval
+		}
+	})
+	if err != nil {
+		return err
+	}
+	op, err := keys.LoadOrGenerate(filepath.Join(opts.Home, OperatorKeyFile), "operator")
+	if err != nil {
+		return err
+	}
+	return writeGenesis(opts.ChainID, []*nodeHome{h}, op)
+}
+
+// nodeHome is a node home being created: its CometBFT config, validator
+// key, observer key and datacenter.
+type nodeHome struct {
+	home       string
+	cfg        *cmtcfg.Config
+	moniker    string
+	datacenter string
+	validator  cmtcrypto.PubKey
+	observer   keys.Key
+	nodeID     string
+	settings   Settings
+}
+
+// prepareHome creates a node home's directories, CometBFT config (tuned by
+// tune), validator, node and observer keys, and settings. The genesis comes
+// after, from every home of the network.
+func prepareHome(opts InitOptions, tune func(*cmtcfg.Config)) (*nodeHome, error) {
+	if Initialized(opts.Home) {
+		return nil, fmt.Errorf("init: %s already holds a node (remove it or use another --home)", opts.Home)
 	}
 	st := DefaultSettings()
 	if opts.HTTPAddr != "" {
@@ -118,53 +156,59 @@ func Init(opts InitOptions) error {
 	// leaves no address book behind that CometBFT's Stop does not wait for
 	// (it would rewrite config/addrbook.json after the node stopped).
 	cfg.P2P.PexReactor = false
-	cfg.Consensus.TimeoutCommit = 500 * time.Millisecond
-	if opts.BlockInterval > 0 {
-		cfg.Consensus.TimeoutCommit = opts.BlockInterval
-	}
 	cfg.Instrumentation.Prometheus = false
+	tune(cfg)
 	for _, dir := range []string{"config", "data"} {
 		if err := os.MkdirAll(filepath.Join(opts.Home, dir), 0o700); err != nil {
-			return fmt.Errorf("init %s: %w", opts.Home, err)
+			return nil, fmt.Errorf("init %s: %w", opts.Home, err)
 		}
 	}
-	cmtcfg.WriteConfigFile(filepath.Join(opts.Home, "config", "config.toml"), cfg)
 	pv := privval.LoadOrGenFilePV(cfg.PrivValidatorKeyFile(), cfg.PrivValidatorStateFile())
-	if _, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile()); err != nil {
-		return fmt.Errorf("init node key: %w", err)
+	nk, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("init node key: %w", err)
 	}
 	obs, err := keys.LoadOrGenerate(filepath.Join(opts.Home, ObserverKeyFile), opts.Moniker)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	op, err := keys.LoadOrGenerate(filepath.Join(opts.Home, OperatorKeyFile), "operator")
+	pub, err := pv.GetPubKey()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g := app.Genesis{
-		Observers: []app.GenesisObserver{{Name: opts.Moniker, PubKey: obs.PubBase64(), Datacenter: opts.Datacenter, Weight: 1}},
-		Operators: []app.GenesisOperator{{Name: "operator", PubKey: op.PubBase64(), Prefixes: []string{""}}},
+	return &nodeHome{home: opts.Home, cfg: cfg, moniker: opts.Moniker, datacenter: opts.Datacenter,
+		validator: pub, observer: obs, nodeID: string(nk.ID()), settings: st}, nil
+}
+
+// writeGenesis writes one genesis, with every home's validator and observer
+// and the operator, into every home, with its config and settings.
+func writeGenesis(chainID string, homes []*nodeHome, op keys.Key) error {
+	g := app.Genesis{Operators: []app.GenesisOperator{{Name: "operator", PubKey: op.PubBase64(), Prefixes: []string{""}}}}
+	doc := cmttypes.GenesisDoc{
+		ChainID:         chainID,
+		GenesisTime:     cmttime.Now(),
+		InitialHeight:   1,
+		ConsensusParams: cmttypes.DefaultConsensusParams(),
+	}
+	for _, h := range homes {
+		g.Observers = append(g.Observers, app.GenesisObserver{Name: h.moniker, PubKey: h.observer.PubBase64(), Datacenter: h.datacenter, Weight: 1})
+		doc.Validators = append(doc.Validators, cmttypes.GenesisValidator{Address: h.validator.Address(), PubKey: h.validator, Power: 10, Name: h.moniker})
 	}
 	appState, err := json.MarshalIndent(g, "", "  ")
 	if err != nil {
 		return err
 	}
-	pub, err := pv.GetPubKey()
-	if err != nil {
-		return err
+	doc.AppState = appState
+	for _, h := range homes {
+		cmtcfg.WriteConfigFile(filepath.Join(h.home, "config", "config.toml"), h.cfg)
+		if err := doc.SaveAs(h.cfg.GenesisFile()); err != nil {
+			return fmt.Errorf("write genesis: %w", err)
+		}
+		if err := WriteSettings(h.home, h.settings); err != nil {
+			return err
+		}
 	}
-	doc := cmttypes.GenesisDoc{
-		ChainID:         opts.ChainID,
-		GenesisTime:     cmttime.Now(),
-		InitialHeight:   1,
-		ConsensusParams: cmttypes.DefaultConsensusParams(),
-		Validators:      []cmttypes.GenesisValidator{{Address: pub.Address(), PubKey: pub, Power: 10, Name: opts.Moniker}},
-		AppState:        appState,
-	}
-	if err := doc.SaveAs(cfg.GenesisFile()); err != nil {
-		return fmt.Errorf("write genesis: %w", err)
-	}
-	return WriteSettings(opts.Home, st)
+	return nil
 }
 
 func orDefault(v, def string) string {

@@ -38,6 +38,12 @@ type Config struct {
 	// HTTPAddr overrides the settings' http_addr when not empty.
 	HTTPAddr string
 	Logger   *slog.Logger
+	// Byzantine makes the observer misbehave on purpose (ByzantineModes),
+	// for tests of the network's tolerance.
+	Byzantine []string
+	// FaultInjection serves /v1/debug/unreachable, through which tests tell
+	// the observer which targets it cannot reach.
+	FaultInjection bool
 }
 
 // Node is a running bftmon process.
@@ -51,6 +57,7 @@ type Node struct {
 	comet    *cmtnode.Node
 	bcast    *broadcaster
 	observer *observer
+	faults   *faults // nil unless Config.FaultInjection
 	metrics  *prometheus.Registry
 	http     *http.Server
 	httpLn   net.Listener
@@ -128,7 +135,14 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
-		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), n.log)
+		var byz *byzantine
+		if len(n.cfg.Byzantine) > 0 {
+			byz = newByzantine(n.cfg.Byzantine, n.settings.PeerRPC, n.metrics, n.log)
+		}
+		if n.cfg.FaultInjection {
+			n.faults = &faults{}
+		}
+		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), byz, n.faults, n.log)
 		schedulerStats(n.metrics, n.observer.sched.Stats)
 		n.app.OnCommit(n.observer.committed)
 		n.wg.Add(1)
@@ -144,6 +158,9 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler(n.metrics))
+	if n.faults != nil {
+		mux.Handle("/v1/debug/unreachable", n.faults)
+	}
 	mux.Handle("/", server.New(&backend{n: n}, n.log))
 	n.http = &http.Server{
 		Handler:           mux,

@@ -25,6 +25,7 @@ type observer struct {
 	sched *checks.Scheduler
 	log   *slog.Logger
 	stats *probeMetrics
+	byz   *byzantine // nil: an honest observer
 
 	mu        sync.Mutex
 	lastNonce uint64
@@ -32,8 +33,8 @@ type observer struct {
 	ready     atomic.Bool   // this observer was found in the committed observer set
 }
 
-func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings, pm *probeMetrics, logger *slog.Logger) *observer {
-	o := &observer{key: key, app: a, bcast: b, log: logger.With("observer", key.Name), stats: pm, changed: make(chan struct{}, 1)}
+func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings, pm *probeMetrics, byz *byzantine, f *faults, logger *slog.Logger) *observer {
+	o := &observer{key: key, app: a, bcast: b, log: logger.With("observer", key.Name), stats: pm, byz: byz, changed: make(chan struct{}, 1)}
 	o.sched = checks.NewScheduler(checks.Config{
 		MaxConcurrent: st.MaxConcurrentProbes,
 		FlushInterval: time.Duration(st.FlushInterval),
@@ -41,6 +42,7 @@ func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings,
 		Logger:        o.log,
 		OnResult:      func(t checks.Target, r checks.Result) { pm.observed(key.Name, t, r) },
 		OnStart:       func(late time.Duration) { pm.late.Observe(late.Seconds()) },
+		Intercept:     f.intercept,
 	})
 	o.changed <- struct{}{}
 	return o
@@ -193,11 +195,14 @@ func (o *observer) nonce() uint64 {
 
 // submit signs one batch and hands it to the mempool.
 func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
+	obs = o.byz.lie(obs)
+	nonce := o.nonce()
 	msg := types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}}
-	tx, err := types.SignTx(o.app.ChainID(), o.key.Private, o.nonce(), msg)
+	tx, err := types.SignTx(o.app.ChainID(), o.key.Private, nonce, msg)
 	if err != nil {
 		return err
 	}
+	defer o.byz.after(ctx, o, tx, nonce, obs)
 	res, err := o.bcast.Submit(ctx, tx)
 	if err != nil {
 		// The mempool is full or the node is not taking transactions yet:

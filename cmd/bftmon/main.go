@@ -32,7 +32,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		// Node commands (node_cmds.go).
-		newDevCmd(), newInitCmd(), newStartCmd(),
+		newDevCmd(), newInitCmd(), newStartCmd(), newTestnetCmd(),
 		// Client commands (client_cmds.go).
 		newServiceCmd(), newHealthCmd(), newObserversCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,7 +71,8 @@ func newInitCmd() *cobra.Command {
 }
 
 func newStartCmd() *cobra.Command {
-	var home, httpAddr, level string
+	var home, httpAddr, level, byz string
+	var faults bool
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Run a node from its home until interrupted",
@@ -80,9 +82,13 @@ func newStartCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			modes, err := node.ParseByzantine(byz)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			n, err := node.Start(ctx, node.Config{Home: home, HTTPAddr: httpAddr, Logger: logger})
+			n, err := node.Start(ctx, node.Config{Home: home, HTTPAddr: httpAddr, Logger: logger, Byzantine: modes, FaultInjection: faults})
 			if err != nil {
 				return err
 			}
@@ -93,6 +99,51 @@ func newStartCmd() *cobra.Command {
 	cmd.Flags().StringVar(&home, "home", defaultHome(), "node home directory")
 	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP API listen address (default: the home's config/bftmon.json)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
+	// Test-only flags, hidden from help (docs/TESTING.md).
+	cmd.Flags().StringVar(&byz, "byzantine", "", "make this node's observer misbehave on purpose: "+strings.Join(node.ByzantineModes, ", "))
+	cmd.Flags().BoolVar(&faults, "fault-injection", false, "serve /v1/debug/unreachable, to tell the observer which targets it cannot reach")
+	_ = cmd.Flags().MarkHidden("byzantine")
+	_ = cmd.Flags().MarkHidden("fault-injection")
+	return cmd
+}
+
+func newTestnetCmd() *cobra.Command {
+	var opts node.TestnetOptions
+	cmd := &cobra.Command{
+		Use:   "testnet --nodes N --dcs D --out DIR",
+		Short: "Write the homes of an N-node network on this machine (validators, observers over D datacenters, one genesis)",
+		Long: `Write node0 … node<N-1> under DIR with one genesis: N validators and N
+observers of weight 1 spread over D datacenters (contiguous runs: with 4 nodes
+and 2 datacenters, node0 and node1 are in dc1), an operator key allowed every
+service (DIR/operator_key.json, also in each home), persistent peers, and
+ports on 127.0.0.1: node K uses BASE+10K for P2P, +1 for RPC, +2 for the HTTP
+API. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
+'bftmon start --home DIR/nodeK'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nodes, err := node.Testnet(opts)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote %d nodes in %s (chain %s, operator key %s):\n", len(nodes), opts.Out, orDefaultStr(opts.ChainID, "bftmon-testnet"), filepath.Join(opts.Out, "operator_key.json"))
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tDATACENTER\tHTTP API\tRPC\tP2P")
+			for _, n := range nodes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Datacenter, n.HTTPAddr, n.RPCAddr, n.P2PAddr)
+			}
+			tw.Flush()
+			fmt.Fprintf(w, "start each with: bftmon start --home %s\n", filepath.Join(opts.Out, "nodeK"))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&opts.Nodes, "nodes", 4, "number of nodes (validator + observer each)")
+	f.IntVar(&opts.Datacenters, "dcs", 2, "number of datacenters the observers are spread over")
+	f.StringVar(&opts.Out, "out", "", "directory to write the node homes into (required)")
+	f.IntVar(&opts.BasePort, "base-port", 27000, "first port; node K uses BASE+10K .. BASE+10K+2")
+	f.StringVar(&opts.ChainID, "chain-id", "bftmon-testnet", "chain id")
+	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
