@@ -177,6 +177,19 @@ func TestByzantineScenarios(t *testing.T) {
 		c.CheckInvariants(ctx) // the restarted node included, at every height
 	})
 
+	t.Run("3b a node paused with SIGSTOP: the others go on, it catches up on SIGCONT", func(t *testing.T) {
+		c.t = t
+		n2.Pause()
+		h := n0.Height(ctx)
+		c.WaitFor("three nodes committing without node2", Patience, func(ctx context.Context) (bool, error) {
+			return n0.Height(ctx) >= h+5 && n1.Height(ctx) >= h+5, nil
+		})
+		n2.Resume()
+		c.WaitHeight(c.MaxHeight(ctx) + 1)
+		waitCheck(c, n2, "passing", "passing")
+		c.CheckInvariants(ctx)
+	})
+
 	t.Run("4 a datacenter cut off from the target: disputed, no state change, healed", func(t *testing.T) {
 		c.t = t
 		from := n0.Height(ctx)
