@@ -110,6 +110,25 @@ func (d *devRun) stop(t *testing.T) {
 	}
 }
 
+// cliRunner runs the real binary's client commands against the node at
+// httpAddr with home, returning their output and exit code.
+func cliRunner(t *testing.T, bin, home, httpAddr string) func(args ...string) (string, int) {
+	return func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+}
+
 // TestDev runs the README's first command as a user would: the real binary,
 // the demo service turning passing, the printed commands working, breaking
 // the demo turning it critical, Ctrl-C, and resuming.
@@ -124,19 +143,7 @@ func TestDev(t *testing.T) {
 	d.waitLine(t, "demo is passing", 90*time.Second)
 	d.waitLine(t, "Ctrl-C stops the network", 5*time.Second)
 
-	cli := func(args ...string) (string, int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
-	}
+	cli := cliRunner(t, bin, home, httpAddr)
 	out, code := cli("service", "list", "-o", "json")
 	var list []api.ServiceSummary
 	if err := json.Unmarshal([]byte(out), &list); err != nil || code != 0 || len(list) != 1 || list[0].Name != "demo" || list[0].Status != "passing" {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"os/user"
@@ -115,19 +114,7 @@ func TestNagiosOCSP(t *testing.T) {
 	d := startDev(t, bin, "--home", home, "--http", httpAddr, "--demo-addr", freeAddr(t),
 		"--rpc", "tcp://"+freeAddr(t), "--p2p", "tcp://"+freeAddr(t))
 	d.waitLine(t, "demo is passing", 90*time.Second)
-	cli := func(args ...string) (string, int) {
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return string(out), ee.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), 0
-	}
+	cli := cliRunner(t, bin, home, httpAddr)
 
 	dir := t.TempDir()
 	svc := filepath.Join(dir, "db.yaml")
