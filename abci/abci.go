@@ -36,9 +36,8 @@ type Block struct {
 	AppHash []byte
 	Txs     []TxOutcome
 	Alerts  []types.Alert
-	// CatalogChanged tells whether the block registered or deregistered
-	// anything.
-	CatalogChanged bool
+	// Changes is what the block changed in the agreed state.
+	Changes app.Changes
 	// Observations is the number of observations the block applied.
 	Observations int
 }
@@ -158,7 +157,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 	if err != nil {
 		return nil, fmt.Errorf("end block %d: %w", req.Height, err)
 	}
-	blk.AppHash, blk.Alerts, blk.CatalogChanged, blk.Observations = hash, alerts, a.app.CatalogChanged(), a.app.Applied()
+	blk.AppHash, blk.Alerts, blk.Changes, blk.Observations = hash, alerts, a.app.Changed(), a.app.Applied()
 	events := make([]abci.Event, 0, len(alerts))
 	for _, al := range alerts {
 		events = append(events, abci.Event{Type: "alert", Attributes: []abci.EventAttribute{

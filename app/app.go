@@ -48,6 +48,8 @@ type App struct {
 
 	// Per block.
 	dirty          map[string]bool
+	changed        map[string]bool // services whose agreed state changed
+	verdicts       []VerdictChange // in the order evaluated (by check ref)
 	alerts         []types.Alert
 	catalogChanged bool
 	applied        int                   // observations applied in this block
@@ -141,6 +143,8 @@ func (a *App) BeginBlock(height, timeMs int64) {
 		a.meta.TimeMs = timeMs
 	}
 	a.dirty = map[string]bool{}
+	a.changed = map[string]bool{}
+	a.verdicts = nil
 	a.alerts = nil
 	a.catalogChanged = false
 	a.applied = 0
@@ -173,6 +177,9 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 	if err := a.settleStanding(); err != nil {
 		return nil, nil, fmt.Errorf("observer standing: %w", err)
 	}
+	if len(a.alerts) > 0 {
+		a.meta.AlertHeight = a.meta.Height
+	}
 	for i := range a.alerts {
 		if err := a.put(alertKey(a.meta.Height, uint32(i)), &a.alerts[i]); err != nil {
 			return nil, nil, err
@@ -189,10 +196,6 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 func (a *App) instance(service, id string) *types.ServiceInstance {
 	return a.catalog[service+"/"+id]
 }
-
-// CatalogChanged tells whether the current block registered or
-// deregistered anything.
-func (a *App) CatalogChanged() bool { return a.catalogChanged }
 
 // Applied is the number of observations the current block applied.
 func (a *App) Applied() int { return a.applied }

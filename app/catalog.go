@@ -305,7 +305,9 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	for i := range si.Checks {
 		a.dirty[CheckRef(si.Name, si.Id, si.Checks[i].Id)] = true
 	}
-	a.catalogChanged = true
+	if err := a.catalogTouched(si.Name); err != nil {
+		return "", err
+	}
 	verb := "registered"
 	if exists {
 		verb = "updated"
@@ -341,7 +343,9 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 	}
 	a.instances[m.Name]--
 	delete(a.catalog, m.Name+"/"+m.Id)
-	a.catalogChanged = true
+	if err := a.catalogTouched(m.Name); err != nil {
+		return "", err
+	}
 	return fmt.Sprintf("deregistered %s/%s", m.Name, m.Id), nil
 }
 
@@ -370,4 +374,12 @@ func sameCheck(x, y *types.Check) bool {
 	bx, err1 := x.Marshal()
 	by, err2 := y.Marshal()
 	return err1 == nil && err2 == nil && string(bx) == string(by)
+}
+
+// catalogTouched records that the current block registered, updated or
+// deregistered an instance of service.
+func (a *App) catalogTouched(service string) error {
+	a.catalogChanged = true
+	a.meta.CatalogHeight = a.meta.Height
+	return a.touch(service)
 }

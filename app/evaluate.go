@@ -100,6 +100,7 @@ func (a *App) evaluate(ref string) error {
 		}
 	}
 	if v != st.Verdict {
+		a.verdicts = append(a.verdicts, VerdictChange{Service: service, Instance: instance, Check: id, From: st.Verdict, To: v})
 		st.Verdict, st.VerdictHeight, st.VerdictTimeMs = v, h, now
 		st.FlagAlerted = false
 	}
@@ -120,6 +121,11 @@ func (a *App) evaluate(ref string) error {
 			kind = AlertStale
 		}
 		a.raise(kind, st.Hard, v, si, c.Id, reports, now)
+	}
+	if st.VerdictHeight == h || st.HardHeight == h {
+		if err := a.touch(service); err != nil {
+			return err
+		}
 	}
 	if err := a.putIfChanged(checkKey(ref), &st); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 //	r/<service>/<instance>/<check>/<observer id>  types.ObservationRecord
 //	a/<height BE8><seq BE4>         types.Alert
 //	t/<observer id>                 types.ObserverStanding
+//	i/<service>                     height its agreed state last changed (8 bytes BE)
 var (
 	keyInfo       = []byte("m/info")
 	prefixNonce   = []byte("n/")
@@ -27,6 +28,7 @@ var (
 	prefixRecord  = []byte("r/")
 	prefixAlert   = []byte("a/")
 	prefixStand   = []byte("t/")
+	prefixIndex   = []byte("i/")
 )
 
 func cat(prefix []byte, parts ...string) []byte {
@@ -42,6 +44,7 @@ func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
 func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
 func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
 func standingKey(observer string) []byte    { return cat(prefixStand, observer) }
+func serviceIndexKey(service string) []byte { return cat(prefixIndex, service) }
 
 // CheckRef is the "service/instance/check" name of a check.
 func CheckRef(service, instance, check string) string {

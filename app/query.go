@@ -2,7 +2,7 @@ package app
 
 import (
 	"fmt"
-	"strings"
+	"slices"
 
 	"github.com/bftmon/bftmon/app/types"
 )
@@ -73,6 +73,14 @@ func (q *Query) Services() ([]ServiceSummary, error) {
 		s := &out[len(out)-1]
 		s.Instances++
 		s.Status = worst(s.Status, st)
+		for _, t := range insts[i].Tags {
+			if !slices.Contains(s.Tags, t) {
+				s.Tags = append(s.Tags, t)
+			}
+		}
+	}
+	for i := range out {
+		slices.Sort(out[i].Tags)
 	}
 	return out, nil
 }
@@ -106,42 +114,7 @@ func (q *Query) instanceStatus(si *types.ServiceInstance) (types.Status, error) 
 // Service returns every instance of a service with its checks and each
 // observer's latest report, or ErrNotFound.
 func (q *Query) Service(name string) ([]InstanceView, error) {
-	if strings.Contains(name, "/") {
-		return nil, fmt.Errorf("service %q: %w", name, ErrNotFound)
-	}
-	insts, err := q.instances(servicePrefix(name))
-	if err != nil {
-		return nil, err
-	}
-	if len(insts) == 0 {
-		return nil, fmt.Errorf("service %q: %w", name, ErrNotFound)
-	}
-	a := &App{observers: q.observers}
-	out := make([]InstanceView, 0, len(insts))
-	for _, si := range insts {
-		iv := InstanceView{Instance: si, Status: types.STATUS_PASSING}
-		for j := range si.Checks {
-			c := &si.Checks[j]
-			ref := CheckRef(si.Name, si.Id, c.Id)
-			cv := CheckView{Check: *c}
-			bz, err := q.r.Get(checkKey(ref))
-			if err != nil {
-				return nil, err
-			}
-			if bz != nil {
-				if err := cv.State.Unmarshal(bz); err != nil {
-					return nil, err
-				}
-			}
-			if cv.Reports, _, err = a.reports(q.r, ref, c, q.meta.TimeMs); err != nil {
-				return nil, err
-			}
-			iv.Status = worst(iv.Status, cv.State.Hard)
-			iv.Checks = append(iv.Checks, cv)
-		}
-		out = append(out, iv)
-	}
-	return out, nil
+	return q.Find(name, Filter{Reports: true})
 }
 
 // Alerts returns up to limit alerts, newest first, raised at or above height

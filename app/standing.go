@@ -71,9 +71,11 @@ func (a *App) settleStanding() error {
 		switch {
 		case !st.Suspect && total >= SuspectMinReports && disagreed*100 >= total*SuspectPercent:
 			st.Suspect, st.SuspectHeight = true, a.meta.Height
+			a.meta.ObserversHeight = a.meta.Height
 			a.raiseSuspect(id, agreed, disagreed)
 		case st.Suspect && disagreed*200 < total*SuspectPercent:
 			st.Suspect, st.SuspectHeight = false, 0
+			a.meta.ObserversHeight = a.meta.Height
 		}
 		if err := a.put(standingKey(id), &st); err != nil {
 			return err

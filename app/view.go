@@ -41,6 +41,8 @@ type ServiceSummary struct {
 	Instances int
 	// Status is the worst hard status of its instances.
 	Status types.Status
+	// Tags is the union of its instances' tags, sorted.
+	Tags []string
 }
 
 // Info is what the committed state says about itself.

@@ -28,6 +28,7 @@ func TestNewRefuses(t *testing.T) {
 		{"http with a bad method", types.Check{Id: "x", Kind: "http", Http: &types.HTTPParams{Url: "http://example.com/", Method: "GE T"}}, "invalid method"},
 		{"tcp without address", types.Check{Id: "x", Kind: "tcp"}, "tcp: no address"},
 		{"tcp without port", types.Check{Id: "x", Kind: "tcp", Tcp: &types.TCPParams{Address: "example.com"}}, "missing port"},
+		{"passive", types.Check{Id: "x", Kind: "passive", TtlMs: 60_000}, "check x: passive check: results are submitted with `bftmon submit` or POST /v1/observe, not probed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

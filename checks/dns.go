@@ -43,6 +43,9 @@ func newDNS(c types.Check) (Prober, error) {
 	if p.Name == "" {
 		return nil, errors.New("dns: no name to query")
 	}
+	if _, ok := dns.IsDomainName(p.Name); !ok {
+		return nil, fmt.Errorf("dns: name %q is not a domain name", p.Name)
+	}
 	typ := strings.ToUpper(p.Type)
 	if typ == "" {
 		typ = "A"
@@ -52,8 +55,11 @@ func newDNS(c types.Check) (Prober, error) {
 		return nil, fmt.Errorf("dns: type %q: want A, AAAA, SRV or TXT", p.Type)
 	}
 	expect := make([]string, len(p.Expect))
+	var err error
 	for i, e := range p.Expect {
-		expect[i] = normalAnswer(qtype, e)
+		if expect[i], err = normalAnswer(qtype, e); err != nil {
+			return nil, fmt.Errorf("dns: expect %q: %w", e, err)
+		}
 	}
 	return &dnsProber{server: p.Server, name: dns.Fqdn(p.Name), qtype: qtype, expect: expect, timeout: timeoutOf(c)}, nil
 }
@@ -66,29 +72,31 @@ func (d *dnsProber) Probe(ctx context.Context) Result {
 	q := new(dns.Msg)
 	q.SetQuestion(d.name, d.qtype)
 	start := time.Now()
-	resp, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, q, d.server)
+	resp, err := d.exchange(ctx, "udp", q)
 	if err == nil && resp.Truncated {
-		resp, _, err = (&dns.Client{Net: "tcp"}).ExchangeContext(ctx, q, d.server)
+		resp, err = d.exchange(ctx, "tcp", q)
 	}
 	lat := time.Since(start)
 	if err != nil {
-		var oerr *net.OpError
-		if errors.As(err, &oerr) {
-			err = oerr.Err
-		}
-		return failure(ctx, lat, what, err)
+		return failure(ctx, lat, what, opCause(err))
 	}
 	if resp.Rcode != dns.RcodeSuccess {
 		return result(types.STATUS_CRITICAL, lat, what+": "+dns.RcodeToString[resp.Rcode])
 	}
-	var got []string
+	var got, other []string
 	for _, rr := range resp.Answer {
 		if rr.Header().Rrtype == d.qtype {
 			got = append(got, answerText(rr))
+		} else {
+			other = append(other, rr.String())
 		}
 	}
 	if len(got) == 0 {
-		return result(types.STATUS_CRITICAL, lat, what+": no "+dns.TypeToString[d.qtype]+" answer")
+		out := what + ": no " + dns.TypeToString[d.qtype] + " answer"
+		if len(other) > 0 {
+			out += " (answered: " + strings.Join(other, ", ") + ")"
+		}
+		return result(types.STATUS_CRITICAL, lat, out)
 	}
 	answers := strings.Join(got, ", ")
 	for _, e := range d.expect {
@@ -99,14 +107,33 @@ func (d *dnsProber) Probe(ctx context.Context) Result {
 	return result(types.STATUS_PASSING, lat, what+": "+answers)
 }
 
+// exchange asks q over network ("udp" or "tcp") until ctx ends.
+func (d *dnsProber) exchange(ctx context.Context, network string, q *dns.Msg) (*dns.Msg, error) {
+	// The client's own timeouts (2s by default) must not cut the check's
+	// shorter: ctx's deadline, never later than this, bounds the exchange.
+	client := &dns.Client{Net: network, Timeout: d.timeout}
+	conn, err := client.DialContext(ctx, d.server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	// A probe ended from outside stops at once, not at its deadline.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	resp, _, err := client.ExchangeWithConnContext(ctx, q, conn)
+	return resp, err
+}
+
 // answerText writes an answer the way an expectation is written: an
 // address, "priority weight port target." for SRV, the text for TXT.
 func answerText(rr dns.RR) string {
 	switch r := rr.(type) {
 	case *dns.A:
-		return r.A.String()
+		ip, _ := netip.AddrFromSlice(r.A)
+		return ip.Unmap().String()
 	case *dns.AAAA:
-		return r.AAAA.String()
+		ip, _ := netip.AddrFromSlice(r.AAAA)
+		return ip.String()
 	case *dns.SRV:
 		return fmt.Sprintf("%d %d %d %s", r.Priority, r.Weight, r.Port, strings.ToLower(dns.Fqdn(r.Target)))
 	case *dns.TXT:
@@ -116,23 +143,37 @@ func answerText(rr dns.RR) string {
 }
 
 // normalAnswer writes an expected answer as answerText would: addresses in
-// their canonical form, SRV targets lower-case and fully qualified.
-func normalAnswer(qtype uint16, s string) string {
+// their canonical form, SRV targets lower-case and fully qualified. It
+// fails for an expectation no answer of the type could meet.
+func normalAnswer(qtype uint16, s string) (string, error) {
 	switch qtype {
 	case dns.TypeA, dns.TypeAAAA:
-		if ip, err := netip.ParseAddr(strings.TrimSpace(s)); err == nil {
-			return ip.String()
+		ip, err := netip.ParseAddr(strings.TrimSpace(s))
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("not an IP address: %w", err)
+		case qtype == dns.TypeA && !ip.Unmap().Is4():
+			return "", errors.New("not an IPv4 address")
+		case qtype == dns.TypeAAAA && (!ip.Is6() || ip.Zone() != ""):
+			return "", errors.New("not an IPv6 address without a zone")
 		}
+		if qtype == dns.TypeA {
+			ip = ip.Unmap()
+		}
+		return ip.String(), nil
 	case dns.TypeSRV:
 		f := strings.Fields(s)
-		if len(f) == 4 {
-			for _, n := range f[:3] {
-				if _, err := strconv.ParseUint(n, 10, 16); err != nil {
-					return s
-				}
-			}
-			return strings.Join(f[:3], " ") + " " + strings.ToLower(dns.Fqdn(f[3]))
+		if len(f) != 4 {
+			return "", errors.New(`want "priority weight port target"`)
 		}
+		var n [3]uint64
+		for i := range n {
+			var err error
+			if n[i], err = strconv.ParseUint(f[i], 10, 16); err != nil {
+				return "", fmt.Errorf(`want "priority weight port target": %w`, err)
+			}
+		}
+		return fmt.Sprintf("%d %d %d %s", n[0], n[1], n[2], strings.ToLower(dns.Fqdn(f[3]))), nil
 	}
-	return s
+	return s, nil
 }

@@ -22,7 +22,10 @@ func init() {
 	register("grpc", newGRPC)
 }
 
-// grpcProber asks a server's grpc.health.v1.Health service about a service.
+// grpcProber asks a server's grpc.health.v1.Health service about a
+// service ("" for the server as a whole): SERVING passes, any other
+// status, an unknown service, or a server without the health service is
+// critical.
 type grpcProber struct {
 	address string
 	service string
@@ -54,13 +57,16 @@ func (g *grpcProber) Probe(ctx context.Context) Result {
 		what += " " + g.service
 	}
 	start := time.Now()
-	conn, err := grpc.NewClient("passthrough:///"+g.address, grpc.WithTransportCredentials(g.creds))
+	// Probes go direct, never through a proxy from the environment, and
+	// the passthrough resolver dials the address as given.
+	conn, err := grpc.NewClient("passthrough:///"+g.address,
+		grpc.WithTransportCredentials(g.creds), grpc.WithNoProxy(), grpc.WithUserAgent(userAgent))
 	if err != nil {
-		return result(types.STATUS_UNKNOWN, 0, what+": "+err.Error())
+		return result(types.STATUS_UNKNOWN, 0, fmt.Sprintf("%s: %v", what, err))
 	}
-	defer conn.Close()
-	// Wait for the connection, so that a refused dial fails at once
-	// instead of at the timeout.
+	defer conn.Close() // a close error says nothing about the target
+	// Fail fast (not wait for ready): a refused or failed connection
+	// attempt ends the call at once instead of at the timeout.
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: g.service}, grpc.WaitForReady(false))
 	lat := time.Since(start)
 	if err != nil {
@@ -69,7 +75,7 @@ func (g *grpcProber) Probe(ctx context.Context) Result {
 		case context.Cause(ctx) != nil:
 			return failure(ctx, lat, what, err)
 		case st.Code() == codes.NotFound:
-			return result(types.STATUS_CRITICAL, lat, what+": service unknown to the server")
+			return result(types.STATUS_CRITICAL, lat, what+": SERVICE_UNKNOWN (service unknown to the server)")
 		case st.Code() == codes.Unimplemented:
 			return result(types.STATUS_CRITICAL, lat, what+": the server does not implement grpc.health.v1")
 		default:

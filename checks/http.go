@@ -162,8 +162,15 @@ func (h *httpProber) certExpiry(lat time.Duration, status string, notAfter time.
 	case left <= 0:
 		return result(types.STATUS_CRITICAL, lat, fmt.Sprintf("%s, certificate expired %s", status, date))
 	case left <= time.Duration(h.warnDays)*24*time.Hour:
-		days := int(left.Hours() / 24)
-		return result(types.STATUS_WARNING, lat, fmt.Sprintf("%s, certificate expires in %d days (%s)", status, days, date))
+		in := "less than a day"
+		switch days := int(left / (24 * time.Hour)); days {
+		case 0:
+		case 1:
+			in = "1 day"
+		default:
+			in = strconv.Itoa(days) + " days"
+		}
+		return result(types.STATUS_WARNING, lat, fmt.Sprintf("%s, certificate expires in %s (%s)", status, in, date))
 	}
 	return result(types.STATUS_PASSING, lat, status)
 }

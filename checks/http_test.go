@@ -73,6 +73,8 @@ func TestHTTPProbe(t *testing.T) {
 		{name: "body match", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "good"}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
 		{name: "body regex", p: types.HTTPParams{Url: srv.URL + "/ok", BodyRegex: `^all (good|fine)$`}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
 		{name: "body regex mismatch", p: types.HTTPParams{Url: srv.URL + "/ok", BodyRegex: `^good`}, want: types.STATUS_CRITICAL, output: "HTTP 200 OK but body does not match /^good/"},
+		{name: "body regex beyond 64 KiB", p: types.HTTPParams{Url: srv.URL + "/big", BodyRegex: `a+needle`}, want: types.STATUS_CRITICAL, output: "but body does not match /a+needle/ (first 64 KiB)"},
+		{name: "body regex over TLS", p: types.HTTPParams{Url: tlsSrv.URL + "/ok", TlsSkipVerify: true, BodyRegex: `good$`}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
 		{name: "body mismatch", p: types.HTTPParams{Url: srv.URL + "/ok", BodyContains: "bad"}, want: types.STATUS_CRITICAL, output: `HTTP 200 OK but body lacks "bad" (first 64 KiB)`},
 		{name: "body match beyond 64 KiB", p: types.HTTPParams{Url: srv.URL + "/big", BodyContains: "needle"}, want: types.STATUS_CRITICAL, output: `lacks "needle"`},
 		{name: "headers and host sent", p: types.HTTPParams{Url: srv.URL + "/hdr", Headers: []types.Pair{{Key: "Host", Value: "example.test"}, {Key: "X-Probe", Value: "yes"}}}, want: types.STATUS_PASSING, output: "HTTP 200 OK"},
@@ -124,9 +126,9 @@ func TestHTTPBadRegexRefused(t *testing.T) {
 	}
 }
 
-// tlsServer serves /ok over TLS with a self-signed certificate valid from
-// notBefore to notAfter.
-func tlsServer(t *testing.T, notBefore, notAfter time.Time) *httptest.Server {
+// selfSigned makes a certificate for 127.0.0.1 valid from notBefore to
+// notAfter, signed by its own key.
+func selfSigned(t *testing.T, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -142,9 +144,16 @@ func tlsServer(t *testing.T, notBefore, notAfter time.Time) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// tlsServer serves testMux over TLS with a self-signed certificate valid
+// from notBefore to notAfter, until the test ends.
+func tlsServer(t *testing.T, notBefore, notAfter time.Time) *httptest.Server {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(testMux())
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t, notBefore, notAfter)}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
@@ -153,22 +162,30 @@ func tlsServer(t *testing.T, notBefore, notAfter time.Time) *httptest.Server {
 func TestHTTPCertExpiry(t *testing.T) {
 	now := time.Now()
 	soon := tlsServer(t, now.Add(-time.Hour), now.Add(3*24*time.Hour+time.Hour))
+	tomorrow := tlsServer(t, now.Add(-time.Hour), now.Add(24*time.Hour+time.Hour))
+	today := tlsServer(t, now.Add(-time.Hour), now.Add(time.Hour))
 	expired := tlsServer(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	cases := []struct {
 		name   string
 		url    string
+		skip   bool
 		days   uint32
 		want   types.Status
 		output string
 	}{
-		{"expires within the warning", soon.URL, 7, types.STATUS_WARNING, "HTTP 200 OK, certificate expires in 3 days"},
-		{"expires after the warning", soon.URL, 1, types.STATUS_PASSING, "HTTP 200 OK"},
-		{"no warning asked", soon.URL, 0, types.STATUS_PASSING, "HTTP 200 OK"},
-		{"expired", expired.URL, 7, types.STATUS_CRITICAL, "certificate expired"},
+		{"expires within the warning", soon.URL, true, 7, types.STATUS_WARNING,
+			"HTTP 200 OK, certificate expires in 3 days (" + now.Add(3*24*time.Hour+time.Hour).UTC().Format(time.DateOnly) + ")"},
+		{"expires after the warning", soon.URL, true, 1, types.STATUS_PASSING, "HTTP 200 OK"},
+		{"no warning asked", soon.URL, true, 0, types.STATUS_PASSING, "HTTP 200 OK"},
+		{"expires in a day", tomorrow.URL, true, 7, types.STATUS_WARNING, "certificate expires in 1 day ("},
+		{"expires today", today.URL, true, 7, types.STATUS_WARNING, "certificate expires in less than a day ("},
+		{"expired", expired.URL, true, 7, types.STATUS_CRITICAL,
+			"HTTP 200 OK, certificate expired " + now.Add(-24*time.Hour).UTC().Format(time.DateOnly)},
+		{"expired, verified", expired.URL, false, 7, types.STATUS_CRITICAL, "certificate"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := RunOnce(context.Background(), httpCheck(types.HTTPParams{Url: tc.url + "/ok", TlsSkipVerify: true, CertExpiryWarnDays: tc.days}))
+			r := RunOnce(context.Background(), httpCheck(types.HTTPParams{Url: tc.url + "/ok", TlsSkipVerify: tc.skip, CertExpiryWarnDays: tc.days}))
 			if r.Status != tc.want || !strings.Contains(r.Output, tc.output) {
 				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
 			}

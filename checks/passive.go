@@ -6,10 +6,13 @@ import (
 	"github.com/bftmon/bftmon/app/types"
 )
 
+// errPassive is New's error for a passive check: it has nothing to probe.
+var errPassive = errors.New("passive check: results are submitted with `bftmon submit` or POST /v1/observe, not probed")
+
 func init() {
-	register("passive", func(types.Check) (Prober, error) {
-		return nil, errors.New("passive check: nothing to probe; its results are submitted with 'bftmon submit' or POST /v1/observe")
-	})
+	// Registered, so that Kinds lists it and New explains instead of calling
+	// the kind unknown; the scheduler never builds a prober for it.
+	register("passive", func(types.Check) (Prober, error) { return nil, errPassive })
 }
 
 // IsPassive says whether c is a passive check: never probed, its results

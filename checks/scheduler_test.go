@@ -438,6 +438,45 @@ func TestSchedulerPassive(t *testing.T) {
 	}
 }
 
+// TestSchedulerNeverProbesPassive: a passive target, even one given an
+// interval, is never probed, neither when added nor when redefined, while
+// the targets beside it are probed again and again.
+func TestSchedulerNeverProbesPassive(t *testing.T) {
+	var mu sync.Mutex
+	probes := map[string]int{}
+	s := NewScheduler(Config{Logger: quiet, FlushInterval: 5 * time.Millisecond, Submit: newFakeSubmit(nil).submit,
+		Intercept: func(tg Target) (Result, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			probes[tg.Key()]++
+			return Result{Status: types.STATUS_PASSING, Output: "ok"}, true
+		}})
+	passive := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "backup", Kind: "passive", IntervalMs: 5, TtlMs: 60_000}}
+	probed := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "ping", Kind: "tcp", Tcp: &types.TCPParams{Address: "127.0.0.1:1"}, IntervalMs: 5}}
+	probedN := func(n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return probes[probed.Key()] >= n
+		}
+	}
+	s.Update([]Target{passive, probed})
+	run(t, s)
+	waitFor(t, "the probed target to be probed 10 times", probedN(10))
+	passive.Check.TtlMs = 120_000 // redefined: a new entry
+	s.Update([]Target{passive, probed})
+	waitFor(t, "the probed target to be probed 20 times", probedN(20))
+
+	mu.Lock()
+	defer mu.Unlock()
+	if n := probes[passive.Key()]; n != 0 {
+		t.Fatalf("the passive target was probed %d times", n)
+	}
+	if st := s.Stats(); st.Targets != 2 {
+		t.Fatalf("stats %+v, want 2 targets", st)
+	}
+}
+
 func TestSchedulerRetry(t *testing.T) {
 	// Call 0 fails with a full mempool, call 1 with a refusal.
 	calls := 0

@@ -65,14 +65,17 @@ func TestTCPProbe(t *testing.T) {
 }
 
 // banner answers every connection: it writes greeting, then echoes what it
-// reads back upper-cased, a line at a time.
-func banner(t *testing.T, greeting string) string {
+// reads back upper-cased, a line at a time, until it reads "quit", when it
+// closes the connection. Each connection is announced on the returned
+// channel once the greeting is written, if there is room.
+func banner(t *testing.T, greeting string) (string, <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	greeted := make(chan struct{}, 1)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -82,38 +85,67 @@ func banner(t *testing.T, greeting string) string {
 			go func() {
 				defer c.Close()
 				io.WriteString(c, greeting)
+				select {
+				case greeted <- struct{}{}:
+				default:
+				}
 				sc := bufio.NewScanner(c)
-				for sc.Scan() {
+				for sc.Scan() && sc.Text() != "quit" {
 					io.WriteString(c, strings.ToUpper(sc.Text())+"\n")
 				}
 			}()
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), greeted
 }
 
 func TestTCPSendExpect(t *testing.T) {
-	addr := banner(t, "220 mail.test ESMTP\n")
+	addr, _ := banner(t, "220 mail.test ESMTP\n")
+	big, _ := banner(t, strings.Repeat("x", maxExpectScan+10)+"HELLO")
 	cases := []struct {
 		name         string
+		addr         string
 		send, expect string
 		timeout      int64
 		want         types.Status
 		output       string
 	}{
-		{"banner expected", "", "220 ", 5000, types.STATUS_PASSING, `answered "220 "`},
-		{"echo expected", "ping\n", "PING", 5000, types.STATUS_PASSING, `answered "PING"`},
-		{"send only", "quit\n", "", 5000, types.STATUS_PASSING, "sent 5 bytes"},
-		{"answer missing", "ping\n", "PONG", 300, types.STATUS_CRITICAL, `want "PONG", got "220 mail.test ESMTP PING"`},
+		{"banner expected", addr, "", "220 ", 5000, types.STATUS_PASSING, `TCP ` + addr + ` answered "220 "`},
+		{"echo expected", addr, "ping\n", "PING", 5000, types.STATUS_PASSING, `answered "PING"`},
+		{"send only", addr, "quit\n", "", 5000, types.STATUS_PASSING, "sent 5 bytes"},
+		{"answer missing at the timeout", addr, "ping\n", "PONG", 300, types.STATUS_CRITICAL, `"PONG" not received (timeout after 300ms); got "220 mail.test ESMTP PING"`},
+		{"answer missing when the server closes", addr, "quit\n", "221", 5000, types.STATUS_CRITICAL, `"221" not received (connection closed); got "220 mail.test ESMTP"`},
+		{"answer beyond 64 KiB", big, "", "HELLO", 5000, types.STATUS_CRITICAL, `"HELLO" not received (read 64 KiB); got "xxxx`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := tcpCheck(addr)
+			c := tcpCheck(tc.addr)
 			c.Tcp.Send, c.Tcp.Expect, c.TimeoutMs = tc.send, tc.expect, tc.timeout
 			r := RunOnce(context.Background(), c)
 			if r.Status != tc.want || !strings.Contains(r.Output, tc.output) {
 				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
 			}
+			if r.Latency <= 0 {
+				t.Fatalf("latency %v not measured", r.Latency)
+			}
 		})
+	}
+}
+
+// TestTCPExpectCancelled: a probe waiting for an answer, ended by its
+// caller, stops at once (not at its minute-long timeout) and says nothing
+// about the target.
+func TestTCPExpectCancelled(t *testing.T) {
+	addr, greeted := banner(t, "220 mail.test ESMTP\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-greeted
+		cancel()
+	}()
+	c := tcpCheck(addr)
+	c.Tcp.Expect, c.TimeoutMs = "never sent", 60_000
+	r := RunOnce(ctx, c)
+	if r.Status != types.STATUS_UNKNOWN || !strings.Contains(r.Output, "probe ended early: context canceled") {
+		t.Fatalf("got %s %q, want unknown, probe ended early", r.Status.Name(), r.Output)
 	}
 }

@@ -50,7 +50,7 @@ func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings,
 
 // committed is the commit listener: it notices catalog changes.
 func (o *observer) committed(blk abci.Block) {
-	if blk.CatalogChanged || !o.ready.Load() {
+	if blk.Changes.Catalog || !o.ready.Load() {
 		select {
 		case o.changed <- struct{}{}:
 		default:
