@@ -36,9 +36,16 @@ func NewClient(addr string) *Client {
 func (c *Client) Addr() string { return c.base }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	_, err := c.read(ctx, method, path, body, out)
+	return err
+}
+
+// read is do returning the response's query meta.
+func (c *Client) read(ctx context.Context, method, path string, body []byte, out any) (QueryMeta, error) {
+	var meta QueryMeta
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return meta, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/octet-stream")
@@ -46,14 +53,17 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach bftmon at %s (is a node running? start one with 'bftmon dev' or set --addr/BFTMON_ADDR)", c.base)
+			return meta, fmt.Errorf("cannot reach bftmon at %s (is a node running? start one with 'bftmon dev' or set --addr/BFTMON_ADDR)", c.base)
 		}
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return meta, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if v := resp.Header.Get(IndexHeader); v != "" {
+		meta.Index, _ = strconv.ParseInt(v, 10, 64)
+	}
 	bz, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read response: %w", method, path, err)
+		return meta, fmt.Errorf("%s %s: read response: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
 		var e Error
@@ -63,18 +73,18 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		}
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+			return meta, fmt.Errorf("%s: %w", msg, ErrNotFound)
 		case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict:
-			return fmt.Errorf("%s: %w", msg, ErrBadRequest)
+			return meta, fmt.Errorf("%s: %w", msg, ErrBadRequest)
 		}
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
+		return meta, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
 	if out != nil {
 		if err := json.Unmarshal(bz, out); err != nil {
-			return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+			return meta, fmt.Errorf("%s %s: decode response: %w", method, path, err)
 		}
 	}
-	return nil
+	return meta, nil
 }
 
 // Status returns the node's status.
@@ -83,23 +93,69 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
-// Services lists the services.
-func (c *Client) Services(ctx context.Context) ([]ServiceSummary, error) {
+// Services lists the services; opts may filter them (Status, Tags,
+// Datacenter, Meta: a service is listed with the instances that match) and
+// block.
+func (c *Client) Services(ctx context.Context, opts *QueryOptions) ([]ServiceSummary, QueryMeta, error) {
 	var s []ServiceSummary
-	return s, c.do(ctx, http.MethodGet, "/v1/services", nil, &s)
+	meta, err := c.read(ctx, http.MethodGet, "/v1/services"+opts.encode(), nil, &s)
+	return s, meta, err
 }
 
-// Service returns the instances of a service; errors.Is(err, ErrNotFound)
-// for unknown names.
-func (c *Client) Service(ctx context.Context, name string) ([]Instance, error) {
+// Service returns the instances of a service that opts selects (Status,
+// Tags, Datacenter, Meta, Near), optionally blocking; errors.Is(err,
+// ErrNotFound) for unknown names.
+func (c *Client) Service(ctx context.Context, name string, opts *QueryOptions) ([]Instance, QueryMeta, error) {
 	var s []Instance
-	return s, c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), nil, &s)
+	meta, err := c.read(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name)+opts.encode(), nil, &s)
+	return s, meta, err
 }
 
-// Alerts returns up to limit committed alerts, newest first.
-func (c *Client) Alerts(ctx context.Context, limit int) ([]Alert, error) {
+// Alerts returns committed alerts, newest first: opts.Limit of them (100
+// by default), filtered by Service, Kind and Status (the status moved to).
+func (c *Client) Alerts(ctx context.Context, opts *QueryOptions) ([]Alert, QueryMeta, error) {
 	var a []Alert
-	return a, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/alerts?limit=%d", limit), nil, &a)
+	meta, err := c.read(ctx, http.MethodGet, "/v1/alerts"+opts.encode(), nil, &a)
+	return a, meta, err
+}
+
+// encode renders the options as a query string ("" for none).
+func (o *QueryOptions) encode() string {
+	if o == nil {
+		return ""
+	}
+	v := url.Values{}
+	if len(o.Status) > 0 {
+		v.Set("status", strings.Join(o.Status, ","))
+	}
+	for _, t := range o.Tags {
+		v.Add("tag", t)
+	}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("dc", o.Datacenter)
+	set("near", o.Near)
+	set("service", o.Service)
+	set("kind", o.Kind)
+	for k, val := range o.Meta {
+		v.Set("meta."+k, val)
+	}
+	if o.Limit > 0 {
+		v.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.WaitIndex > 0 {
+		v.Set("index", strconv.FormatInt(o.WaitIndex, 10))
+	}
+	if o.WaitTime > 0 {
+		v.Set("wait", o.WaitTime.String())
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
 }
 
 // BroadcastTx submits a signed transaction and waits until it is committed
@@ -158,11 +214,12 @@ func (c *Client) Observe(ctx context.Context, r PassiveResult) (ObserveAck, erro
 	return ack, err
 }
 
-// Observers returns the observer set with each observer's standing.
-func (c *Client) Observers(ctx context.Context) ([]Observer, error) {
+// Observers returns the observer set with each observer's standing;
+// opts may filter by Datacenter and block.
+func (c *Client) Observers(ctx context.Context, opts *QueryOptions) ([]Observer, QueryMeta, error) {
 	var out []Observer
-	err := c.do(ctx, http.MethodGet, "/v1/observers", nil, &out)
-	return out, err
+	meta, err := c.read(ctx, http.MethodGet, "/v1/observers"+opts.encode(), nil, &out)
+	return out, meta, err
 }
 
 // AppHash returns the node's application hash after the block at height.

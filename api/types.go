@@ -27,20 +27,30 @@ type ServiceSummary struct {
 	Instances int    `json:"instances"`
 	// Status is the worst agreed hard status of its instances.
 	Status string `json:"status"`
+	// Tags is the union of its instances' tags.
+	Tags []string `json:"tags"`
 }
 
 // Instance is one instance of a service with its checks.
 type Instance struct {
-	Service          string            `json:"service"`
-	ID               string            `json:"id"`
-	Address          string            `json:"address"`
-	Port             int               `json:"port"`
-	Datacenter       string            `json:"datacenter"`
-	Tags             []string          `json:"tags"`
-	Meta             map[string]string `json:"meta"`
-	Status           string            `json:"status"`
-	RegisteredHeight int64             `json:"registered_height"`
-	Checks           []Check           `json:"checks"`
+	Service    string            `json:"service"`
+	ID         string            `json:"id"`
+	Address    string            `json:"address"`
+	Port       int               `json:"port"`
+	Datacenter string            `json:"datacenter"`
+	Tags       []string          `json:"tags"`
+	Meta       map[string]string `json:"meta"`
+	// Status is the worst agreed hard status of its checks ("pending"
+	// before the first); Verdict the worst current verdict, which can also
+	// be "disputed" or "stale" while the hard status holds.
+	Status           string  `json:"status"`
+	Verdict          string  `json:"verdict"`
+	RegisteredHeight int64   `json:"registered_height"`
+	Checks           []Check `json:"checks"`
+	// DistanceMs, with ?near=DC, is the median latency DC's observers
+	// measured to this instance's datacenter (0 in DC itself; absent when
+	// unknown).
+	DistanceMs *float64 `json:"distance_ms,omitempty"`
 }
 
 // Check is a check with its verdict, hard status and observers' views.
@@ -153,3 +163,38 @@ type ObserveAck struct {
 
 // ErrBadRequest matches errors for requests the node refuses as invalid.
 var ErrBadRequest = errors.New("bad request")
+
+// QueryOptions are a read's filters and blocking. Each route takes the ones
+// that apply to it (see the README); unset fields are not sent.
+type QueryOptions struct {
+	// Status keeps what has one of these statuses: passing, warning,
+	// critical, unknown, pending, or the verdicts disputed and stale.
+	Status []string
+	// Tags keeps instances that carry all of them.
+	Tags []string
+	// Datacenter keeps instances in that datacenter (observers, for
+	// /v1/observers).
+	Datacenter string
+	// Meta keeps instances whose meta has all these pairs.
+	Meta map[string]string
+	// Near orders instances nearest that datacenter first.
+	Near string
+	// Service and Kind filter alerts; Limit caps their number.
+	Service string
+	Kind    string
+	Limit   int
+	// WaitIndex makes the read block until the answer's index is above it,
+	// or WaitTime (default 5m, at most 10m) has passed.
+	WaitIndex int64
+	WaitTime  time.Duration
+}
+
+// QueryMeta is what a read's response says besides its body.
+type QueryMeta struct {
+	// Index is the height at which the answer last changed
+	// (X-Bftmon-Index): pass it as WaitIndex to wait for the next change.
+	Index int64
+}
+
+// IndexHeader is the response header carrying a read's index.
+const IndexHeader = "X-Bftmon-Index"

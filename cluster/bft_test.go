@@ -37,7 +37,7 @@ func (tg *target) addr() string { return tg.srv.Listener.Addr().String() }
 
 // webCheck returns the agreed state of web/web-1/http as node n sees it.
 func webCheck(ctx context.Context, n *Node) (api.Check, error) {
-	insts, err := n.Client.Service(ctx, "web")
+	insts, _, err := n.Client.Service(ctx, "web", nil)
 	if err != nil {
 		return api.Check{}, err
 	}
@@ -65,7 +65,7 @@ func waitCheck(c *Cluster, n *Node, verdict, hard string) api.Check {
 
 // alertsSince lists web's alerts of a kind committed above height.
 func alertsSince(ctx context.Context, n *Node, kind string, height int64) ([]api.Alert, error) {
-	all, err := n.Client.Alerts(ctx, 1000)
+	all, _, err := n.Client.Alerts(ctx, &api.QueryOptions{Limit: 1000})
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func TestByzantineScenarios(t *testing.T) {
 				if err == nil && (ch.Status == "critical" || ch.HardStatus != "passing") {
 					t.Fatalf("the liar moved the verdict: %s (hard %s)", ch.Status, ch.HardStatus)
 				}
-				obs, err := n0.Client.Observers(ctx)
+				obs, _, err := n0.Client.Observers(ctx, nil)
 				for _, o := range obs {
 					if o.Name == "node3" {
 						return o.Suspect, fmt.Errorf("node3 standing %+v", o)

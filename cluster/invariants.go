@@ -43,7 +43,7 @@ func (c *Cluster) CheckInvariants(ctx context.Context) {
 			}
 		}
 	}
-	obs, err := running[0].Client.Observers(ctx)
+	obs, _, err := running[0].Client.Observers(ctx, nil)
 	if err != nil {
 		c.t.Fatalf("invariants: observers: %v", err)
 	}
@@ -51,7 +51,7 @@ func (c *Cluster) CheckInvariants(ctx context.Context) {
 	for _, o := range obs {
 		weight[o.ID] = o.Weight
 	}
-	alerts, err := running[0].Client.Alerts(ctx, 1000)
+	alerts, _, err := running[0].Client.Alerts(ctx, &api.QueryOptions{Limit: 1000})
 	if err != nil {
 		c.t.Fatalf("invariants: alerts: %v", err)
 	}

@@ -39,7 +39,7 @@ func execCheck(id string, timeoutMs int64, argv ...string) types.Check {
 
 // checksOf returns the checks of service/instance by id.
 func checksOf(ctx context.Context, c *api.Client, service string) (map[string]api.Check, error) {
-	insts, err := c.Service(ctx, service)
+	insts, _, err := c.Service(ctx, service, nil)
 	if err != nil {
 		return nil, err
 	}

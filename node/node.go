@@ -161,10 +161,19 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	if n.faults != nil {
 		mux.Handle("/v1/debug/unreachable", n.faults)
 	}
-	mux.Handle("/", server.New(&backend{n: n}, n.log))
+	apiSrv := server.New(&backend{n: n}, n.log)
+	n.app.OnCommit(func(b abci.Block) { apiSrv.Committed(b.Changes) })
+	mux.Handle("/", apiSrv)
 	n.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are small (a transaction, a passive result): a client that
+		// has not sent one in a minute is cut.
+		ReadTimeout: time.Minute,
+		// Blocking queries answer within their capped, jittered wait.
+		WriteTimeout:   server.MaxWait + server.MaxWait/16 + 30*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 	}
 	n.wg.Add(1)
 	go func() {

@@ -59,7 +59,7 @@ type ioDiscard struct{}
 func (ioDiscard) Write(p []byte) (int, error) { return len(p), nil }
 
 func checkStatus(ctx context.Context, c *api.Client) (api.Check, error) {
-	insts, err := c.Service(ctx, "web")
+	insts, _, err := c.Service(ctx, "web", nil)
 	if err != nil {
 		return api.Check{}, err
 	}
@@ -148,7 +148,7 @@ func TestNodeDecidesRealServiceHealth(t *testing.T) {
 	})
 	var alert api.Alert
 	waitFor(t, "state_change alert", 10*time.Second, func() (bool, error) {
-		alerts, err := c.Alerts(ctx, 10)
+		alerts, _, err := c.Alerts(ctx, &api.QueryOptions{Limit: 10})
 		for _, a := range alerts {
 			if a.Kind == "state_change" && a.From == "passing" && a.To == "critical" && a.Service == "web" {
 				alert = a
@@ -206,7 +206,7 @@ func TestNodeDecidesRealServiceHealth(t *testing.T) {
 	if ch.HardStatus != "critical" {
 		t.Fatalf("after restart the check is %s, want still critical", ch.HardStatus)
 	}
-	if _, err := c.Service(ctx, "nope"); !errors.Is(err, api.ErrNotFound) {
+	if _, _, err := c.Service(ctx, "nope", nil); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("unknown service: err = %v, want ErrNotFound", err)
 	}
 }

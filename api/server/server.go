@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -44,14 +43,18 @@ type Backend interface {
 	Observe(ctx context.Context, r api.PassiveResult) (api.ObserveAck, error)
 }
 
-type server struct {
+// Server is the HTTP API of a node. Commits reach it through Committed,
+// which wakes the blocking queries waiting on what changed.
+type Server struct {
 	b   Backend
 	log *slog.Logger
+	hub *hub
+	h   http.Handler
 }
 
-// New returns the API handler.
-func New(b Backend, logger *slog.Logger) http.Handler {
-	s := &server{b: b, log: logger}
+// New returns the API server.
+func New(b Backend, logger *slog.Logger) *Server {
+	s := &Server{b: b, log: logger, hub: newHub()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/v1/status", http.StatusFound)
@@ -59,11 +62,14 @@ func New(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("GET /v1/services", s.services)
 	mux.HandleFunc("GET /v1/services/{name}", s.service)
+	mux.HandleFunc("GET /v1/checks/{service}/{instance}/{check}", s.check)
 	mux.HandleFunc("GET /v1/alerts", s.alerts)
 	mux.HandleFunc("GET /v1/observers", s.observers)
 	mux.HandleFunc("GET /v1/apphash/{height}", s.appHash)
 	mux.HandleFunc("POST /v1/txs", s.txs)
 	mux.HandleFunc("POST /v1/observe", s.observe)
+	mux.HandleFunc("GET /v1/sd/prometheus", s.promSD)
+	s.consulRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The catch-all hides the mux's own 405s: look for the path under
 		// another method.
@@ -76,12 +82,74 @@ func New(b Backend, logger *slog.Logger) http.Handler {
 				return
 			}
 		}
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts)", r.Method, r.URL.Path))
+		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts, /v1/observers)", r.Method, r.URL.Path))
 	})
-	return s.logged(mux)
+	s.h = s.logged(mux)
+	return s
 }
 
-func (s *server) logged(h http.Handler) http.Handler {
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHTTP(w, r) }
+
+// Committed tells the server what a committed block changed; the blocking
+// queries waiting on it answer. It must be called after the block's state
+// is readable through the Backend.
+func (s *Server) Committed(c app.Changes) { s.hub.committed(c) }
+
+// answer reads one version of the state: the answer's index and body.
+type answer func(q *app.Query) (index int64, body any, err error)
+
+// read answers a GET from the latest committed state, blocking while b
+// asks to and the answer's index is not above b.index. Waiting costs a
+// parked goroutine: it wakes only when a commit changes topic, reads
+// again, and answers if the index moved. mark sets the response headers
+// for the index.
+func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b blocking, read answer, mark func(http.Header, int64)) {
+	var timeout <-chan time.Time
+	if b.on {
+		t := time.NewTimer(b.wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		changed, release := s.hub.watch(topic) // before reading: no change slips between
+		q, err := s.b.Read()
+		var index int64
+		var body any
+		if err == nil {
+			index, body, err = read(q)
+		}
+		if err != nil {
+			release()
+			s.fail(w, err)
+			return
+		}
+		index = max(index, 1) // 0 would tell clients not to block
+		if !b.on || index > b.index {
+			release()
+			mark(w.Header(), index)
+			writeJSON(w, http.StatusOK, body)
+			return
+		}
+		select {
+		case <-changed:
+			release()
+		case <-timeout:
+			release()
+			mark(w.Header(), index)
+			writeJSON(w, http.StatusOK, body)
+			return
+		case <-r.Context().Done():
+			release()
+			return
+		}
+	}
+}
+
+// bftmonIndex sets X-Bftmon-Index.
+func bftmonIndex(h http.Header, index int64) { h.Set(api.IndexHeader, strconv.FormatInt(index, 10)) }
+
+func (s *Server) logged(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		h.ServeHTTP(w, r)
@@ -101,7 +169,7 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, api.Error{Error: msg})
 }
 
-func (s *server) fail(w http.ResponseWriter, err error) {
+func (s *Server) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, app.ErrNotFound), errors.Is(err, api.ErrNotFound):
 		writeErr(w, http.StatusNotFound, err.Error())
@@ -114,115 +182,7 @@ func (s *server) fail(w http.ResponseWriter, err error) {
 	writeErr(w, http.StatusInternalServerError, err.Error())
 }
 
-func (s *server) status(w http.ResponseWriter, r *http.Request) {
-	st, err := s.b.Status(r.Context())
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
-}
-
-func (s *server) services(w http.ResponseWriter, _ *http.Request) {
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	list, err := q.Services()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	out := make([]api.ServiceSummary, 0, len(list))
-	for _, x := range list {
-		out = append(out, api.ServiceSummary{Name: x.Name, Instances: x.Instances, Status: x.Status.Name()})
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *server) service(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	insts, err := q.Service(name)
-	if errors.Is(err, app.ErrNotFound) {
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("service %q is not registered", name))
-		return
-	}
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	out := make([]api.Instance, 0, len(insts))
-	for i := range insts {
-		out = append(out, Instance(&insts[i]))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *server) alerts(w http.ResponseWriter, r *http.Request) {
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeErr(w, http.StatusBadRequest, fmt.Sprintf("parameter limit=%q: want a number from 1 to 1000", v))
-			return
-		}
-		limit = n
-	}
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	list, err := q.Alerts(0, limit)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	obs := observerIndex(q.Observers())
-	out := make([]api.Alert, 0, len(list))
-	for _, al := range list {
-		a := api.Alert{
-			ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
-			Instance: al.Instance, Check: al.Check, Observer: al.Observer, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
-		}
-		for _, v := range al.Views {
-			a.Views = append(a.Views, api.ObserverView{Observer: v.Observer, Name: obs[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
-		}
-		out = append(out, a)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *server) observers(w http.ResponseWriter, _ *http.Request) {
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	list, err := q.Standings()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	out := make([]api.Observer, 0, len(list))
-	for _, st := range list {
-		o := api.Observer{ID: st.Observer.Id, Name: st.Observer.Name, Datacenter: st.Observer.Datacenter, Weight: st.Observer.Weight,
-			Agreed: st.Agreed, Disagreed: st.Disagreed, Suspect: st.Suspect, SuspectHeight: st.SuspectHeight}
-		if total := st.Agreed + st.Disagreed; total > 0 {
-			o.DisagreedPercent = math.Round(1000*float64(st.Disagreed)/float64(total)) / 10
-		}
-		out = append(out, o)
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *server) appHash(w http.ResponseWriter, r *http.Request) {
+func (s *Server) appHash(w http.ResponseWriter, r *http.Request) {
 	h, err := strconv.ParseInt(r.PathValue("height"), 10, 64)
 	if err != nil || h < 1 {
 		writeErr(w, http.StatusBadRequest, fmt.Sprintf("height %q: want a positive block height", r.PathValue("height")))
@@ -244,7 +204,7 @@ func observerIndex(list []types.Observer) map[string]string {
 	return m
 }
 
-func (s *server) txs(w http.ResponseWriter, r *http.Request) {
+func (s *Server) txs(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	var tooBig *http.MaxBytesError
 	switch {
@@ -270,7 +230,7 @@ func (s *server) txs(w http.ResponseWriter, r *http.Request) {
 
 // observe takes a passive result from a client on this machine: the node's
 // observer signs whatever it is given, so only loopback clients may give.
-func (s *server) observe(w http.ResponseWriter, r *http.Request) {
+func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
 	if !fromLoopback(r) {
 		writeErr(w, http.StatusForbidden, "POST /v1/observe is served to clients on this machine only: run 'bftmon submit' on the observer's host")
 		return
@@ -313,7 +273,7 @@ func Instance(iv *app.InstanceView) api.Instance {
 	si := &iv.Instance
 	out := api.Instance{
 		Service: si.Name, ID: si.Id, Address: si.Address, Port: int(si.Port), Datacenter: si.Datacenter,
-		Tags: si.Tags, Meta: map[string]string{}, Status: iv.Status.Name(), RegisteredHeight: si.RegisteredHeight,
+		Tags: si.Tags, Meta: map[string]string{}, Status: iv.Status.Name(), Verdict: iv.Verdict().Name(), RegisteredHeight: si.RegisteredHeight,
 	}
 	if out.Tags == nil {
 		out.Tags = []string{}

@@ -34,6 +34,9 @@ type backend struct {
 	a        *app.App
 	height   int64
 	observed []api.PassiveResult
+	// committed, if set, is told what each block changed (the node
+	// wires Server.Committed the same way).
+	committed func(app.Changes)
 }
 
 func (b *backend) AppHash(height int64) ([]byte, error) {
@@ -83,6 +86,9 @@ func (b *backend) BroadcastTx(_ context.Context, tx []byte) (api.TxResult, error
 	}
 	if _, _, err := b.st.Commit(); err != nil {
 		return api.TxResult{}, err
+	}
+	if b.committed != nil {
+		b.committed(b.a.Changed())
 	}
 	return api.TxResult{Hash: types.TxHash(tx), Height: b.height, Code: uint32(app.CodeOf(err)), Log: log}, nil
 }
@@ -165,11 +171,11 @@ func TestRoutes(t *testing.T) {
 		t.Fatalf("register by a non-operator: err = %v, want a refusal with code 4", err)
 	}
 
-	list, err := c.Services(ctx)
+	list, _, err := c.Services(ctx, nil)
 	if err != nil || len(list) != 1 || list[0].Name != "web" || list[0].Instances != 1 || list[0].Status != "pending" {
 		t.Fatalf("services = %+v, %v", list, err)
 	}
-	insts, err := c.Service(ctx, "web")
+	insts, _, err := c.Service(ctx, "web", nil)
 	if err != nil || len(insts) != 1 {
 		t.Fatalf("service = %+v, %v", insts, err)
 	}
@@ -183,13 +189,13 @@ func TestRoutes(t *testing.T) {
 		t.Fatalf("check = %+v", ch)
 	}
 
-	if _, err := c.Service(ctx, "nope"); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), `"nope" is not registered`) {
+	if _, _, err := c.Service(ctx, "nope", nil); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), `"nope" is not registered`) {
 		t.Fatalf("unknown service: %v", err)
 	}
-	if alerts, err := c.Alerts(ctx, 10); err != nil || len(alerts) != 0 {
+	if alerts, _, err := c.Alerts(ctx, &api.QueryOptions{Limit: 10}); err != nil || len(alerts) != 0 {
 		t.Fatalf("alerts = %+v, %v", alerts, err)
 	}
-	if obs, err := c.Observers(ctx); err != nil || len(obs) != 1 || obs[0].Name != "o1" || obs[0].Datacenter != "dc1" || obs[0].Suspect || obs[0].Agreed+obs[0].Disagreed != 0 {
+	if obs, _, err := c.Observers(ctx, nil); err != nil || len(obs) != 1 || obs[0].Name != "o1" || obs[0].Datacenter != "dc1" || obs[0].Suspect || obs[0].Agreed+obs[0].Disagreed != 0 {
 		t.Fatalf("observers = %+v, %v", obs, err)
 	}
 	if h, err := c.AppHash(ctx, res.Height); err != nil || h.Height != res.Height || len(h.AppHash) != 64 {

@@ -166,7 +166,7 @@ func newServiceListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.Services(cmd.Context())
+			list, _, err := c.Services(cmd.Context(), nil)
 			if err != nil {
 				return err
 			}
@@ -196,7 +196,7 @@ func newServiceShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			insts, err := c.Service(cmd.Context(), args[0])
+			insts, _, err := c.Service(cmd.Context(), args[0], nil)
 			if err != nil {
 				return err
 			}
@@ -240,7 +240,7 @@ func newHealthCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			insts, err := c.Service(cmd.Context(), args[0])
+			insts, _, err := c.Service(cmd.Context(), args[0], nil)
 			if err != nil {
 				return err
 			}
@@ -327,7 +327,7 @@ func newObserversCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.Observers(cmd.Context())
+			list, _, err := c.Observers(cmd.Context(), nil)
 			if err != nil {
 				return err
 			}

@@ -290,7 +290,7 @@ func demoInstance(addr string) types.ServiceInstance {
 func waitPassing(ctx context.Context, c *api.Client, name string) (int64, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		insts, err := c.Service(ctx, name)
+		insts, _, err := c.Service(ctx, name, nil)
 		if err == nil && len(insts) > 0 && insts[0].Status == "passing" && len(insts[0].Checks) > 0 {
 			return insts[0].Checks[0].HardHeight, nil
 		}

@@ -1,0 +1,353 @@
+package server
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// The Consul-compatible subset: enough of Consul's catalog, health and
+// agent API, in Consul's JSON shapes, for Prometheus' consul_sd_configs and
+// other Consul-speaking tools to work unchanged. Each bftmon instance shows
+// as a Consul node of its own named by the instance id, running one service
+// instance. A check's Consul Status is its agreed hard status (unknown and
+// pending map to critical, as Consul maps a plugin's exit code 3 and a new
+// check); the verdict, which may be disputed or stale while the hard status
+// holds, is in the service's Meta (bftmon_status, bftmon_verdict) and in the
+// check's Output.
+//
+// As in Consul, ?dc= selects a datacenter's catalog: here, the instances
+// registered in that datacenter. Consul's parameters that do not change an
+// answer here (stale, consistent, cached, ns, partition) are accepted and
+// ignored; filter and node-meta, which would, are refused.
+
+func (s *Server) consulRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/agent/self", s.consulAgentSelf)
+	mux.HandleFunc("GET /v1/status/leader", s.consulLeader)
+	mux.HandleFunc("GET /v1/catalog/datacenters", s.consulDatacenters)
+	mux.HandleFunc("GET /v1/catalog/services", s.consulCatalogServices)
+	mux.HandleFunc("GET /v1/catalog/service/{name}", s.consulCatalogService)
+	mux.HandleFunc("GET /v1/health/service/{name}", s.consulHealthService)
+}
+
+// consulIndex sets the headers Consul's clients read with every answer.
+func consulIndex(h http.Header, index int64) {
+	h.Set("X-Consul-Index", strconv.FormatInt(index, 10))
+	h.Set("X-Consul-KnownLeader", "true")
+	h.Set("X-Consul-LastContact", "0")
+	bftmonIndex(h, index)
+}
+
+// consulParams reads Consul's common parameters, refusing those whose
+// meaning bftmon cannot give.
+func consulParams(p *params) {
+	for _, name := range []string{"filter", "node-meta"} {
+		if v := p.str(name); v != "" {
+			p.fail(name, v, "not supported by bftmon's Consul-compatible API (use ?tag=, ?dc=, ?passing, or the native /v1/services/{name} with ?meta.KEY=VALUE)")
+		}
+	}
+}
+
+// datacenter is this node's datacenter as Consul reports it: its
+// observer's, or, for a node without one, the first observer datacenter.
+func (s *Server) datacenter(r *http.Request, q *app.Query) string {
+	if st, err := s.b.Status(r.Context()); err == nil && st.Datacenter != "" {
+		return st.Datacenter
+	}
+	return cmp.Or(slices.Min(append(datacenters(q, nil), "dc1")), "dc1")
+}
+
+// datacenters lists the datacenters of the observers and of insts, sorted.
+func datacenters(q *app.Query, insts []types.ServiceInstance) []string {
+	var out []string
+	for _, o := range q.Observers() {
+		out = append(out, o.Datacenter)
+	}
+	for i := range insts {
+		out = append(out, insts[i].Datacenter)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+type consulSelf struct {
+	Config consulConfig
+	Member consulMember
+	Meta   map[string]string
+}
+
+type consulConfig struct {
+	Datacenter string
+	NodeName   string
+	NodeID     string
+	Server     bool
+	Revision   string
+	Version    string
+}
+
+type consulMember struct {
+	Name   string
+	Addr   string
+	Port   int
+	Tags   map[string]string
+	Status int
+}
+
+func (s *Server) consulAgentSelf(w http.ResponseWriter, r *http.Request) {
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	st, err := s.b.Status(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	dc := s.datacenter(r, q)
+	name := cmp.Or(st.ObserverName, st.NodeID)
+	writeJSON(w, http.StatusOK, consulSelf{
+		Config: consulConfig{Datacenter: dc, NodeName: name, NodeID: st.NodeID, Server: true, Revision: st.AppHash, Version: "bftmon-" + st.Version},
+		Member: consulMember{Name: name, Addr: hostOf(r.Host), Tags: map[string]string{"dc": dc, "role": "bftmon"}, Status: 1},
+		Meta:   map[string]string{"bftmon_chain_id": st.ChainID},
+	})
+}
+
+func hostOf(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i > 0 {
+		return strings.Trim(hostport[:i], "[]")
+	}
+	return hostport
+}
+
+func (s *Server) consulLeader(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, r.Host)
+}
+
+func (s *Server) consulDatacenters(w http.ResponseWriter, _ *http.Request) {
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	insts, err := q.Instances()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, datacenters(q, insts))
+}
+
+func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
+	var dc string
+	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
+	if !ok {
+		return
+	}
+	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Instances()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := map[string][]string{}
+		for i := range insts {
+			si := &insts[i]
+			if dc != "" && si.Datacenter != dc {
+				continue
+			}
+			tags := out[si.Name]
+			if tags == nil {
+				tags = []string{}
+			}
+			for _, t := range si.Tags {
+				if !slices.Contains(tags, t) {
+					tags = append(tags, t)
+				}
+			}
+			slices.Sort(tags)
+			out[si.Name] = tags
+		}
+		return q.Indexes().Catalog, out, nil
+	}, consulIndex)
+}
+
+// consulFind reads the common parameters of the per-service routes and
+// the instances they select, with the service's index.
+func (s *Server) consulFind(w http.ResponseWriter, r *http.Request, read func(insts []app.InstanceView, index int64) any) {
+	name := r.PathValue("name")
+	var f app.Filter
+	var passing bool
+	b, ok := parse(w, r, true, func(p *params) {
+		consulParams(p)
+		f.Tags, f.Datacenter, f.Near = p.list("tag"), p.str("dc"), p.str("near")
+		passing = p.flag("passing")
+	})
+	if !ok {
+		return
+	}
+	s.read(w, r, serviceTopic(name), b, func(q *app.Query) (int64, any, error) {
+		if f.Near == "_agent" {
+			f.Near = s.datacenter(r, q)
+		}
+		index, err := q.ServiceIndex(name)
+		if err != nil {
+			return 0, nil, err
+		}
+		insts, err := q.Find(name, f)
+		if err != nil && !errors.Is(err, app.ErrNotFound) { // Consul answers [] for an unknown service
+			return 0, nil, err
+		}
+		if passing {
+			insts = slices.DeleteFunc(insts, func(iv app.InstanceView) bool { return iv.Status != types.STATUS_PASSING })
+		}
+		return index, read(insts, index), nil
+	}, consulIndex)
+}
+
+// consulStatus is the Consul status for an agreed hard status.
+func consulStatus(s types.Status) string {
+	switch s {
+	case types.STATUS_PASSING:
+		return "passing"
+	case types.STATUS_WARNING:
+		return "warning"
+	default:
+		return "critical"
+	}
+}
+
+type consulCatalogService struct {
+	ID              string
+	Node            string
+	Address         string
+	Datacenter      string
+	TaggedAddresses map[string]string
+	NodeMeta        map[string]string
+	ServiceID       string
+	ServiceName     string
+	ServiceTags     []string
+	ServiceAddress  string
+	ServiceMeta     map[string]string
+	ServicePort     int
+	CreateIndex     int64
+	ModifyIndex     int64
+}
+
+func (s *Server) consulCatalogService(w http.ResponseWriter, r *http.Request) {
+	s.consulFind(w, r, func(insts []app.InstanceView, index int64) any {
+		out := make([]consulCatalogService, 0, len(insts))
+		for i := range insts {
+			n, svc := consulEntry(&insts[i], index)
+			out = append(out, consulCatalogService{
+				Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta,
+				ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, ServiceAddress: svc.Address, ServiceMeta: svc.Meta,
+				ServicePort: svc.Port, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
+			})
+		}
+		return out
+	})
+}
+
+type consulNode struct {
+	ID              string
+	Node            string
+	Address         string
+	Datacenter      string
+	TaggedAddresses map[string]string
+	Meta            map[string]string
+	CreateIndex     int64
+	ModifyIndex     int64
+}
+
+type consulService struct {
+	ID          string
+	Service     string
+	Tags        []string
+	Address     string
+	Meta        map[string]string
+	Port        int
+	Weights     consulWeights
+	CreateIndex int64
+	ModifyIndex int64
+}
+
+type consulWeights struct{ Passing, Warning int }
+
+type consulCheck struct {
+	Node        string
+	CheckID     string
+	Name        string
+	Status      string
+	Notes       string
+	Output      string
+	ServiceID   string
+	ServiceName string
+	ServiceTags []string
+	Type        string
+	CreateIndex int64
+	ModifyIndex int64
+}
+
+type consulServiceEntry struct {
+	Node    consulNode
+	Service consulService
+	Checks  []consulCheck
+}
+
+// consulEntry is an instance as a Consul node and service.
+func consulEntry(iv *app.InstanceView, index int64) (consulNode, consulService) {
+	si := &iv.Instance
+	n := consulNode{
+		Node: si.Id, Address: si.Address, Datacenter: si.Datacenter,
+		TaggedAddresses: map[string]string{"lan": si.Address, "wan": si.Address},
+		Meta:            map[string]string{}, CreateIndex: si.RegisteredHeight, ModifyIndex: index,
+	}
+	meta := map[string]string{}
+	for _, p := range si.Meta {
+		meta[p.Key] = p.Value
+	}
+	meta["bftmon_status"] = iv.Status.Name()
+	meta["bftmon_verdict"] = iv.Verdict().Name()
+	meta["bftmon_datacenter"] = si.Datacenter
+	tags := si.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	svc := consulService{
+		ID: si.Id, Service: si.Name, Tags: tags, Address: si.Address, Meta: meta, Port: int(si.Port),
+		Weights: consulWeights{Passing: 1, Warning: 1}, CreateIndex: si.RegisteredHeight, ModifyIndex: index,
+	}
+	return n, svc
+}
+
+func (s *Server) consulHealthService(w http.ResponseWriter, r *http.Request) {
+	s.consulFind(w, r, func(insts []app.InstanceView, index int64) any {
+		out := make([]consulServiceEntry, 0, len(insts))
+		for i := range insts {
+			iv := &insts[i]
+			n, svc := consulEntry(iv, index)
+			e := consulServiceEntry{Node: n, Service: svc, Checks: []consulCheck{}}
+			for j := range iv.Checks {
+				cv := &iv.Checks[j]
+				e.Checks = append(e.Checks, consulCheck{
+					Node: n.Node, CheckID: "service:" + svc.ID + ":" + cv.Check.Id, Name: cv.Check.Id,
+					Status: consulStatus(cv.State.Hard),
+					Notes:  "agreed by bftmon's observers",
+					Output: fmt.Sprintf("bftmon: %s (verdict %s since height %d, hard %s since height %d)",
+						cv.State.Hard.Name(), cv.State.Verdict.Name(), cv.State.VerdictHeight, cv.State.Hard.Name(), cv.State.HardHeight),
+					ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, Type: cv.Check.Kind,
+					CreateIndex: n.CreateIndex, ModifyIndex: max(cv.State.VerdictHeight, cv.State.HardHeight, n.CreateIndex),
+				})
+			}
+			out = append(out, e)
+		}
+		return out
+	})
+}

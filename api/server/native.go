@@ -1,0 +1,253 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// The native API: bftmon's own JSON (package api's types), filters, and
+// blocking on every read with X-Bftmon-Index.
+
+// filter reads the instance filters a route takes.
+func (p *params) filter(near bool) app.Filter {
+	f := app.Filter{
+		Statuses:   p.statuses(),
+		Tags:       p.list("tag"),
+		Datacenter: p.str("dc"),
+		Meta:       p.meta(),
+	}
+	if near {
+		f.Near = p.str("near")
+	}
+	return f
+}
+
+// parse reads a route's parameters with get, then the blocking ones, and
+// answers 400 (naming the parameter) for a bad or unknown one.
+func parse(w http.ResponseWriter, r *http.Request, lenient bool, get func(p *params)) (blocking, bool) {
+	p := newParams(r.URL)
+	get(p)
+	b := p.blocking()
+	if err := p.check(lenient); err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return b, false
+	}
+	return b, true
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	b, ok := parse(w, r, false, func(*params) {})
+	if !ok {
+		return
+	}
+	s.read(w, r, topicBlock, b, func(*app.Query) (int64, any, error) {
+		st, err := s.b.Status(r.Context())
+		return st.Height, st, err
+	}, bftmonIndex)
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request) {
+	var f app.Filter
+	b, ok := parse(w, r, false, func(p *params) { f = p.filter(false) })
+	if !ok {
+		return
+	}
+	s.read(w, r, topicState, b, func(q *app.Query) (int64, any, error) {
+		list, err := serviceSummaries(q, f)
+		return q.Indexes().State, list, err
+	}, bftmonIndex)
+}
+
+// serviceSummaries lists the services with the instances f keeps; with a
+// filter, services keeping none are left out.
+func serviceSummaries(q *app.Query, f app.Filter) ([]api.ServiceSummary, error) {
+	list, err := q.Services()
+	if err != nil {
+		return nil, err
+	}
+	filtered := len(f.Statuses) > 0 || len(f.Tags) > 0 || f.Datacenter != "" || len(f.Meta) > 0
+	out := make([]api.ServiceSummary, 0, len(list))
+	for _, x := range list {
+		sum := api.ServiceSummary{Name: x.Name, Instances: x.Instances, Status: x.Status.Name(), Tags: x.Tags}
+		if filtered {
+			insts, err := q.Find(x.Name, f)
+			if err != nil {
+				return nil, err
+			}
+			if len(insts) == 0 {
+				continue
+			}
+			sum.Instances, sum.Tags = len(insts), nil
+			st := types.STATUS_PASSING
+			for i := range insts {
+				st = worstOf(st, insts[i].Status)
+				for _, t := range insts[i].Instance.Tags {
+					if !slices.Contains(sum.Tags, t) {
+						sum.Tags = append(sum.Tags, t)
+					}
+				}
+			}
+			slices.Sort(sum.Tags)
+			sum.Status = st.Name()
+		}
+		if sum.Tags == nil {
+			sum.Tags = []string{}
+		}
+		out = append(out, sum)
+	}
+	return out, nil
+}
+
+func worstOf(a, b types.Status) types.Status {
+	if b.Severity() > a.Severity() {
+		return b
+	}
+	return a
+}
+
+func (s *Server) service(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var f app.Filter
+	b, ok := parse(w, r, false, func(p *params) { f = p.filter(true) })
+	if !ok {
+		return
+	}
+	f.Reports = true
+	s.read(w, r, serviceTopic(name), b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Find(name, f)
+		if errors.Is(err, app.ErrNotFound) {
+			return 0, nil, fmt.Errorf("service %q is not registered: %w", name, app.ErrNotFound)
+		}
+		if err != nil {
+			return 0, nil, err
+		}
+		index, err := q.ServiceIndex(name)
+		if err != nil {
+			return 0, nil, err
+		}
+		var dist map[string]float64
+		if f.Near != "" {
+			dist = app.Distances(insts, f.Near)
+		}
+		out := make([]api.Instance, 0, len(insts))
+		for i := range insts {
+			in := Instance(&insts[i])
+			if f.Near != "" {
+				if insts[i].Instance.Datacenter == f.Near {
+					zero := 0.0
+					in.DistanceMs = &zero
+				} else if d, ok := dist[insts[i].Instance.Datacenter]; ok {
+					d = math.Round(d*1000) / 1000
+					in.DistanceMs = &d
+				}
+			}
+			out = append(out, in)
+		}
+		return index, out, nil
+	}, bftmonIndex)
+}
+
+func (s *Server) check(w http.ResponseWriter, r *http.Request) {
+	service, instance, id := r.PathValue("service"), r.PathValue("instance"), r.PathValue("check")
+	b, ok := parse(w, r, false, func(*params) {})
+	if !ok {
+		return
+	}
+	s.read(w, r, serviceTopic(service), b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Find(service, app.Filter{Reports: true})
+		if err != nil && !errors.Is(err, app.ErrNotFound) {
+			return 0, nil, err
+		}
+		for i := range insts {
+			if insts[i].Instance.Id != instance {
+				continue
+			}
+			in := Instance(&insts[i])
+			for _, c := range in.Checks {
+				if c.ID == id {
+					index, err := q.ServiceIndex(service)
+					return index, c, err
+				}
+			}
+		}
+		return 0, nil, fmt.Errorf("check %s is not registered: %w", app.CheckRef(service, instance, id), app.ErrNotFound)
+	}, bftmonIndex)
+}
+
+func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
+	var limit int
+	var service, kind string
+	var to []types.Status
+	b, ok := parse(w, r, false, func(p *params) {
+		limit = p.limit(100, 1000)
+		service, kind = p.str("service"), p.str("kind")
+		to = p.statuses()
+	})
+	if !ok {
+		return
+	}
+	s.read(w, r, topicAlerts, b, func(q *app.Query) (int64, any, error) {
+		list, err := q.Alerts(0, 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		obs := observerIndex(q.Observers())
+		out := make([]api.Alert, 0, min(limit, len(list)))
+		for _, al := range list {
+			if len(out) == limit {
+				break
+			}
+			if service != "" && al.Service != service || kind != "" && al.Kind != kind || len(to) > 0 && !slices.Contains(to, al.To) {
+				continue
+			}
+			out = append(out, alertJSON(&al, obs))
+		}
+		return q.Indexes().Alerts, out, nil
+	}, bftmonIndex)
+}
+
+func alertJSON(al *types.Alert, obs map[string]string) api.Alert {
+	a := api.Alert{
+		ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
+		Instance: al.Instance, Check: al.Check, Observer: al.Observer, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
+	}
+	for _, v := range al.Views {
+		a.Views = append(a.Views, api.ObserverView{Observer: v.Observer, Name: obs[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
+	}
+	return a
+}
+
+func (s *Server) observers(w http.ResponseWriter, r *http.Request) {
+	var dc string
+	b, ok := parse(w, r, false, func(p *params) { dc = p.str("dc") })
+	if !ok {
+		return
+	}
+	s.read(w, r, topicObservers, b, func(q *app.Query) (int64, any, error) {
+		list, err := q.Standings()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]api.Observer, 0, len(list))
+		for _, st := range list {
+			if dc != "" && st.Observer.Datacenter != dc {
+				continue
+			}
+			o := api.Observer{ID: st.Observer.Id, Name: st.Observer.Name, Datacenter: st.Observer.Datacenter, Weight: st.Observer.Weight,
+				Agreed: st.Agreed, Disagreed: st.Disagreed, Suspect: st.Suspect, SuspectHeight: st.SuspectHeight}
+			if total := st.Agreed + st.Disagreed; total > 0 {
+				o.DisagreedPercent = math.Round(1000*float64(st.Disagreed)/float64(total)) / 10
+			}
+			out = append(out, o)
+		}
+		return q.Indexes().Observers, out, nil
+	}, bftmonIndex)
+}
