@@ -97,4 +97,3 @@ func sanitizeLabel(s string) string {
 	}
 	return string(b)
 }
-
