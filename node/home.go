@@ -32,6 +32,9 @@ const (
 type Settings struct {
 	// HTTPAddr is where the HTTP API listens.
 	HTTPAddr string `json:"http_addr"`
+	// DNSAddr is where the DNS interface listens, UDP and TCP ("": no DNS
+	// interface).
+	DNSAddr string `json:"dns_addr"`
 	// ObserverKey is the observer key file, relative to the home ("" : the
 	// node runs no observer).
 	ObserverKey string `json:"observer_key"`
@@ -65,9 +68,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// DefaultSettings are the settings `init` writes.
+// DefaultDNSAddr is where the DNS interface listens unless told otherwise
+// (Consul's DNS port).
+const DefaultDNSAddr = "127.0.0.1:8600"
+
+// DefaultSettings are what `init` starts from and what the keys a settings
+// file omits take.
 func DefaultSettings() Settings {
-	return Settings{HTTPAddr: "127.0.0.1:8500", ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64}
+	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64}
 }
 
 // InitOptions describe a one-node network to create.
@@ -79,6 +87,10 @@ type InitOptions struct {
 	HTTPAddr   string // default 127.0.0.1:8500
 	RPCAddr    string // default tcp://127.0.0.1:26657
 	P2PAddr    string // default tcp://127.0.0.1:26656
+	// DNSAddr is where the DNS interface listens; empty: none (bftmon init
+	// and dev pass DefaultDNSAddr unless told otherwise). Many nodes of
+	// tests share one machine, so there is no default here.
+	DNSAddr string
 	// BlockInterval is consensus.timeout_commit (default 500ms).
 	BlockInterval time.Duration
 }
@@ -145,6 +157,7 @@ func prepareHome(opts InitOptions, tune func(*cmtcfg.Config)) (*nodeHome, error)
 	if opts.HTTPAddr != "" {
 		st.HTTPAddr = opts.HTTPAddr
 	}
+	st.DNSAddr = opts.DNSAddr
 	cfg := cmtcfg.DefaultConfig()
 	cfg.SetRoot(opts.Home)
 	cfg.Moniker = opts.Moniker

@@ -28,6 +28,7 @@ import (
 
 	"github.com/bftmon/bftmon/abci"
 	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/dns"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/store"
 )
@@ -44,6 +45,11 @@ type Config struct {
 	// FaultInjection serves /v1/debug/unreachable, through which tests tell
 	// the observer which targets it cannot reach.
 	FaultInjection bool
+
+	// DNSAddr overrides the settings' dns_addr when not empty.
+	DNSAddr string
+	// NoDNS turns the DNS interface off, whatever the settings say.
+	NoDNS bool
 }
 
 // Node is a running bftmon process.
@@ -61,6 +67,7 @@ type Node struct {
 	metrics  *prometheus.Registry
 	http     *http.Server
 	httpLn   net.Listener
+	dns      *dns.Server // nil without a DNS interface
 	nodeID   string
 	rpcAddr  string
 
@@ -83,6 +90,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.HTTPAddr != "" {
 		st.HTTPAddr = cfg.HTTPAddr
+	}
+	if cfg.DNSAddr != "" {
+		st.DNSAddr = cfg.DNSAddr
+	}
+	if cfg.NoDNS {
+		st.DNSAddr = ""
 	}
 	ccfg, err := LoadCometConfig(cfg.Home)
 	if err != nil {
@@ -182,7 +195,19 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 			n.log.Error("HTTP API stopped", "err", err)
 		}
 	}()
-	n.log.Info("node started", "home", n.cfg.Home, "chain_id", n.app.ChainID(), "http", n.HTTPAddr(), "height", n.store.Version())
+	if n.settings.DNSAddr != "" {
+		// The own datacenter is the observer's, as the committed observer
+		// set gives it (as in /v1/status); without an observer, none.
+		var observer string
+		if n.observer != nil {
+			observer = n.observer.key.ID()
+		}
+		n.dns = dns.New(&backend{n: n}, dns.Config{Addr: n.settings.DNSAddr, Observer: observer, Registerer: n.metrics}, n.log)
+		if err := n.dns.Start(ctx); err != nil {
+			return fmt.Errorf("%w (is another bftmon or Consul running? choose another address with --dns, or --dns '' for none)", err)
+		}
+	}
+	n.log.Info("node started", "home", n.cfg.Home, "chain_id", n.app.ChainID(), "http", n.HTTPAddr(), "dns", n.DNSAddr(), "height", n.store.Version())
 	return nil
 }
 
@@ -203,6 +228,15 @@ func (n *Node) HTTPAddr() string {
 		return n.settings.HTTPAddr
 	}
 	return n.httpLn.Addr().String()
+}
+
+// DNSAddr is the address the DNS interface listens on (UDP and TCP), or ""
+// if the node has none.
+func (n *Node) DNSAddr() string {
+	if n.dns == nil {
+		return n.settings.DNSAddr
+	}
+	return n.dns.Addr()
 }
 
 // RPCURL is the http URL of CometBFT's RPC.
@@ -247,6 +281,11 @@ func (n *Node) Stop() error {
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			errs = append(errs, n.http.Shutdown(ctx))
+			cancel()
+		}
+		if n.dns != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, n.dns.Shutdown(ctx))
 			cancel()
 		}
 		if n.cancel != nil {

@@ -23,8 +23,8 @@ type TestnetOptions struct {
 	Datacenters int
 	// ChainID names the chain (default bftmon-testnet).
 	ChainID string
-	// BasePort is the first port; node K uses BasePort+10K (P2P), +1 (RPC)
-	// and +2 (HTTP API), all on 127.0.0.1.
+	// BasePort is the first port; node K uses BasePort+10K (P2P), +1 (RPC),
+	// +2 (HTTP API) and +3 (DNS, UDP and TCP), all on 127.0.0.1.
 	BasePort int
 }
 
@@ -33,6 +33,7 @@ type TestnetNode struct {
 	Name, Home, Datacenter string
 	HTTPAddr, RPCAddr      string // host:port
 	P2PAddr                string
+	DNSAddr                string // host:port, UDP and TCP
 	NodeID                 string
 }
 
@@ -67,7 +68,7 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 	if opts.BasePort == 0 {
 		opts.BasePort = testnetDefaultBasePort
 	}
-	if last := opts.BasePort + 10*(opts.Nodes-1) + 2; opts.BasePort < 1024 || last > 65535 {
+	if last := opts.BasePort + 10*(opts.Nodes-1) + 3; opts.BasePort < 1024 || last > 65535 {
 		return nil, fmt.Errorf("testnet: --base-port %d: the ports %d..%d must lie in 1024..65535", opts.BasePort, opts.BasePort, last)
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
@@ -83,12 +84,13 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 			P2PAddr:    fmt.Sprintf("127.0.0.1:%d", port),
 			RPCAddr:    fmt.Sprintf("127.0.0.1:%d", port+1),
 			HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", port+2),
+			DNSAddr:    fmt.Sprintf("127.0.0.1:%d", port+3),
 		}
 	}
 	homes := make([]*nodeHome, len(nodes))
 	for i, n := range nodes {
 		h, err := prepareHome(InitOptions{Home: n.Home, ChainID: opts.ChainID, Datacenter: n.Datacenter, Moniker: n.Name,
-			HTTPAddr: n.HTTPAddr, RPCAddr: "tcp://" + n.RPCAddr, P2PAddr: "tcp://" + n.P2PAddr}, tuneLoopback)
+			HTTPAddr: n.HTTPAddr, RPCAddr: "tcp://" + n.RPCAddr, P2PAddr: "tcp://" + n.P2PAddr, DNSAddr: n.DNSAddr}, tuneLoopback)
 		if err != nil {
 			return nil, err
 		}

@@ -64,6 +64,7 @@ func newInitCmd() *cobra.Command {
 	f.StringVar(&opts.Datacenter, "datacenter", "dc1", "this node's observer datacenter")
 	f.StringVar(&opts.Moniker, "moniker", "node0", "node and observer name")
 	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8500", "HTTP API listen address")
+	f.StringVar(&opts.DNSAddr, "dns", node.DefaultDNSAddr, "DNS interface listen address, UDP and TCP ('' for none)")
 	f.StringVar(&opts.RPCAddr, "rpc", "tcp://127.0.0.1:26657", "CometBFT RPC listen address")
 	f.StringVar(&opts.P2PAddr, "p2p", "tcp://127.0.0.1:26656", "CometBFT P2P listen address")
 	f.DurationVar(&opts.BlockInterval, "block-interval", 500*time.Millisecond, "consensus timeout_commit (time between blocks)")
@@ -71,7 +72,7 @@ func newInitCmd() *cobra.Command {
 }
 
 func newStartCmd() *cobra.Command {
-	var home, httpAddr, level, byz string
+	var home, httpAddr, dnsAddr, level, byz string
 	var faults bool
 	cmd := &cobra.Command{
 		Use:   "start",
@@ -88,7 +89,11 @@ func newStartCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			n, err := node.Start(ctx, node.Config{Home: home, HTTPAddr: httpAddr, Logger: logger, Byzantine: modes, FaultInjection: faults})
+			cfg := node.Config{Home: home, HTTPAddr: httpAddr, Logger: logger, Byzantine: modes, FaultInjection: faults}
+			if cmd.Flags().Changed("dns") {
+				cfg.DNSAddr, cfg.NoDNS = dnsAddr, dnsAddr == ""
+			}
+			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -98,6 +103,7 @@ func newStartCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&home, "home", defaultHome(), "node home directory")
 	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP API listen address (default: the home's config/bftmon.json)")
+	cmd.Flags().StringVar(&dnsAddr, "dns", "", "DNS interface listen address, UDP and TCP (default: the home's config/bftmon.json; --dns '' for none)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	// Test-only flags, hidden from help (docs/TESTING.md).
 	cmd.Flags().StringVar(&byz, "byzantine", "", "make this node's observer misbehave on purpose: "+strings.Join(node.ByzantineModes, ", "))
@@ -117,7 +123,7 @@ observers of weight 1 spread over D datacenters (contiguous runs: with 4 nodes
 and 2 datacenters, node0 and node1 are in dc1), an operator key allowed every
 service (DIR/operator_key.json, also in each home), persistent peers, and
 ports on 127.0.0.1: node K uses BASE+10K for P2P, +1 for RPC, +2 for the HTTP
-API. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
+API, +3 for DNS. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
 'bftmon start --home DIR/nodeK'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -128,9 +134,9 @@ API. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "wrote %d nodes in %s (chain %s, operator key %s):\n", len(nodes), opts.Out, orDefaultStr(opts.ChainID, "bftmon-testnet"), filepath.Join(opts.Out, "operator_key.json"))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tDATACENTER\tHTTP API\tRPC\tP2P")
+			fmt.Fprintln(tw, "NODE\tDATACENTER\tHTTP API\tRPC\tP2P\tDNS")
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Datacenter, n.HTTPAddr, n.RPCAddr, n.P2PAddr)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Datacenter, n.HTTPAddr, n.RPCAddr, n.P2PAddr, n.DNSAddr)
 			}
 			tw.Flush()
 			fmt.Fprintf(w, "start each with: bftmon start --home %s\n", filepath.Join(opts.Out, "nodeK"))
@@ -141,14 +147,14 @@ API. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
 	f.IntVar(&opts.Nodes, "nodes", 4, "number of nodes (validator + observer each)")
 	f.IntVar(&opts.Datacenters, "dcs", 2, "number of datacenters the observers are spread over")
 	f.StringVar(&opts.Out, "out", "", "directory to write the node homes into (required)")
-	f.IntVar(&opts.BasePort, "base-port", 27000, "first port; node K uses BASE+10K .. BASE+10K+2")
+	f.IntVar(&opts.BasePort, "base-port", 27000, "first port; node K uses BASE+10K .. BASE+10K+3")
 	f.StringVar(&opts.ChainID, "chain-id", "bftmon-testnet", "chain id")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 
 func newDevCmd() *cobra.Command {
-	var home, httpAddr, demoAddr, rpcAddr, p2pAddr, level string
+	var home, httpAddr, dnsAddr, demoAddr, rpcAddr, p2pAddr, level string
 	var reset bool
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -164,12 +170,13 @@ it, and prints where to look. Ctrl-C stops it; running it again resumes.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runDev(ctx, cmd, devOptions{home: home, httpAddr: httpAddr, demoAddr: demoAddr, rpcAddr: rpcAddr, p2pAddr: p2pAddr, reset: reset, logger: logger})
+			return runDev(ctx, cmd, devOptions{home: home, httpAddr: httpAddr, dnsAddr: dnsAddr, demoAddr: demoAddr, rpcAddr: rpcAddr, p2pAddr: p2pAddr, reset: reset, logger: logger})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&home, "home", defaultHome(), "home directory of the dev network")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8500", "HTTP API listen address")
+	f.StringVar(&dnsAddr, "dns", node.DefaultDNSAddr, "DNS interface listen address, UDP and TCP ('' for none)")
 	f.StringVar(&demoAddr, "demo-addr", "127.0.0.1:8501", "listen address of the demo service")
 	f.StringVar(&rpcAddr, "rpc", "tcp://127.0.0.1:26657", "CometBFT RPC listen address (used when the network is created)")
 	f.StringVar(&p2pAddr, "p2p", "tcp://127.0.0.1:26656", "CometBFT P2P listen address (used when the network is created)")
@@ -180,6 +187,7 @@ it, and prints where to look. Ctrl-C stops it; running it again resumes.`,
 
 type devOptions struct {
 	home, httpAddr, demoAddr string
+	dnsAddr                  string
 	rpcAddr, p2pAddr         string
 	reset                    bool
 	logger                   *slog.Logger
@@ -195,7 +203,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 		fmt.Fprintf(out, "reset: removed %s\n", o.home)
 	}
 	if !node.Initialized(o.home) {
-		if err := node.Init(node.InitOptions{Home: o.home, ChainID: "bftmon-dev", HTTPAddr: o.httpAddr, RPCAddr: o.rpcAddr, P2PAddr: o.p2pAddr}); err != nil {
+		if err := node.Init(node.InitOptions{Home: o.home, ChainID: "bftmon-dev", HTTPAddr: o.httpAddr, DNSAddr: o.dnsAddr, RPCAddr: o.rpcAddr, P2PAddr: o.p2pAddr}); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "created a one-node network in %s\n", o.home)
@@ -209,7 +217,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 	}
 	defer demo.Close()
 
-	n, err := node.Start(ctx, node.Config{Home: o.home, HTTPAddr: o.httpAddr, Logger: o.logger})
+	n, err := node.Start(ctx, node.Config{Home: o.home, HTTPAddr: o.httpAddr, DNSAddr: o.dnsAddr, NoDNS: o.dnsAddr == "", Logger: o.logger})
 	if err != nil {
 		return err
 	}
@@ -248,6 +256,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 	if o.httpAddr != "127.0.0.1:8500" {
 		env += "BFTMON_ADDR=" + n.HTTPAddr() + " "
 	}
+	dnsLine, digLine := devDNS(n.DNSAddr(), inst.Name)
 	fmt.Fprintf(out, `
 demo is passing, agreed at height %d, %.1fs after start.
 
@@ -255,18 +264,34 @@ demo is passing, agreed at height %d, %.1fs after start.
                 http://%[3]s/v1/services/demo
                 http://%[3]s/v1/status
   demo service  http://%[4]s/health   (POST /down to break it, /up to heal it)
-  CometBFT RPC  %[7]s/status
+%[8]s  CometBFT RPC  %[7]s/status
 
 Try:
   %[5]s%[6]s service list
   %[5]s%[6]s health demo
-  curl -X POST http://%[4]s/down   # then 'health demo' turns critical within seconds
+%[9]s  curl -X POST http://%[4]s/down   # then 'health demo' turns critical within seconds
 
 Ctrl-C stops the network; 'bftmon dev' again resumes it.
-`, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin, n.RPCURL())
+`, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin, n.RPCURL(), dnsLine, digLine)
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping...")
 	return n.Stop()
+}
+
+// devDNS is what dev prints about the DNS interface at addr ("" for none):
+// where it listens, and a dig command asking it for service.
+func devDNS(addr, service string) (where, try string) {
+	if addr == "" {
+		return "", ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", ""
+	}
+	name := service + ".service.bftmon"
+	where = fmt.Sprintf("  DNS           %s   (%s: A, AAAA, SRV; udp and tcp)\n", addr, name)
+	try = fmt.Sprintf("  dig @%s -p %s %s SRV\n", host, port, name)
+	return where, try
 }
 
 // demoInstance is the demo service: one http check of the demo endpoint.
