@@ -31,29 +31,12 @@ type NodeConfig struct {
 // home) whose observer runs cfg.Checks checks against the targets, and
 // prints the observations its blocks commit per second.
 func Node(ctx context.Context, w io.Writer, t *Targets, cfg NodeConfig) error {
-	home, err := os.MkdirTemp("", "bftmon-bench-")
+	bn, err := startNode(ctx, cfg.BlockInterval)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(home)
-	addr := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "127.0.0.1:0"
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
-	httpAddr := addr()
-	if err := node.Init(node.InitOptions{Home: home, ChainID: "bench", HTTPAddr: httpAddr,
-		RPCAddr: "tcp://" + addr(), P2PAddr: "tcp://" + addr(), BlockInterval: cfg.BlockInterval}); err != nil {
-		return err
-	}
-	n, err := node.Start(ctx, node.Config{Home: home, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return err
-	}
-	defer n.Stop()
+	defer bn.stop()
+	n := bn.n
 
 	var (
 		mu      sync.Mutex
@@ -68,11 +51,7 @@ func Node(ctx context.Context, w io.Writer, t *Targets, cfg NodeConfig) error {
 		}
 	})
 
-	op, err := keys.Load(filepath.Join(home, node.OperatorKeyFile))
-	if err != nil {
-		return err
-	}
-	c := api.NewClient(httpAddr)
+	op, c := bn.op, bn.c
 	all := t.Checks(cfg.Checks, cfg.Interval)
 	fmt.Fprintf(w, "node: registering %d checks (%d instances of up to %d checks)...\n", len(all), (len(all)+app.MaxChecks-1)/app.MaxChecks, app.MaxChecks)
 	for i := 0; i < len(all); i += app.MaxChecks {
@@ -122,4 +101,51 @@ func Node(ctx context.Context, w io.Writer, t *Targets, cfg NodeConfig) error {
 	fmt.Fprintf(w, "CPU           %.1f%% of one core for node and observer together\n", 100*float64(after.cpu-before.cpu)/float64(wall))
 	fmt.Fprintf(w, "memory        RSS %s, peak %s\n", mib(after.rss), mib(after.peakRSS))
 	return nil
+}
+
+// benchNode is a one-node network with the dev node's settings in a
+// temporary home.
+type benchNode struct {
+	n    *node.Node
+	home string
+	c    *api.Client
+	op   keys.Key
+}
+
+func startNode(ctx context.Context, blockInterval time.Duration) (*benchNode, error) {
+	home, err := os.MkdirTemp("", "bftmon-bench-")
+	if err != nil {
+		return nil, err
+	}
+	addr := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "127.0.0.1:0"
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	httpAddr := addr()
+	if err := node.Init(node.InitOptions{Home: home, ChainID: "bench", HTTPAddr: httpAddr,
+		RPCAddr: "tcp://" + addr(), P2PAddr: "tcp://" + addr(), BlockInterval: blockInterval}); err != nil {
+		os.RemoveAll(home)
+		return nil, err
+	}
+	n, err := node.Start(ctx, node.Config{Home: home, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		os.RemoveAll(home)
+		return nil, err
+	}
+	op, err := keys.Load(filepath.Join(home, node.OperatorKeyFile))
+	if err != nil {
+		n.Stop()
+		os.RemoveAll(home)
+		return nil, err
+	}
+	return &benchNode{n: n, home: home, c: api.NewClient(httpAddr), op: op}, nil
+}
+
+func (b *benchNode) stop() {
+	b.n.Stop()
+	os.RemoveAll(b.home)
 }

@@ -13,7 +13,7 @@ import (
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure this machine: an observer under many checks, a node's committed observations per second",
+		Short: "Measure this machine: an observer under many checks, a node's committed observations per second, read throughput",
 		Long: `Benchmarks that print their figures (docs/BENCHMARKS.md). The checks probe
 local HTTP and TCP servers that run in a child process, so that their CPU is
 not counted.`,
@@ -57,12 +57,24 @@ not counted.`,
 	}
 	observer.Flags().IntVar(&concurrent, "max-concurrent", 64, "probes in flight at most (the node setting max_concurrent_probes)")
 	nodeCmd.Flags().DurationVar(&block, "block-interval", 500*time.Millisecond, "consensus timeout_commit (bftmon dev's default)")
+	var instances, conns int
+	read := &cobra.Command{
+		Use:   "read",
+		Short: "A one-node network with many instances: HTTP (with wrk) and DNS read throughput and latency",
+		Args:  cobra.NoArgs,
+		RunE: withTargets(func(ctx context.Context, t *bench.Targets) error {
+			return bench.Read(ctx, os.Stdout, t, bench.ReadConfig{Instances: instances, Connections: conns, Duration: duration})
+		}),
+	}
+	read.Flags().IntVar(&instances, "instances", 100, "instances of the service web")
+	read.Flags().IntVar(&conns, "connections", 16, "concurrent HTTP connections (wrk -c) and DNS clients")
+	read.Flags().DurationVar(&duration, "duration", 15*time.Second, "how long to load each query")
 	serve := &cobra.Command{
 		Use:    "serve-targets",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE:   func(cmd *cobra.Command, _ []string) error { return bench.ServeTargets(cmd.Context(), os.Stdout) },
 	}
-	cmd.AddCommand(observer, nodeCmd, serve)
+	cmd.AddCommand(observer, nodeCmd, read, serve)
 	return cmd
 }
