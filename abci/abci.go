@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
 
@@ -32,7 +33,9 @@ type TxOutcome struct {
 
 // Block is what a committed block did, handed to the commit listener.
 type Block struct {
-	Height  int64
+	Height int64
+	// Time is the block time consensus agreed on.
+	Time    time.Time
 	AppHash []byte
 	Txs     []TxOutcome
 	Alerts  []types.Alert
@@ -136,7 +139,7 @@ func (a *Application) ProcessProposal(context.Context, *abci.RequestProcessPropo
 // FinalizeBlock executes a decided block.
 func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
 	a.app.BeginBlock(req.Height, req.Time.UnixMilli())
-	blk := &Block{Height: req.Height, Txs: make([]TxOutcome, len(req.Txs))}
+	blk := &Block{Height: req.Height, Time: req.Time, Txs: make([]TxOutcome, len(req.Txs))}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	for i, tx := range req.Txs {
 		log, err := a.app.DeliverTx(tx)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	rpclocal "github.com/cometbft/cometbft/rpc/client/local"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bftmon/bftmon/abci"
 	"github.com/bftmon/bftmon/app/types"
@@ -23,6 +25,9 @@ type TxResult struct {
 // waits until a block commits them.
 type broadcaster struct {
 	rpc *rpclocal.Local
+	// commitSeconds, if set, observes how long Commit waits from
+	// submission to the committing block.
+	commitSeconds prometheus.Observer
 
 	mu      sync.Mutex
 	waiters map[string][]chan TxResult
@@ -63,6 +68,7 @@ func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
 	b.waiters[hash] = append(b.waiters[hash], ch)
 	b.mu.Unlock()
 	defer b.forget(hash, ch)
+	start := time.Now()
 	res, err := b.Submit(ctx, tx)
 	if err != nil {
 		return res, err
@@ -72,6 +78,9 @@ func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
 	}
 	select {
 	case r := <-ch:
+		if b.commitSeconds != nil {
+			b.commitSeconds.Observe(time.Since(start).Seconds())
+		}
 		return r, nil
 	case <-ctx.Done():
 		return TxResult{Hash: hash}, fmt.Errorf("tx %s accepted into the mempool but not committed yet: %w", hash, ctx.Err())
@@ -91,4 +100,15 @@ func (b *broadcaster) forget(hash string, ch chan TxResult) {
 	if len(b.waiters[hash]) == 0 {
 		delete(b.waiters, hash)
 	}
+}
+
+// newCommitHistogram is bftmon_tx_commit_seconds, registered on reg.
+func newCommitHistogram(reg prometheus.Registerer) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "bftmon_tx_commit_seconds",
+		Help:    "Time from submitting a transaction through this node (register, deregister, POST /v1/txs) to the block that commits it.",
+		Buckets: []float64{.05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30},
+	})
+	reg.MustRegister(h)
+	return h
 }

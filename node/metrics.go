@@ -1,15 +1,29 @@
 package node
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
+
+	"github.com/cometbft/cometbft/blocksync"
+	cmtcfg "github.com/cometbft/cometbft/config"
+	cs "github.com/cometbft/cometbft/consensus"
+	mempl "github.com/cometbft/cometbft/mempool"
+	cmtnode "github.com/cometbft/cometbft/node"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/proxy"
+	sm "github.com/cometbft/cometbft/state"
+	"github.com/cometbft/cometbft/statesync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/checks"
 )
 
@@ -23,6 +37,7 @@ type probeMetrics struct {
 	latency *prometheus.GaugeVec
 	perf    *prometheus.GaugeVec
 	late    prometheus.Histogram
+	dur     *prometheus.HistogramVec
 
 	mu   sync.Mutex
 	seen map[string]prometheus.Labels // exported checks by Target.Key, with their series' labels less the observer
@@ -47,9 +62,14 @@ func newProbeMetrics(reg prometheus.Registerer) *probeMetrics {
 			Help:    "How late probes start after their scheduled time: a scheduler keeping up stays in the lowest buckets.",
 			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5},
 		}),
+		dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bftmon_probe_duration_seconds",
+			Help:    "How long this observer's probes take, by check kind.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"kind"}),
 		seen: map[string]prometheus.Labels{},
 	}
-	reg.MustRegister(m.status, m.latency, m.perf, m.late)
+	reg.MustRegister(m.status, m.latency, m.perf, m.late, m.dur)
 	return m
 }
 
@@ -72,9 +92,14 @@ func schedulerStats(reg prometheus.Registerer, stats func() checks.Stats) {
 
 // chainMetrics follow committed blocks.
 type chainMetrics struct {
-	height  prometheus.Gauge
-	applied prometheus.Counter
-	txs     *prometheus.CounterVec
+	height      prometheus.Gauge
+	applied     prometheus.Counter
+	txs         *prometheus.CounterVec
+	transitions *prometheus.CounterVec
+	alerts      *prometheus.CounterVec
+	interval    prometheus.Histogram
+
+	last time.Time // time of the previous committed block; only the commit goroutine uses it
 }
 
 func newChainMetrics(reg prometheus.Registerer) *chainMetrics {
@@ -86,8 +111,19 @@ func newChainMetrics(reg prometheus.Registerer) *chainMetrics {
 		txs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bftmon_txs_total", Help: "Committed transactions by result code (0 ok; see docs for the others).",
 		}, []string{"code"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bftmon_verdict_transitions_total", Help: "Agreed verdicts that changed, by the status they left and the one they took.",
+		}, []string{"from", "to"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bftmon_alerts_total", Help: "Alerts committed, by kind (state_change, disputed, stale, observer_suspect).",
+		}, []string{"kind"}),
+		interval: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bftmon_block_interval_seconds",
+			Help:    "Time between consecutive committed blocks, by their agreed block times.",
+			Buckets: []float64{.05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 10, 30},
+		}),
 	}
-	reg.MustRegister(m.height, m.applied, m.txs)
+	reg.MustRegister(m.height, m.applied, m.txs, m.transitions, m.alerts, m.interval)
 	return m
 }
 
@@ -98,12 +134,23 @@ func (m *chainMetrics) committed(blk abci.Block) {
 	for _, tx := range blk.Txs {
 		m.txs.WithLabelValues(strconv.FormatUint(uint64(tx.Code), 10)).Inc()
 	}
+	for _, v := range blk.Changes.Verdicts {
+		m.transitions.WithLabelValues(v.From.Name(), v.To.Name()).Inc()
+	}
+	for _, a := range blk.Alerts {
+		m.alerts.WithLabelValues(a.Kind).Inc()
+	}
+	if !m.last.IsZero() && blk.Time.After(m.last) {
+		m.interval.Observe(blk.Time.Sub(m.last).Seconds())
+	}
+	m.last = blk.Time
 }
 
 // observed records one result of t seen by observer.
 func (m *probeMetrics) observed(observer string, t checks.Target, r checks.Result) {
 	lv := []string{t.Service, t.Instance, t.Check.Id, observer}
 	series := prometheus.Labels{"service": t.Service, "instance": t.Instance, "check": t.Check.Id, "observer": observer}
+	m.dur.WithLabelValues(t.Check.Kind).Observe(r.Latency.Seconds())
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.status.WithLabelValues(lv...).Set(float64(r.Status.ExitCode()))
@@ -146,7 +193,134 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// metricsHandler serves reg in the Prometheus exposition format.
-func metricsHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+// metricsHandler serves the gatherers in the Prometheus exposition format;
+// errors are counted in reg.
+func metricsHandler(reg *prometheus.Registry, gs ...prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(append(prometheus.Gatherers{reg}, gs...), promhttp.HandlerOpts{Registry: reg})
+}
+
+// cometRegistering serialises the building of CometBFT's metrics, which
+// register themselves on prometheus.DefaultRegisterer.
+var cometRegistering sync.Mutex
+
+// cometMetrics is a CometBFT metrics provider whose metrics (namespace
+// cometbft, label chain_id) live in their own registry, returned to be
+// served on the node's /metrics. CometBFT builds its Prometheus metrics
+// with go-kit, which registers each on the global default registerer: two
+// nodes in one process (the tests run several) would collide there, and the
+// default registry is not ours to serve. So while CometBFT's constructors
+// run, the default registerer is this node's registry.
+func cometMetrics(ic *cmtcfg.InstrumentationConfig) (cmtnode.MetricsProvider, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	on := *ic
+	on.Prometheus = true // only our provider reads it: CometBFT's own listener stays off
+	if on.Namespace == "" {
+		on.Namespace = "cometbft"
+	}
+	inner := cmtnode.DefaultMetricsProvider(&on)
+	return func(chainID string) (*cs.Metrics, *p2p.Metrics, *mempl.Metrics, *sm.Metrics, *proxy.Metrics, *blocksync.Metrics, *statesync.Metrics) {
+		cometRegistering.Lock()
+		defer cometRegistering.Unlock()
+		saved := prometheus.DefaultRegisterer
+		prometheus.DefaultRegisterer = reg
+		defer func() { prometheus.DefaultRegisterer = saved }()
+		return inner(chainID)
+	}, reg
+}
+
+// statuses are the values of the status label of the agreed-state gauges:
+// the app's statuses, with "pending" for a check without one yet.
+var statuses = []types.Status{types.STATUS_PASSING, types.STATUS_WARNING, types.STATUS_CRITICAL, types.STATUS_UNKNOWN,
+	types.STATUS_STALE, types.STATUS_DISPUTED, types.STATUS_NONE}
+
+// stateCollector exports the agreed state, read from the last committed
+// version at each scrape: it cannot go stale and costs nothing between
+// scrapes.
+type stateCollector struct {
+	read func() (*app.Query, error)
+
+	verdict, hard, age, suspect, agreed, disagreed *prometheus.Desc
+}
+
+func newStateCollector(read func() (*app.Query, error)) *stateCollector {
+	check := []string{"service", "instance", "check"}
+	observer := []string{"observer", "name", "datacenter"}
+	return &stateCollector{
+		read: read,
+		verdict: prometheus.NewDesc("bftmon_check_verdict",
+			"The agreed verdict of each check: 1 for its current status, 0 for the others (pending: no verdict yet).",
+			append(check, "status"), nil),
+		hard: prometheus.NewDesc("bftmon_check_status",
+			"The agreed (hard, confirmed) status of each check: 1 for its current status, 0 for the others (pending: none confirmed yet).",
+			append(check, "status"), nil),
+		age: prometheus.NewDesc("bftmon_check_hard_state_age_seconds",
+			"Block time of the last committed block minus that of the block in which each check's hard status was confirmed.",
+			check, nil),
+		suspect: prometheus.NewDesc("bftmon_observer_suspect",
+			"1 if the observer is suspect (disagrees with agreed verdicts more than the standing threshold over the window), else 0.",
+			observer, nil),
+		agreed: prometheus.NewDesc("bftmon_observer_reports_agreed",
+			"The observer's reports over the standing window that agreed with the agreed verdict.", observer, nil),
+		disagreed: prometheus.NewDesc("bftmon_observer_reports_disagreed",
+			"The observer's reports over the standing window that disagreed with the agreed verdict.", observer, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.verdict, c.hard, c.age, c.suspect, c.agreed, c.disagreed} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	q, err := c.read()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.hard, fmt.Errorf("read the committed state: %w", err))
+		return
+	}
+	now := q.Info().BlockTime
+	services, err := q.Services()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.hard, fmt.Errorf("list services: %w", err))
+		return
+	}
+	for _, s := range services {
+		insts, err := q.Find(s.Name, app.Filter{})
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.hard, fmt.Errorf("read service %s: %w", s.Name, err))
+			return
+		}
+		for i := range insts {
+			for _, cv := range insts[i].Checks {
+				lv := []string{s.Name, insts[i].Instance.Id, cv.Check.Id}
+				for _, st := range statuses {
+					ch <- prometheus.MustNewConstMetric(c.verdict, prometheus.GaugeValue, oneIf(cv.State.Verdict == st), append(lv, st.Name())...)
+					ch <- prometheus.MustNewConstMetric(c.hard, prometheus.GaugeValue, oneIf(cv.State.Hard == st), append(lv, st.Name())...)
+				}
+				if cv.State.HardTimeMs > 0 {
+					ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, float64(now-cv.State.HardTimeMs)/1000, lv...)
+				}
+			}
+		}
+	}
+	standings, err := q.Standings()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.suspect, fmt.Errorf("read standings: %w", err))
+		return
+	}
+	for _, st := range standings {
+		lv := []string{st.Observer.Id, st.Observer.Name, st.Observer.Datacenter}
+		ch <- prometheus.MustNewConstMetric(c.suspect, prometheus.GaugeValue, oneIf(st.Suspect), lv...)
+		ch <- prometheus.MustNewConstMetric(c.agreed, prometheus.GaugeValue, float64(st.Agreed), lv...)
+		ch <- prometheus.MustNewConstMetric(c.disagreed, prometheus.GaugeValue, float64(st.Disagreed), lv...)
+	}
+}
+
+func oneIf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -65,11 +65,13 @@ type Node struct {
 	observer *observer
 	faults   *faults // nil unless Config.FaultInjection
 	metrics  *prometheus.Registry
-	http     *http.Server
-	httpLn   net.Listener
-	dns      *dns.Server // nil without a DNS interface
-	nodeID   string
-	rpcAddr  string
+	// cometMetrics holds CometBFT's own metrics, served beside ours.
+	cometMetrics *prometheus.Registry
+	http         *http.Server
+	httpLn       net.Listener
+	dns          *dns.Server // nil without a DNS interface
+	nodeID       string
+	rpcAddr      string
 
 	extraDBs []dbm.DB
 	stopping atomic.Bool
@@ -124,11 +126,13 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	n.nodeID = string(nodeKey.ID())
 	n.rpcAddr = ccfg.RPC.ListenAddress
 	pv := privval.LoadOrGenFilePV(ccfg.PrivValidatorKeyFile(), ccfg.PrivValidatorStateFile())
+	cometProvider, cometReg := cometMetrics(ccfg.Instrumentation)
+	n.cometMetrics = cometReg
 	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
 		proxy.NewLocalClientCreator(n.app),
 		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
 		n.dbProvider,
-		cmtnode.DefaultMetricsProvider(ccfg.Instrumentation),
+		cometProvider,
 		newCometLogger(n.log, &n.stopping))
 	if err != nil {
 		return fmt.Errorf("create CometBFT node: %w", err)
@@ -141,6 +145,8 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 
 	n.metrics = newRegistry()
 	n.app.OnCommit(newChainMetrics(n.metrics).committed)
+	n.metrics.MustRegister(newStateCollector(n.app.Read))
+	n.bcast.commitSeconds = newCommitHistogram(n.metrics)
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	if n.settings.ObserverKey != "" {
@@ -170,11 +176,14 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metricsHandler(n.metrics))
+	apiSrv := server.New(&backend{n: n}, n.log)
+	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bftmon_http_blocking_queries", Help: "Blocking queries of the HTTP API waiting for a change now.",
+	}, func() float64 { return float64(apiSrv.Parked()) }))
+	mux.Handle("GET /metrics", metricsHandler(n.metrics, n.cometMetrics))
 	if n.faults != nil {
 		mux.Handle("/v1/debug/unreachable", n.faults)
 	}
-	apiSrv := server.New(&backend{n: n}, n.log)
 	n.app.OnCommit(func(b abci.Block) { apiSrv.Committed(b.Changes) })
 	mux.Handle("/", apiSrv)
 	n.http = &http.Server{

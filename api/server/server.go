@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
@@ -50,7 +51,12 @@ type Server struct {
 	log *slog.Logger
 	hub *hub
 	h   http.Handler
+
+	parked atomic.Int64 // blocking queries waiting for a change
 }
+
+// Parked is the number of blocking queries waiting for a change now.
+func (s *Server) Parked() int { return int(s.parked.Load()) }
 
 // New returns the API server.
 func New(b Backend, logger *slog.Logger) *Server {
@@ -131,15 +137,19 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 			writeJSON(w, http.StatusOK, body)
 			return
 		}
+		s.parked.Add(1)
 		select {
 		case <-changed:
+			s.parked.Add(-1)
 			release()
 		case <-timeout:
+			s.parked.Add(-1)
 			release()
 			mark(w.Header(), index)
 			writeJSON(w, http.StatusOK, body)
 			return
 		case <-r.Context().Done():
+			s.parked.Add(-1)
 			release()
 			return
 		}
