@@ -43,6 +43,11 @@ func (f *clientFlags) client() (*api.Client, error) {
 	return api.NewClient(f.addr), nil
 }
 
+// table starts a table on cmd's output, coloured on a terminal.
+func (f *clientFlags) table(cmd *cobra.Command, header ...string) *table {
+	return newTable(cmd.OutOrStdout(), useColor(cmd.OutOrStdout()), header...)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -155,34 +160,60 @@ func newServiceDeregisterCmd() *cobra.Command {
 	return cmd
 }
 
-func newServiceListCmd() *cobra.Command {
+// newServiceListCmd is 'bftmon service list'; newServicesCmd the same as
+// 'bftmon services'.
+func newServiceListCmd() *cobra.Command { return servicesCmd("list") }
+
+func newServicesCmd() *cobra.Command { return servicesCmd("services") }
+
+func servicesCmd(use string) *cobra.Command {
 	var f clientFlags
+	var filter filterFlags
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List services with their agreed status",
+		Use:   use,
+		Short: "List services with their instance counts, agreed status and tags",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			list, _, err := c.Services(cmd.Context(), nil)
+			list, _, err := c.Services(cmd.Context(), filter.options())
 			if err != nil {
 				return err
 			}
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tINSTANCES\tSTATUS")
+			tb := f.table(cmd, "NAME", "INSTANCES", "STATUS", "TAGS")
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%d\t%s\n", s.Name, s.Instances, s.Status)
+				tb.row(s.Name, s.Instances, s.Status, strings.Join(s.Tags, ","))
 			}
-			return tw.Flush()
+			return tb.flush()
 		},
 	}
 	f.add(cmd)
+	filter.add(cmd, true)
 	return cmd
+}
+
+// filterFlags are the instance filters of the read commands (the API's
+// ?status ?tag ?dc).
+type filterFlags struct {
+	status, tags []string
+	dc           string
+}
+
+func (ff *filterFlags) add(cmd *cobra.Command, withDC bool) {
+	cmd.Flags().StringSliceVar(&ff.status, "status", nil, "only instances with these agreed statuses (passing, warning, critical, unknown, stale, disputed, pending; repeatable or comma-separated)")
+	cmd.Flags().StringArrayVar(&ff.tags, "tag", nil, "only instances carrying this tag (repeatable: all of them)")
+	if withDC {
+		cmd.Flags().StringVar(&ff.dc, "dc", "", "only instances registered in this datacenter")
+	}
+}
+
+func (ff *filterFlags) options() *api.QueryOptions {
+	return &api.QueryOptions{Status: ff.status, Tags: ff.tags, Datacenter: ff.dc}
 }
 
 func newServiceShowCmd() *cobra.Command {
@@ -231,16 +262,31 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 
 func newHealthCmd() *cobra.Command {
 	var f clientFlags
+	var filter filterFlags
+	var passing bool
+	var near string
 	cmd := &cobra.Command{
 		Use:   "health NAME",
-		Short: "Show the agreed health of a service (exit 0 passing, 1 warning/other, 2 critical)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show the agreed health of a service's instances (exit 0 passing, 1 warning or other, 2 critical or none)",
+		Long: `Show the agreed health of a service: each instance's checks with their
+verdict, hard (confirmed) status, the height since which it holds, and how
+many observers' fresh reports agree.
+
+As a Nagios plugin (docs/nagios.md) it exits 0 when every instance shown is
+agreed passing, 2 when one is agreed critical or when no instance matches,
+and 1 otherwise (warning, disputed, stale, pending).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			insts, _, err := c.Service(cmd.Context(), args[0], nil)
+			opts := filter.options()
+			if passing {
+				opts.Status = append(opts.Status, "passing")
+			}
+			opts.Near = near
+			insts, _, err := c.Service(cmd.Context(), args[0], opts)
 			if err != nil {
 				return err
 			}
@@ -249,8 +295,11 @@ func newHealthCmd() *cobra.Command {
 					return err
 				}
 			} else {
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "INSTANCE\tCHECK\tSTATUS\tHARD\tSINCE\tOBSERVERS")
+				header := []string{"INSTANCE", "ADDRESS", "DC", "CHECK", "STATUS", "HARD", "SINCE", "OBSERVERS"}
+				if near != "" {
+					header = append(header, "DISTANCE")
+				}
+				tb := f.table(cmd, header...)
 				for _, in := range insts {
 					for _, ch := range in.Checks {
 						agree := 0
@@ -259,10 +308,21 @@ func newHealthCmd() *cobra.Command {
 								agree++
 							}
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d/%d %s\n", in.ID, ch.ID, ch.Status, ch.HardStatus, ch.HardHeight, agree, len(ch.Observers), ch.Status)
+						cells := []any{in.ID, fmt.Sprintf("%s:%d", in.Address, in.Port), in.Datacenter, ch.ID, ch.Status, ch.HardStatus, ch.HardHeight,
+							fmt.Sprintf("%d/%d agree", agree, len(ch.Observers))}
+						if near != "" {
+							cells = append(cells, distance(in.DistanceMs))
+						}
+						tb.row(cells...)
 					}
 				}
-				tw.Flush()
+				if err := tb.flush(); err != nil {
+					return err
+				}
+			}
+			if len(insts) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "CRITICAL - no instance of %s matches\n", args[0])
+				return exitError{2}
 			}
 			code := 0
 			for _, in := range insts {
@@ -280,7 +340,18 @@ func newHealthCmd() *cobra.Command {
 		},
 	}
 	f.add(cmd)
+	filter.add(cmd, true)
+	cmd.Flags().BoolVar(&passing, "passing", false, "only instances agreed passing (as --status passing)")
+	cmd.Flags().StringVar(&near, "near", "", "order instances nearest to this datacenter first, by the latency its observers agree on")
 	return cmd
+}
+
+// distance is a DISTANCE cell: milliseconds, or "-" when unknown.
+func distance(ms *float64) string {
+	if ms == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fms", *ms)
 }
 
 func newVersionCmd() *cobra.Command {
@@ -318,6 +389,7 @@ func orDefaultStr(s, def string) string {
 
 func newObserversCmd() *cobra.Command {
 	var f clientFlags
+	var dc string
 	cmd := &cobra.Command{
 		Use:   "observers",
 		Short: "List the observers with their standing (how often they disagree with the agreed verdicts)",
@@ -327,25 +399,69 @@ func newObserversCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, _, err := c.Observers(cmd.Context(), nil)
+			list, _, err := c.Observers(cmd.Context(), &api.QueryOptions{Datacenter: dc})
 			if err != nil {
 				return err
 			}
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDATACENTER\tWEIGHT\tAGREED\tDISAGREED\tSTANDING\tID")
+			tb := f.table(cmd, "NAME", "DATACENTER", "WEIGHT", "AGREED", "DISAGREED", "STANDING", "ID")
 			for _, o := range list {
 				standing := "good"
 				if o.Suspect {
-					standing = fmt.Sprintf("SUSPECT since %d", o.SuspectHeight)
+					standing = fmt.Sprintf("suspect since %d", o.SuspectHeight)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d (%.1f%%)\t%s\t%s\n", o.Name, o.Datacenter, o.Weight, o.Agreed, o.Disagreed, o.DisagreedPercent, standing, o.ID)
+				tb.row(o.Name, o.Datacenter, o.Weight, o.Agreed, fmt.Sprintf("%d (%.1f%%)", o.Disagreed, o.DisagreedPercent), standing, o.ID)
 			}
-			return tw.Flush()
+			return tb.flush()
 		},
 	}
 	f.add(cmd)
+	cmd.Flags().StringVar(&dc, "dc", "", "only the observers of this datacenter")
+	return cmd
+}
+
+func newAlertsCmd() *cobra.Command {
+	var f clientFlags
+	var opts api.QueryOptions
+	cmd := &cobra.Command{
+		Use:   "alerts",
+		Short: "List committed alerts, newest first",
+		Long: `List the alerts the network committed, newest first: agreed state changes
+of checks (state_change), checks whose observers disagree (disputed) or went
+silent (stale), and observers that became suspect (observer_suspect).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if opts.Limit < 1 {
+				return fmt.Errorf("--limit %d: want a positive number of alerts", opts.Limit)
+			}
+			list, _, err := c.Alerts(cmd.Context(), &opts)
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			tb := f.table(cmd, "HEIGHT", "TIME", "KIND", "SUBJECT", "FROM", "TO", "ID")
+			for _, a := range list {
+				subject := a.Service + "/" + a.Instance + "/" + a.Check
+				if a.Observer != "" {
+					subject = "observer " + a.Observer
+				}
+				tb.row(a.Height, a.Time.Local().Format(time.DateTime), a.Kind, subject, a.From, a.To, a.ID)
+			}
+			return tb.flush()
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&opts.Service, "service", "", "only alerts about this service")
+	cmd.Flags().StringVar(&opts.Kind, "kind", "", "only alerts of this kind: state_change, disputed, stale, observer_suspect")
+	cmd.Flags().StringSliceVar(&opts.Status, "status", nil, "only alerts to these statuses")
+	cmd.Flags().IntVar(&opts.Limit, "limit", 50, "at most this many alerts")
 	return cmd
 }

@@ -152,6 +152,43 @@ func TestDev(t *testing.T) {
 	if out, code := cli("health", "demo"); code != 0 || !strings.Contains(out, "passing") {
 		t.Fatalf("health demo: %q exit %d", out, code)
 	}
+	// The read commands, their filters and their errors (output to a pipe:
+	// never coloured).
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"services"}, 0, []string{"NAME", "INSTANCES", "STATUS", "TAGS", "demo", "passing"}},
+		{[]string{"services", "--status", "critical"}, 0, []string{"NAME"}},
+		{[]string{"health", "demo", "--passing", "--near", "dc1"}, 0, []string{"DISTANCE", "demo-1", "1/1 agree"}},
+		{[]string{"health", "demo", "--status", "critical"}, 2, []string{"CRITICAL - no instance of demo matches"}},
+		{[]string{"health", "demo", "--tag", "nope"}, 2, []string{"no instance of demo matches"}},
+		{[]string{"health", "demo", "--status", "bogus"}, 1, []string{`parameter status="bogus"`}},
+		{[]string{"health", "nope"}, 1, []string{"nope"}},
+		{[]string{"observers", "--dc", "dc1"}, 0, []string{"node0", "good"}},
+		{[]string{"observers", "--dc", "dc9"}, 0, []string{"NAME"}},
+		{[]string{"alerts", "-o", "yaml"}, 1, []string{`--output "yaml": want table or json`}},
+		{[]string{"alerts", "--limit", "-1"}, 1, []string{"limit"}},
+	} {
+		out, code := cli(tc.args...)
+		if code != tc.code || strings.Contains(out, "\x1b[") {
+			t.Errorf("%v: exit %d, want %d (or escapes in a pipe):\n%s", tc.args, code, tc.code, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: %q not in\n%s", tc.args, w, out)
+			}
+		}
+	}
+	if out, code := cli("services", "--status", "critical", "-o", "json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("services --status critical -o json: %q exit %d, want []", out, code)
+	}
+	out, code = cli("health", "demo", "--near", "dc1", "-o", "json")
+	var near []api.Instance
+	if err := json.Unmarshal([]byte(out), &near); err != nil || code != 0 || len(near) != 1 || near[0].DistanceMs == nil {
+		t.Errorf("health demo --near dc1 -o json: %q exit %d (%v): want demo-1 with its distance", out, code, err)
+	}
 
 	// Register a service from a file, and refuse an invalid one.
 	file := filepath.Join(t.TempDir(), "svc.yaml")
@@ -215,6 +252,24 @@ func TestDev(t *testing.T) {
 	waitCLI("demo critical", func(out string, code int) bool {
 		return code == 2 && strings.Contains(out, "critical")
 	}, "health", "demo")
+	waitCLI("the demo's state_change alert listed", func(out string, code int) bool {
+		var alerts []api.Alert
+		if json.Unmarshal([]byte(out), &alerts) != nil || code != 0 {
+			return false
+		}
+		for _, a := range alerts {
+			if a.Service != "demo" || a.Kind != "state_change" {
+				t.Fatalf("alerts --service demo --kind state_change listed %+v", a)
+			}
+			if a.To == "critical" && len(a.Views) == 1 {
+				return true
+			}
+		}
+		return false
+	}, "alerts", "--service", "demo", "--kind", "state_change", "-o", "json")
+	if out, code := cli("alerts", "--service", "demo"); code != 0 || !strings.Contains(out, "demo/demo-1/http") || !strings.Contains(out, "critical") {
+		t.Errorf("alerts table: %q exit %d", out, code)
+	}
 	d.stop(t)
 
 	// Running it again resumes the same chain.
