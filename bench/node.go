@@ -127,7 +127,7 @@ func startNode(ctx context.Context, blockInterval time.Duration) (*benchNode, er
 	}
 	httpAddr := addr()
 	if err := node.Init(node.InitOptions{Home: home, ChainID: "bench", HTTPAddr: httpAddr,
-		RPCAddr: "tcp://" + addr(), P2PAddr: "tcp://" + addr(), BlockInterval: blockInterval}); err != nil {
+		RPCAddr: "tcp://" + addr(), P2PAddr: "tcp://" + addr(), DNSAddr: "127.0.0.1:0", BlockInterval: blockInterval}); err != nil {
 		os.RemoveAll(home)
 		return nil, err
 	}

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +55,7 @@ type Server struct {
 	h   http.Handler
 
 	parked atomic.Int64 // blocking queries waiting for a change
+	cache  answerCache
 }
 
 // Parked is the number of blocking queries waiting for a change now.
@@ -120,21 +123,19 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 	for {
 		changed, release := s.hub.watch(topic) // before reading: no change slips between
 		q, err := s.b.Read()
-		var index int64
-		var body any
+		var ans cachedAnswer
 		if err == nil {
-			index, body, err = read(q)
+			ans, err = s.answer(q, r, topic, read)
 		}
 		if err != nil {
 			release()
 			s.fail(w, err)
 			return
 		}
-		index = max(index, 1) // 0 would tell clients not to block
-		if !b.on || index > b.index {
+		if !b.on || ans.index > b.index {
 			release()
-			mark(w.Header(), index)
-			writeJSON(w, http.StatusOK, body)
+			mark(w.Header(), ans.index)
+			writeBody(w, http.StatusOK, ans.body)
 			return
 		}
 		s.parked.Add(1)
@@ -145,8 +146,8 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 		case <-timeout:
 			s.parked.Add(-1)
 			release()
-			mark(w.Header(), index)
-			writeJSON(w, http.StatusOK, body)
+			mark(w.Header(), ans.index)
+			writeBody(w, http.StatusOK, ans.body)
 			return
 		case <-r.Context().Done():
 			s.parked.Add(-1)
@@ -168,11 +169,93 @@ func (s *Server) logged(h http.Handler) http.Handler {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := encode(v)
+	if err != nil {
+		code, body = http.StatusInternalServerError, []byte(`{"error": "encode the answer"}`+"\n")
+	}
+	writeBody(w, code, body)
+}
+
+// encode is the JSON of an answer as the API writes it.
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	err := enc.Encode(v)
+	return b.Bytes(), err
+}
+
+// writeBody writes an encoded JSON answer.
+func writeBody(w http.ResponseWriter, code int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(body)
+}
+
+// answer reads and encodes the answer to r from q, or takes it from the
+// cache: every read of one committed version gives the same answer, so
+// per block only the first request of each route and query pays for
+// reading and encoding it. Status (topicBlock) is read apart from q and is
+// not cached.
+func (s *Server) answer(q *app.Query, r *http.Request, topic string, read answer) (cachedAnswer, error) {
+	height, key := q.Info().Height, r.URL.Path+"?"+r.URL.RawQuery
+	if topic != topicBlock {
+		if a, ok := s.cache.get(height, key); ok {
+			return a, nil
+		}
+	}
+	index, body, err := read(q)
+	if err != nil {
+		return cachedAnswer{}, err
+	}
+	a := cachedAnswer{index: max(index, 1)} // 0 would tell clients not to block
+	if a.body, err = encode(body); err != nil {
+		return cachedAnswer{}, fmt.Errorf("encode the answer: %w", err)
+	}
+	if topic != topicBlock {
+		s.cache.put(height, key, a)
+	}
+	return a, nil
+}
+
+// maxCached bounds the answers cached for one version.
+const maxCached = 4096
+
+// cachedAnswer is an encoded answer and its index.
+type cachedAnswer struct {
+	index int64
+	body  []byte
+}
+
+// answerCache holds the encoded answers of the latest committed version
+// read, by request path and query.
+type answerCache struct {
+	mu      sync.Mutex
+	height  int64
+	answers map[string]cachedAnswer
+}
+
+func (c *answerCache) get(height int64, key string) (cachedAnswer, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if height != c.height {
+		return cachedAnswer{}, false
+	}
+	a, ok := c.answers[key]
+	return a, ok
+}
+
+// put keeps a for height; a newer height drops the older answers.
+func (c *answerCache) put(height int64, key string, a cachedAnswer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case height > c.height || c.answers == nil:
+		c.height, c.answers = height, map[string]cachedAnswer{}
+	case height < c.height || len(c.answers) >= maxCached:
+		return
+	}
+	c.answers[key] = a
 }
 
 func writeErr(w http.ResponseWriter, code int, msg string) {
