@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,36 +16,16 @@ import (
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/internal/testutil"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
 )
 
-// freeAddr returns a free 127.0.0.1 port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		lastErr = err
-		time.Sleep(50 * time.Millisecond) // polling interval, not a wait for an outcome
-	}
-	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
-}
+// The helpers shared with the other tests that start real nodes.
+var (
+	freeAddr = testutil.FreeAddr
+	waitFor  = testutil.WaitFor
+)
 
 // testNode is a started one-node network whose observer is in dc1, and a
 // real HTTP server that its instances' checks probe.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,36 +15,16 @@ import (
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/internal/testutil"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
 )
 
-// freeAddr returns a free 127.0.0.1 port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		lastErr = err
-		time.Sleep(50 * time.Millisecond) // polling interval, not a wait for an outcome
-	}
-	t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, lastErr)
-}
+// The helpers shared with the other tests that start real nodes.
+var (
+	freeAddr = testutil.FreeAddr
+	waitFor  = testutil.WaitFor
+)
 
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {

@@ -18,7 +18,11 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/internal/testutil"
 )
+
+// freeAddr is shared with the other tests that start real nodes.
+var freeAddr = testutil.FreeAddr
 
 // buildBinary builds the real bftmon binary once per test run.
 func buildBinary(t *testing.T) string {
@@ -29,16 +33,6 @@ func buildBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // devRun is a running `bftmon dev` process.
