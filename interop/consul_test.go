@@ -116,12 +116,12 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 	// groups keeps the latest target group per source, as Prometheus'
 	// discovery manager does.
 	groups := map[string]*targetgroup.Group{}
-	// waitGroup reads updates until the web group satisfies ok.
-	waitGroup := func(what string, ok func(g *targetgroup.Group) bool) *targetgroup.Group {
+	// waitGroup reads updates until the group of source satisfies ok.
+	waitGroup := func(source, what string, ok func(g *targetgroup.Group) bool) *targetgroup.Group {
 		t.Helper()
 		deadline := time.After(60 * time.Second)
 		for {
-			if g := groups["web"]; g != nil && ok(g) {
+			if g := groups[source]; g != nil && ok(g) {
 				return g
 			}
 			select {
@@ -130,12 +130,16 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 					groups[g.Source] = g
 				}
 			case <-deadline:
-				t.Fatalf("timed out waiting for %s; web group: %+v", what, groups["web"])
+				t.Fatalf("timed out waiting for %s; %s group: %+v", what, source, groups[source])
 			}
 		}
 	}
 
-	g := waitGroup("the three web instances", func(g *targetgroup.Group) bool { return len(g.Targets) == 3 })
+	db := waitGroup("db", "the db instance", func(g *targetgroup.Group) bool { return len(g.Targets) == 1 })
+	if db.Targets[0][model.AddressLabel] != "10.2.0.1:5432" {
+		t.Errorf("db target %v", db.Targets[0])
+	}
+	g := waitGroup("web", "the three web instances", func(g *targetgroup.Group) bool { return len(g.Targets) == 3 })
 	if g.Labels["__meta_consul_service"] != "web" || g.Labels["__meta_consul_dc"] != "dc1" {
 		t.Errorf("group labels %v: want service web in dc1 (the node's datacenter from /v1/agent/self)", g.Labels)
 	}
@@ -162,9 +166,6 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 			}
 		}
 	}
-	if db := groups["db"]; db == nil || len(db.Targets) != 1 {
-		t.Errorf("db group %+v: want its one instance", db)
-	}
 
 	// Wait until Prometheus holds a blocking health query, then change web.
 	waitFor(t, "Prometheus' blocking query on web to be parked", 30*time.Second, func() (bool, error) { return rec.parked(0), nil })
@@ -172,7 +173,7 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 	rec.phase = 1
 	rec.mu.Unlock()
 	height := tn.deregister(ctx, t, "web", "web-2")
-	g = waitGroup("web-2 gone", func(g *targetgroup.Group) bool { return len(g.Targets) == 2 })
+	g = waitGroup("web", "web-2 gone", func(g *targetgroup.Group) bool { return len(g.Targets) == 2 })
 	for _, tg := range g.Targets {
 		if tg["__meta_consul_service_id"] == "web-2" {
 			t.Errorf("web-2 still listed: %v", g.Targets)
