@@ -39,6 +39,8 @@ type Block struct {
 	AppHash []byte
 	Txs     []TxOutcome
 	Alerts  []types.Alert
+	// Deliveries are the delivery receipts the block committed.
+	Deliveries []types.Delivery
 	// Changes is what the block changed in the agreed state.
 	Changes app.Changes
 	// Observations is the number of observations the block applied.
@@ -160,7 +162,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 	if err != nil {
 		return nil, fmt.Errorf("end block %d: %w", req.Height, err)
 	}
-	blk.AppHash, blk.Alerts, blk.Changes, blk.Observations = hash, alerts, a.app.Changed(), a.app.Applied()
+	blk.AppHash, blk.Alerts, blk.Deliveries, blk.Changes, blk.Observations = hash, alerts, a.app.Deliveries(), a.app.Changed(), a.app.Applied()
 	events := make([]abci.Event, 0, len(alerts))
 	for _, al := range alerts {
 		events = append(events, abci.Event{Type: "alert", Attributes: []abci.EventAttribute{

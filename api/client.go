@@ -146,6 +146,9 @@ func (o *QueryOptions) encode() string {
 	if o.Limit > 0 {
 		v.Set("limit", strconv.Itoa(o.Limit))
 	}
+	if o.Pending {
+		v.Set("pending", "true")
+	}
 	if o.WaitIndex > 0 {
 		v.Set("index", strconv.FormatInt(o.WaitIndex, 10))
 	}

@@ -4,6 +4,8 @@
 package api
 
 import (
+	"github.com/bftmon/bftmon/app/types"
+
 	"errors"
 	"time"
 )
@@ -97,6 +99,33 @@ type Alert struct {
 	Height   int64          `json:"height"`
 	Time     time.Time      `json:"time"`
 	Views    []ObserverView `json:"views"`
+	// Deliveries are the committed receipts: which node delivered the
+	// alert to which receiver, and when.
+	Deliveries []Delivery `json:"deliveries,omitempty"`
+}
+
+// NewAlert is the API's form of a committed alert; names maps observer ids
+// to names.
+func NewAlert(al *types.Alert, names map[string]string) Alert {
+	a := Alert{
+		ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
+		Instance: al.Instance, Check: al.Check, Observer: al.Observer, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
+	}
+	for _, v := range al.Views {
+		a.Views = append(a.Views, ObserverView{Observer: v.Observer, Name: names[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
+	}
+	return a
+}
+
+// Delivery is a committed delivery receipt of an alert.
+type Delivery struct {
+	Receiver string `json:"receiver"`
+	// Observer is the id of the observer key the delivering node signs
+	// with; Name its name.
+	Observer string    `json:"observer"`
+	Name     string    `json:"name"`
+	Height   int64     `json:"height"`
+	Time     time.Time `json:"time"`
 }
 
 // Observer is a member of the observer set with its standing: over the last
@@ -179,10 +208,12 @@ type QueryOptions struct {
 	Meta map[string]string
 	// Near orders instances nearest that datacenter first.
 	Near string
-	// Service and Kind filter alerts; Limit caps their number.
+	// Service and Kind filter alerts; Limit caps their number; Pending
+	// keeps the alerts no node has yet committed a delivery receipt for.
 	Service string
 	Kind    string
 	Limit   int
+	Pending bool
 	// WaitIndex makes the read block until the answer's index is above it,
 	// or WaitTime (default 5m, at most 10m) has passed.
 	WaitIndex int64

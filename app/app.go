@@ -51,6 +51,7 @@ type App struct {
 	changed        map[string]bool // services whose agreed state changed
 	verdicts       []VerdictChange // in the order evaluated (by check ref)
 	alerts         []types.Alert
+	deliveries     []types.Delivery
 	catalogChanged bool
 	applied        int                   // observations applied in this block
 	tallies        map[string]*[2]uint64 // observer id → reports agreeing, disagreeing with this block's verdicts
@@ -146,6 +147,7 @@ func (a *App) BeginBlock(height, timeMs int64) {
 	a.changed = map[string]bool{}
 	a.verdicts = nil
 	a.alerts = nil
+	a.deliveries = nil
 	a.catalogChanged = false
 	a.applied = 0
 }
@@ -181,7 +183,11 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		a.meta.AlertHeight = a.meta.Height
 	}
 	for i := range a.alerts {
-		if err := a.put(alertKey(a.meta.Height, uint32(i)), &a.alerts[i]); err != nil {
+		k := alertKey(a.meta.Height, uint32(i))
+		if err := a.put(k, &a.alerts[i]); err != nil {
+			return nil, nil, err
+		}
+		if err := a.store.Set(alertIDKey(a.alerts[i].Id), k[len(prefixAlert):]); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -215,6 +221,8 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 		log, err = a.deregister(body.Signer, m.Deregister)
 	case *types.Msg_Observe:
 		log, err = a.observe(body.Signer, m.Observe)
+	case *types.Msg_Receipt:
+		log, err = a.receipt(body.Signer, m.Receipt)
 	}
 	if err != nil {
 		return "", err
@@ -245,6 +253,11 @@ func (a *App) CheckTx(tx []byte) error {
 			return refuse(CodeUnauthorized, "signer %s is not an observer", types.KeyID(body.Signer))
 		}
 		return checkBatchShape(m.Observe)
+	case *types.Msg_Receipt:
+		if a.byPub[string(body.Signer)] == nil {
+			return refuse(CodeUnauthorized, "signer %s is not an observer: only observers' nodes deliver alerts", types.KeyID(body.Signer))
+		}
+		return validReceipt(m.Receipt)
 	}
 	return nil
 }

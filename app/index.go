@@ -65,7 +65,7 @@ func (a *App) touch(service string) error {
 func (a *App) Changed() Changes {
 	c := Changes{
 		Catalog:   a.catalogChanged,
-		Alerts:    len(a.alerts) > 0,
+		Alerts:    len(a.alerts) > 0 || len(a.deliveries) > 0,
 		Observers: a.meta.ObserversHeight == a.meta.Height && a.meta.Height > 0,
 		Verdicts:  a.verdicts,
 	}

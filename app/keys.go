@@ -18,17 +18,21 @@ import (
 //	a/<height BE8><seq BE4>         types.Alert
 //	t/<observer id>                 types.ObserverStanding
 //	i/<service>                     height its agreed state last changed (8 bytes BE)
+//	x/<alert id>                    where the alert is: its a/ key's height and seq (12 bytes)
+//	d/<alert id>/<receiver>/<observer id>  types.Delivery (a committed receipt)
 var (
-	keyInfo       = []byte("m/info")
-	prefixNonce   = []byte("n/")
-	prefixObs     = []byte("o/")
-	prefixOp      = []byte("p/")
-	prefixService = []byte("s/")
-	prefixCheck   = []byte("c/")
-	prefixRecord  = []byte("r/")
-	prefixAlert   = []byte("a/")
-	prefixStand   = []byte("t/")
-	prefixIndex   = []byte("i/")
+	keyInfo        = []byte("m/info")
+	prefixNonce    = []byte("n/")
+	prefixObs      = []byte("o/")
+	prefixOp       = []byte("p/")
+	prefixService  = []byte("s/")
+	prefixCheck    = []byte("c/")
+	prefixRecord   = []byte("r/")
+	prefixAlert    = []byte("a/")
+	prefixStand    = []byte("t/")
+	prefixIndex    = []byte("i/")
+	prefixAlertID  = []byte("x/")
+	prefixDelivery = []byte("d/")
 )
 
 func cat(prefix []byte, parts ...string) []byte {
@@ -55,4 +59,10 @@ func alertKey(height int64, seq uint32) []byte {
 	k := append([]byte{}, prefixAlert...)
 	k = binary.BigEndian.AppendUint64(k, uint64(height))
 	return binary.BigEndian.AppendUint32(k, seq)
+}
+
+func alertIDKey(id string) []byte { return cat(prefixAlertID, id) }
+
+func deliveryKey(alertID, receiver, observer string) []byte {
+	return cat(prefixDelivery, alertID, receiver, observer)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/notify"
 )
 
 // Files of a node home, relative to it. CometBFT's own files keep their
@@ -46,6 +47,11 @@ type Settings struct {
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
 	// them, to send different transactions to different nodes.
 	PeerRPC []string `json:"peer_rpc,omitempty"`
+	// Notify configures alert delivery: receivers, hand-off delay, retries
+	// (docs/alerts.md).
+	Notify notify.Settings `json:"notify,omitzero"`
+
+	notify notify.Config // Notify checked, by ReadSettings
 }
 
 // Duration is a time.Duration written as a Go duration string in JSON.
@@ -252,6 +258,9 @@ func ReadSettings(home string) (Settings, error) {
 	}
 	if err := json.Unmarshal(bz, &st); err != nil {
 		return st, fmt.Errorf("read %s: %w", filepath.Join(home, SettingsFile), err)
+	}
+	if st.notify, err = st.Notify.Check(filepath.Join(home, SettingsFile), bz); err != nil {
+		return st, err
 	}
 	return st, nil
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/dns"
 	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/notify"
 	"github.com/bftmon/bftmon/store"
 )
 
@@ -69,7 +70,8 @@ type Node struct {
 	cometMetrics *prometheus.Registry
 	http         *http.Server
 	httpLn       net.Listener
-	dns          *dns.Server // nil without a DNS interface
+	dns          *dns.Server      // nil without a DNS interface
+	notifier     *notify.Notifier // nil without receivers
 	nodeID       string
 	rpcAddr      string
 
@@ -169,6 +171,9 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 			defer n.wg.Done()
 			n.observer.run(runCtx)
 		}()
+	}
+	if err := n.startNotifier(runCtx); err != nil {
+		return err
 	}
 
 	n.httpLn, err = net.Listen("tcp", n.settings.HTTPAddr)
@@ -322,3 +327,30 @@ func (n *Node) Stop() error {
 // OnCommit registers f to see every block this node commits from now on,
 // after the block's state is saved.
 func (n *Node) OnCommit(f func(abci.Block)) { n.app.OnCommit(f) }
+
+// startNotifier starts alert delivery if the settings name receivers.
+func (n *Node) startNotifier(ctx context.Context) error {
+	if len(n.settings.notify.Receivers) == 0 {
+		return nil
+	}
+	o := notify.Options{
+		Config: n.settings.notify, Dir: filepath.Join(n.cfg.Home, "data"), Chain: n.app,
+		Silent:       len(n.cfg.Byzantine) > 0, // a lying node also keeps quiet about alerts
+		GeneratorURL: "http://" + n.settings.HTTPAddr, Registerer: n.metrics, Logger: n.log,
+	}
+	if n.observer != nil {
+		o.Observer, o.Receipt, o.Name = n.observer.key.ID(), n.observer.receipt, n.observer.key.Name
+	}
+	nt, err := notify.New(o)
+	if err != nil {
+		return err
+	}
+	n.notifier = nt
+	n.app.OnCommit(func(b abci.Block) { nt.Committed(b.Alerts, b.Deliveries) })
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		nt.Run(ctx)
+	}()
+	return nil
+}

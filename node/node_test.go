@@ -61,13 +61,21 @@ type testNode struct {
 // and waits for its first block. The caller stops the node.
 func startNode(ctx context.Context, t *testing.T) testNode {
 	t.Helper()
-	tn := testNode{home: t.TempDir(), httpAddr: freeAddr(t)}
+	home, httpAddr := t.TempDir(), freeAddr(t)
 	if err := node.Init(node.InitOptions{
-		Home: tn.home, ChainID: "it-chain", HTTPAddr: tn.httpAddr,
+		Home: home, ChainID: "it-chain", HTTPAddr: httpAddr,
 		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return startNodeAt(ctx, t, home, httpAddr)
+}
+
+// startNodeAt starts the node initialised in home, whose API listens on
+// httpAddr, and waits for its first block.
+func startNodeAt(ctx context.Context, t *testing.T, home, httpAddr string) testNode {
+	t.Helper()
+	tn := testNode{home: home, httpAddr: httpAddr}
 	var err error
 	if tn.node, err = node.Start(ctx, node.Config{Home: tn.home, Logger: testLogger(t)}); err != nil {
 		t.Fatal(err)

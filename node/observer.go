@@ -215,6 +215,23 @@ func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
 	return nil
 }
 
+// receipt commits this node's delivery receipt of an alert to a receiver.
+func (o *observer) receipt(ctx context.Context, alertID, receiver string) error {
+	msg := types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alertID, Receiver: receiver}}}
+	tx, err := types.SignTx(o.app.ChainID(), o.key.Private, o.nonce(), msg)
+	if err != nil {
+		return err
+	}
+	res, err := o.bcast.Commit(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("receipt of %s for %s: %w", alertID, receiver, err)
+	}
+	if res.Code != 0 {
+		return fmt.Errorf("receipt of %s for %s refused (code %d): %s", alertID, receiver, res.Code, res.Log)
+	}
+	return nil
+}
+
 type submitError struct{ res TxResult }
 
 func (e *submitError) Error() string {

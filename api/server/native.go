@@ -186,10 +186,12 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 	var limit int
 	var service, kind string
 	var to []types.Status
+	var pending bool
 	b, ok := parse(w, r, false, func(p *params) {
 		limit = p.limit(100, 1000)
 		service, kind = p.str("service"), p.str("kind")
 		to = p.statuses()
+		pending = p.flag("pending")
 	})
 	if !ok {
 		return
@@ -208,21 +210,23 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 			if service != "" && al.Service != service || kind != "" && al.Kind != kind || len(to) > 0 && !slices.Contains(to, al.To) {
 				continue
 			}
-			out = append(out, alertJSON(&al, obs))
+			ds, err := q.Deliveries(al.Id)
+			if err != nil {
+				return 0, nil, err
+			}
+			if pending && len(ds) > 0 {
+				continue
+			}
+			a := api.NewAlert(&al, obs)
+			a.Deliveries = make([]api.Delivery, 0, len(ds))
+			for _, d := range ds {
+				a.Deliveries = append(a.Deliveries, api.Delivery{Receiver: d.Receiver, Observer: d.Observer, Name: obs[d.Observer],
+					Height: d.Height, Time: time.UnixMilli(d.TimeMs).UTC()})
+			}
+			out = append(out, a)
 		}
 		return q.Indexes().Alerts, out, nil
 	}, bftmonIndex)
-}
-
-func alertJSON(al *types.Alert, obs map[string]string) api.Alert {
-	a := api.Alert{
-		ID: al.Id, Kind: al.Kind, From: al.From.Name(), To: al.To.Name(), Service: al.Service,
-		Instance: al.Instance, Check: al.Check, Observer: al.Observer, Height: al.Height, Time: time.UnixMilli(al.TimeMs).UTC(),
-	}
-	for _, v := range al.Views {
-		a.Views = append(a.Views, api.ObserverView{Observer: v.Observer, Name: obs[v.Observer], Datacenter: v.Datacenter, Status: v.Status.Name(), Fresh: v.Fresh, Output: v.Output})
-	}
-	return a
 }
 
 func (s *Server) observers(w http.ResponseWriter, r *http.Request) {

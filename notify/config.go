@@ -1,0 +1,325 @@
+// Package notify delivers committed alerts to webhook receivers: every node
+// follows the alerts consensus commits, keeps what it owes each receiver in
+// an outbox in its local database, and delivers it — signed native JSON
+// (Standard Webhooks) or Prometheus Alertmanager API v2 — with retries,
+// until a delivery receipt is committed or the alert expires.
+//
+// In delivery mode "one" (the default) the nodes take turns: the order of
+// an alert's deliverers is derived from its id and the committed observer
+// set, the first delivers at once and commits a receipt, and each next node
+// waits its position times the hand-off delay and delivers only if no
+// receipt has been committed by then. A crashed or silent node delays a
+// page by one hand-off; it cannot suppress it. In mode "all" every node
+// delivers at once and receivers deduplicate on the alert id.
+package notify
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Formats and modes of receivers.
+const (
+	FormatNative       = "native"
+	FormatAlertmanager = "alertmanager"
+	ModeOne            = "one"
+	ModeAll            = "all"
+)
+
+// Defaults of Settings and Receiver.
+const (
+	DefaultHandoffDelay   = 10 * time.Second
+	DefaultMaxAge         = 24 * time.Hour
+	DefaultTimeout        = 10 * time.Second
+	DefaultResendInterval = time.Minute
+	DefaultResolvedFor    = 15 * time.Minute
+	DefaultRetryBase      = time.Second
+	DefaultRetryMax       = time.Minute
+)
+
+// Settings are a node's notification settings, the "notify" object of its
+// config/bftmon.json. Durations are Go duration strings ("10s").
+type Settings struct {
+	// HandoffDelay is how long each next node in an alert's order waits
+	// for the previous one's receipt (mode one). Default 10s.
+	HandoffDelay string `json:"handoff_delay,omitempty"`
+	// MaxAge is how long an undelivered alert is kept trying. Default 24h.
+	MaxAge string `json:"max_age,omitempty"`
+	// ResendInterval is how often a firing alert is sent again to an
+	// Alertmanager receiver, which resolves alerts that are not. Default 1m.
+	ResendInterval string `json:"resend_interval,omitempty"`
+	// ResolvedFor is how long a resolved alert keeps being sent to an
+	// Alertmanager receiver. Default 15m.
+	ResolvedFor string `json:"resolved_for,omitempty"`
+	// RetryBase and RetryMax bound the exponential backoff between failed
+	// attempts (defaults 1s and 1m; jittered).
+	RetryBase string `json:"retry_base,omitempty"`
+	RetryMax  string `json:"retry_max,omitempty"`
+	// Receivers are where alerts go.
+	Receivers []ReceiverSettings `json:"receivers,omitempty"`
+}
+
+// ReceiverSettings describe one receiver.
+type ReceiverSettings struct {
+	// Name identifies the receiver in receipts, logs and metrics: 1..63 of
+	// [a-z0-9._-]. The same receiver has the same name on every node.
+	Name string `json:"name"`
+	// URL is where alerts are POSTed. For Alertmanager, its base URL
+	// (http://host:9093) or the full /api/v2/alerts URL.
+	URL string `json:"url"`
+	// Format is "native" (default) or "alertmanager".
+	Format string `json:"format,omitempty"`
+	// Secret signs native deliveries (Standard Webhooks): "whsec_" and the
+	// base64 of 24 to 64 random bytes. Empty: unsigned.
+	Secret string `json:"secret,omitempty"`
+	// Kinds, Services and Tags select the alerts the receiver gets (empty:
+	// all). Tags match the instance's tags at delivery time.
+	Kinds    []string `json:"kinds,omitempty"`
+	Services []string `json:"services,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+	// Timeout cuts one delivery attempt. Default 10s.
+	Timeout string `json:"timeout,omitempty"`
+	// Mode is "one" (default) or "all".
+	Mode string `json:"mode,omitempty"`
+}
+
+// Config is Settings checked and with defaults applied.
+type Config struct {
+	HandoffDelay, MaxAge, ResendInterval, ResolvedFor, RetryBase, RetryMax time.Duration
+	Receivers                                                              []Receiver
+}
+
+// Receiver is a checked receiver.
+type Receiver struct {
+	Name, URL, Format, Mode string
+	// Key is the decoded signing secret (nil: unsigned).
+	Key                   []byte
+	Kinds, Services, Tags []string
+	Timeout               time.Duration
+}
+
+// AlertKinds are the alert kinds a receiver may select.
+var AlertKinds = []string{"state_change", "disputed", "stale", "observer_suspect"}
+
+// Check validates s and applies the defaults. raw is the settings file it
+// came from (may be nil); errors name the receiver and the line of the file
+// it starts on, so that an operator finds it.
+func (s Settings) Check(file string, raw []byte) (Config, error) {
+	cfg := Config{}
+	for _, d := range []struct {
+		name string
+		v    string
+		def  time.Duration
+		to   *time.Duration
+	}{
+		{"handoff_delay", s.HandoffDelay, DefaultHandoffDelay, &cfg.HandoffDelay},
+		{"max_age", s.MaxAge, DefaultMaxAge, &cfg.MaxAge},
+		{"resend_interval", s.ResendInterval, DefaultResendInterval, &cfg.ResendInterval},
+		{"resolved_for", s.ResolvedFor, DefaultResolvedFor, &cfg.ResolvedFor},
+		{"retry_base", s.RetryBase, DefaultRetryBase, &cfg.RetryBase},
+		{"retry_max", s.RetryMax, DefaultRetryMax, &cfg.RetryMax},
+	} {
+		v, err := duration(d.v, d.def)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: notify.%s: %w", file, d.name, err)
+		}
+		*d.to = v
+	}
+	lines := receiverLines(raw)
+	seen := map[string]bool{}
+	for i, rs := range s.Receivers {
+		where := fmt.Sprintf("%s: notify.receivers[%d]", file, i)
+		if i < len(lines) {
+			where = fmt.Sprintf("%s:%d: notify.receivers[%d]", file, lines[i], i)
+		}
+		if rs.Name != "" {
+			where += fmt.Sprintf(" (%s)", rs.Name)
+		}
+		r, err := rs.check()
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", where, err)
+		}
+		if seen[r.Name] {
+			return cfg, fmt.Errorf("%s: a receiver named %q comes earlier: names must be unique", where, r.Name)
+		}
+		seen[r.Name] = true
+		cfg.Receivers = append(cfg.Receivers, r)
+	}
+	return cfg, nil
+}
+
+func (rs ReceiverSettings) check() (Receiver, error) {
+	r := Receiver{Name: rs.Name, URL: rs.URL, Format: rs.Format, Mode: rs.Mode, Kinds: rs.Kinds, Services: rs.Services, Tags: rs.Tags}
+	if err := validName(r.Name); err != nil {
+		return r, err
+	}
+	u, err := url.Parse(rs.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return r, fmt.Errorf("url %q: want an absolute http:// or https:// URL", rs.URL)
+	}
+	if r.Format == "" {
+		r.Format = FormatNative
+	}
+	switch r.Format {
+	case FormatNative:
+	case FormatAlertmanager:
+		if !strings.HasSuffix(u.Path, "/api/v2/alerts") {
+			r.URL = strings.TrimSuffix(rs.URL, "/") + "/api/v2/alerts"
+		}
+		if rs.Secret != "" {
+			return r, errors.New("secret: Alertmanager deliveries are not signed; remove it")
+		}
+	default:
+		return r, fmt.Errorf("format %q: want %q or %q", rs.Format, FormatNative, FormatAlertmanager)
+	}
+	if r.Mode == "" {
+		r.Mode = ModeOne
+	}
+	if r.Mode != ModeOne && r.Mode != ModeAll {
+		return r, fmt.Errorf("mode %q: want %q or %q", rs.Mode, ModeOne, ModeAll)
+	}
+	if rs.Secret != "" {
+		if r.Key, err = ParseSecret(rs.Secret); err != nil {
+			return r, fmt.Errorf("secret: %w", err)
+		}
+	}
+	for _, k := range rs.Kinds {
+		if !slices.Contains(AlertKinds, k) {
+			return r, fmt.Errorf("kinds: %q: want some of %s", k, strings.Join(AlertKinds, ", "))
+		}
+	}
+	if r.Timeout, err = duration(rs.Timeout, DefaultTimeout); err != nil {
+		return r, fmt.Errorf("timeout: %w", err)
+	}
+	return r, nil
+}
+
+// ParseSecret decodes a Standard Webhooks secret: "whsec_" and the base64
+// of 24 to 64 bytes.
+func ParseSecret(s string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(s, "whsec_")
+	if !ok {
+		return nil, errors.New(`want "whsec_" and base64 (Standard Webhooks), e.g. whsec_` + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0}, 24))[:8] + "...")
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("after whsec_: %w", err)
+	}
+	if len(key) < 24 || len(key) > 64 {
+		return nil, fmt.Errorf("the key is %d bytes: want 24 to 64 (e.g. head -c 32 /dev/urandom | base64)", len(key))
+	}
+	return key, nil
+}
+
+func duration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q: want a positive duration", s)
+	}
+	return d, nil
+}
+
+// validName: 1..63 of [a-z0-9._-], starting with a letter or digit (the
+// rule the application applies to receipts' receiver names).
+func validName(s string) error {
+	if s == "" || len(s) > 63 {
+		return fmt.Errorf("name %q: want 1 to 63 characters", s)
+	}
+	for i, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '-' || c == '_' || c == '.')) {
+			return fmt.Errorf("name %q: use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit", s)
+		}
+	}
+	return nil
+}
+
+// receiverLines finds, in a settings file, the line on which each element
+// of notify.receivers starts (nil if the file does not parse).
+func receiverLines(raw []byte) []int {
+	if len(raw) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var path []string // keys of the enclosing objects
+	var lines []int
+	depth := 0 // of arrays inside notify.receivers
+	key := ""
+	expectKey := false
+	var stack []json.Delim
+	for {
+		off := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return lines
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			inReceivers := len(path) == 2 && path[0] == "notify" && path[1] == "receivers" && len(stack) > 0 && stack[len(stack)-1] == '['
+			switch t {
+			case '{', '[':
+				if t == '{' && inReceivers && depth == 0 {
+					// The offset is before any whitespace: skip to the brace.
+					i := int(off)
+					for i < len(raw) && raw[i] != '{' {
+						i++
+					}
+					lines = append(lines, 1+bytes.Count(raw[:i], []byte("\n")))
+				}
+				if len(stack) > 0 && stack[len(stack)-1] == '{' {
+					path = append(path, key)
+				} else if inReceivers {
+					depth++
+				}
+				stack = append(stack, t)
+				expectKey = t == '{'
+			case '}', ']':
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1] == '{' {
+					path = path[:len(path)-1]
+					expectKey = true
+				} else if len(path) == 2 && path[0] == "notify" && path[1] == "receivers" && depth > 0 {
+					depth--
+				}
+			}
+		default:
+			if len(stack) > 0 && stack[len(stack)-1] == '{' {
+				if expectKey {
+					key, _ = t.(string)
+					expectKey = false
+				} else {
+					expectKey = true
+				}
+			}
+		}
+	}
+}
+
+// wants tells whether r takes alerts of kind about service (with the
+// instance's tags).
+func (r *Receiver) wants(kind, service string, tags []string) bool {
+	if len(r.Kinds) > 0 && !slices.Contains(r.Kinds, kind) {
+		return false
+	}
+	if len(r.Services) > 0 && !slices.Contains(r.Services, service) {
+		return false
+	}
+	for _, t := range r.Tags {
+		if !slices.Contains(tags, t) {
+			return false
+		}
+	}
+	return true
+}
