@@ -24,6 +24,7 @@ import (
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
+	"github.com/bftmon/bftmon/notify"
 )
 
 // Patience bounds every wait of the harness that gives no deadline.
@@ -389,4 +390,30 @@ func tail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimRight(string(bz), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// SetNotify writes the same notification settings into every node's
+// config/bftmon.json; nodes read them when they start.
+func (c *Cluster) SetNotify(s notify.Settings) {
+	c.t.Helper()
+	for _, n := range c.Nodes {
+		st, err := node.ReadSettings(n.Home)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		st.Notify = s
+		if err := node.WriteSettings(n.Home, st); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// ObserverID is the id of node n's observer key.
+func (n *Node) ObserverID() string {
+	n.c.t.Helper()
+	k, err := keys.Load(filepath.Join(n.Home, node.ObserverKeyFile))
+	if err != nil {
+		n.c.t.Fatal(err)
+	}
+	return k.ID()
 }

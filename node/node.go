@@ -337,6 +337,7 @@ func (n *Node) startNotifier(ctx context.Context) error {
 		Config: n.settings.notify, Dir: filepath.Join(n.cfg.Home, "data"), Chain: n.app,
 		Silent:       len(n.cfg.Byzantine) > 0, // a lying node also keeps quiet about alerts
 		GeneratorURL: "http://" + n.settings.HTTPAddr, Registerer: n.metrics, Logger: n.log,
+		Syncing: func() bool { return n.comet.ConsensusReactor().WaitSync() },
 	}
 	if n.observer != nil {
 		o.Observer, o.Receipt, o.Name = n.observer.key.ID(), n.observer.receipt, n.observer.key.Name

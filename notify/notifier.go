@@ -44,6 +44,10 @@ type Options struct {
 	// Name is this node's name, sent in the Bftmon-Node header of every
 	// delivery.
 	Name string
+	// Syncing tells whether the node is catching up with the network (nil:
+	// never). While it is, mode one waits: the receipts that would settle
+	// its entries may be in the blocks it has yet to apply.
+	Syncing func() bool
 	// Silent makes the notifier deliver nothing and commit no receipt: a
 	// Byzantine node's behaviour, for tests (docs/TESTING.md).
 	Silent bool
@@ -95,11 +99,19 @@ func New(o Options) (*Notifier, error) {
 		out.close()
 		return nil, err
 	}
+	// A node coming back may be behind: in mode one, the receipts of the
+	// nodes that took over reach it as it catches up. Its overdue entries
+	// wait one hand-off for them rather than deliver a second time at once.
+	notBefore := time.Now().Add(o.Config.HandoffDelay)
 	for _, e := range loaded {
-		if n.receiver(e.Receiver) == nil {
+		r := n.receiver(e.Receiver)
+		if r == nil {
 			// The receiver left the configuration: nothing to deliver to.
 			out.delete(e)
 			continue
+		}
+		if r.Mode == ModeOne && !e.Delivered && e.Due.Before(notBefore) {
+			e.Due = notBefore
 		}
 		n.entries[string(e.key())] = e
 	}
@@ -446,6 +458,12 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 	q, err := n.o.Chain.Read()
 	if err != nil {
 		n.retry(r, e, fmt.Errorf("read the committed state: %w", err))
+		return
+	}
+	if r.Mode == ModeOne && !e.Delivered && n.o.Syncing != nil && n.o.Syncing() {
+		n.mu.Lock()
+		e.Due = now.Add(time.Second)
+		n.mu.Unlock()
 		return
 	}
 	if r.Mode == ModeOne && !e.Delivered {

@@ -346,6 +346,19 @@ and 1 otherwise (warning, disputed, stale, pending).`,
 	return cmd
 }
 
+// deliveredCell says who delivered an alert to which receiver, and how
+// long after it was committed: "pager by node1 +0.4s", or "-".
+func deliveredCell(a api.Alert) string {
+	if len(a.Deliveries) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, d := range a.Deliveries {
+		parts = append(parts, fmt.Sprintf("%s by %s +%.1fs", d.Receiver, orDefaultStr(d.Name, d.Observer), d.Time.Sub(a.Time).Seconds()))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // distance is a DISTANCE cell: milliseconds, or "-" when unknown.
 func distance(ms *float64) string {
 	if ms == nil {
@@ -430,7 +443,9 @@ func newAlertsCmd() *cobra.Command {
 		Short: "List committed alerts, newest first",
 		Long: `List the alerts the network committed, newest first: agreed state changes
 of checks (state_change), checks whose observers disagree (disputed) or went
-silent (stale), and observers that became suspect (observer_suspect).`,
+silent (stale), and observers that became suspect (observer_suspect),
+with the committed delivery receipts: which node delivered each to which
+receiver, and when.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()
@@ -447,13 +462,13 @@ silent (stale), and observers that became suspect (observer_suspect).`,
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
-			tb := f.table(cmd, "HEIGHT", "TIME", "KIND", "SUBJECT", "FROM", "TO", "ID")
+			tb := f.table(cmd, "HEIGHT", "TIME", "KIND", "SUBJECT", "FROM", "TO", "DELIVERED", "ID")
 			for _, a := range list {
 				subject := a.Service + "/" + a.Instance + "/" + a.Check
 				if a.Observer != "" {
 					subject = "observer " + a.Observer
 				}
-				tb.row(a.Height, a.Time.Local().Format(time.DateTime), a.Kind, subject, a.From, a.To, a.ID)
+				tb.row(a.Height, a.Time.Local().Format(time.DateTime), a.Kind, subject, a.From, a.To, deliveredCell(a), a.ID)
 			}
 			return tb.flush()
 		},
@@ -463,5 +478,6 @@ silent (stale), and observers that became suspect (observer_suspect).`,
 	cmd.Flags().StringVar(&opts.Kind, "kind", "", "only alerts of this kind: state_change, disputed, stale, observer_suspect")
 	cmd.Flags().StringSliceVar(&opts.Status, "status", nil, "only alerts to these statuses")
 	cmd.Flags().IntVar(&opts.Limit, "limit", 50, "at most this many alerts")
+	cmd.Flags().BoolVar(&opts.Pending, "pending", false, "only alerts no node has committed a delivery receipt for yet")
 	return cmd
 }

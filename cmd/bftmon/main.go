@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		// Node commands (node_cmds.go).
 		newDevCmd(), newInitCmd(), newStartCmd(), newTestnetCmd(),
 		// Client commands (client_cmds.go).
-		newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newVersionCmd(),
+		newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
 		newCheckCmd(), newSubmitCmd(),
 		// Benchmarks (bench_cmds.go).
