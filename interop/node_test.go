@@ -41,6 +41,12 @@ type testNode struct {
 // first block; it stops at the end of the test.
 func startNode(ctx context.Context, t *testing.T) *testNode {
 	t.Helper()
+	return startNodeWith(ctx, t, nil)
+}
+
+// startNodeWith is startNode with settings changed by tune first.
+func startNodeWith(ctx context.Context, t *testing.T, tune func(*node.Settings)) *testNode {
+	t.Helper()
 	home := t.TempDir()
 	tn := &testNode{httpAddr: freeAddr(t)}
 	if err := node.Init(node.InitOptions{
@@ -48,6 +54,16 @@ func startNode(ctx context.Context, t *testing.T) *testNode {
 		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		st, err := node.ReadSettings(home)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tune(&st)
+		if err := node.WriteSettings(home, st); err != nil {
+			t.Fatal(err)
+		}
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
