@@ -111,6 +111,9 @@ type Scheduler struct {
 	cfg  Config
 	sem  chan struct{} // one token per probe in flight
 	wake chan struct{} // tells the timer loop the schedule changed
+	// changed tells the flush loop that a result's status differs from the
+	// one last submitted: a change is worth sending before the next tick.
+	changed chan struct{}
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -176,6 +179,7 @@ func NewScheduler(cfg Config) *Scheduler {
 		cfg:     cfg,
 		sem:     make(chan struct{}, cfg.MaxConcurrent),
 		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
 		entries: make(map[string]*entry),
 		pending: make(map[string]report),
 		sent:    make(map[string]sentState),
@@ -388,19 +392,43 @@ func (s *Scheduler) buffer(e *entry, r Result) {
 		return // the target was removed or redefined
 	}
 	s.pending[e.key] = report{entry: e, obs: obs}
+	if last, ok := s.sent[e.key]; !ok || last.status != obs.Status {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// flushLoop submits the buffered results every FlushInterval until ctx ends.
+// minFlushGap bounds how often changed results flush ahead of the ticker
+// (a tenth of the flush interval, at most 100ms), so a mass outage still
+// makes few transactions.
+func (s *Scheduler) minFlushGap() time.Duration { return min(s.cfg.FlushInterval/10, 100*time.Millisecond) }
+
+// flushLoop submits the buffered results every FlushInterval until ctx
+// ends, and at once (but at most every tenth of the interval, or 100ms) when a
+// result's status changed: detection latency is then the probe's, not the
+// flush tick's.
 func (s *Scheduler) flushLoop(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.FlushInterval)
 	defer ticker.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			s.flush(ctx)
+		case <-s.changed:
+			if wait := s.minFlushGap() - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
+		s.flush(ctx)
 	}
 }
 

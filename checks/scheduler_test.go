@@ -531,3 +531,35 @@ func TestSchedulerBatchBytes(t *testing.T) {
 		t.Fatalf("batch sizes %v, want [3 3 3 1]", sizes)
 	}
 }
+
+// TestSchedulerFlushesChangesEarly: with an hour-long flush interval, a
+// result whose status changed is submitted at once (the test's patience is
+// far below the interval), and one that did not change waits for the tick.
+func TestSchedulerFlushesChangesEarly(t *testing.T) {
+	f := newFakeSubmit(nil)
+	s := NewScheduler(Config{Logger: quiet, FlushInterval: time.Hour, Submit: f.submit})
+	passive := Target{Service: "db", Instance: "db-1", Check: types.Check{Id: "backup", Kind: "passive", TtlMs: 60_000}}
+	s.Update([]Target{passive})
+	run(t, s)
+	for i, st := range []types.Status{types.STATUS_PASSING, types.STATUS_CRITICAL} {
+		if err := s.Report(passive, Result{Status: st}); err != nil {
+			t.Fatal(err)
+		}
+		if c := f.next(t); len(c.obs) != 1 || c.obs[0].Status != st {
+			t.Fatalf("change %d: submitted %+v, want %s", i, c.obs, st.Name())
+		}
+	}
+	// The same status again: nothing before the (hour-long) tick. The
+	// submission that would betray an early flush would come within
+	// milliseconds; a further change afterwards proves the loop is alive
+	// and that the unchanged result was not sent on its own.
+	if err := s.Report(passive, Result{Status: types.STATUS_CRITICAL}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Report(passive, Result{Status: types.STATUS_WARNING}); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.next(t); len(c.obs) != 1 || c.obs[0].Status != types.STATUS_WARNING {
+		t.Fatalf("submitted %+v, want only the warning", c.obs)
+	}
+}
