@@ -403,7 +403,9 @@ func (s *Scheduler) buffer(e *entry, r Result) {
 // minFlushGap bounds how often changed results flush ahead of the ticker
 // (a tenth of the flush interval, at most 100ms), so a mass outage still
 // makes few transactions.
-func (s *Scheduler) minFlushGap() time.Duration { return min(s.cfg.FlushInterval/10, 100*time.Millisecond) }
+func (s *Scheduler) minFlushGap() time.Duration {
+	return min(s.cfg.FlushInterval/10, 100*time.Millisecond)
+}
 
 // flushLoop submits the buffered results every FlushInterval until ctx
 // ends, and at once (but at most every tenth of the interval, or 100ms) when a
