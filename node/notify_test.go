@@ -55,8 +55,41 @@ func TestNodeDeliversAlert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Notify = notify.Settings{HandoffDelay: "1s", Receivers: []notify.ReceiverSettings{
+	// Beside it: a receiver that hangs (cut at its timeout, retried), and
+	// one that fails twice with 500 and then resets the connection once;
+	// neither holds up the pager.
+	// (The server notices the client hanging up only once the body is read.)
+	var hung, flaky atomic.Int64
+	unhang := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung.Add(1)
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-unhang:
+		}
+	}))
+	defer hang.Close()
+	defer close(unhang)
+	var flakyOK atomic.Bool
+	flakySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := flaky.Add(1); {
+		case n <= 2:
+			w.WriteHeader(http.StatusInternalServerError)
+		case n == 3:
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		default:
+			flakyOK.Store(true)
+		}
+	}))
+	defer flakySrv.Close()
+	st.Notify = notify.Settings{HandoffDelay: "1s", RetryBase: "100ms", RetryMax: "300ms", Receivers: []notify.ReceiverSettings{
 		{Name: "pager", URL: recv.URL, Secret: testSecret, Kinds: []string{"state_change"}},
+		{Name: "hang", URL: hang.URL, Timeout: "300ms", Kinds: []string{"state_change"}},
+		{Name: "flaky", URL: flakySrv.URL, Kinds: []string{"state_change"}},
 	}}
 	if err := node.WriteSettings(home, st); err != nil {
 		t.Fatal(err)
@@ -88,7 +121,15 @@ func TestNodeDeliversAlert(t *testing.T) {
 			return false, err
 		}
 		alert = list[0]
-		return len(alert.Deliveries) == 1, fmt.Errorf("alert %s deliveries %+v", alert.ID, alert.Deliveries)
+		for _, d := range alert.Deliveries {
+			if d.Receiver == "pager" {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("alert %s deliveries %+v", alert.ID, alert.Deliveries)
+	})
+	waitFor(t, "the flaky receiver served after retries, the hanging one cut and retried", 30*time.Second, func() (bool, error) {
+		return flakyOK.Load() && hung.Load() >= 2, fmt.Errorf("flaky %d calls, hang %d calls", flaky.Load(), hung.Load())
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -98,10 +139,28 @@ func TestNodeDeliversAlert(t *testing.T) {
 	if len(sigErrs) > 0 {
 		t.Fatalf("signature: %v", sigErrs)
 	}
-	if d := alert.Deliveries[0]; d.Receiver != "pager" || d.Name != "node0" {
-		t.Errorf("delivery %+v: want pager by node0", d)
+	if d := alert.Deliveries[0]; d.Name != "node0" {
+		t.Errorf("delivery %+v: want one by node0", d)
 	}
 	if pending, _, err := tn.client.Alerts(ctx, &api.QueryOptions{Service: "web", Pending: true}); err != nil || len(pending) != 0 {
 		t.Errorf("?pending lists %+v (%v), want none", pending, err)
+	}
+	m, err := scrape(ctx, httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, receiver string
+		min            float64
+	}{
+		{"bftmon_notify_delivered_total", "pager", 1},
+		{"bftmon_notify_delivered_total", "flaky", 1},
+		{"bftmon_notify_retried_total", "flaky", 3},
+		{"bftmon_notify_retried_total", "hang", 1},
+		{"bftmon_notify_delivery_latency_seconds", "pager", 1},
+	} {
+		if v, ok := sample(m, tc.name, map[string]string{"receiver": tc.receiver}); !ok || v < tc.min {
+			t.Errorf("%s{receiver=%q} = %v, want >= %v", tc.name, tc.receiver, v, tc.min)
+		}
 	}
 }

@@ -390,7 +390,7 @@ func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, ds []types.De
 func (n *Notifier) work(ctx context.Context, r Receiver) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for {
+	for ctx.Err() == nil {
 		e, wait := n.next(r.Name)
 		if e != nil && wait <= 0 {
 			n.attempt(ctx, &r, e)
