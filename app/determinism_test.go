@@ -18,11 +18,19 @@ type scriptedBlock struct {
 	txs [][]byte
 }
 
+// receiptsOfCommitted counts the generated receipts that name a committed
+// alert, so TestDeterminism knows the histories exercised them.
+var receiptsOfCommitted int
+
 // genHistory draws a random history: registrations (with random confirm and
-// scope), deregistrations, and observation batches with random statuses.
+// scope), deregistrations, observation batches with random statuses, and
+// delivery receipts (of alerts committed earlier in the history, repeated,
+// or of unknown ones). It runs each block on n as it goes, to learn the
+// alert ids the receipts name.
 func genHistory(t *rapid.T, n *net) []scriptedBlock {
 	var blocks []scriptedBlock
 	instances := []string{"web-1", "web-2", "web-3"}
+	alertIDs := []string{"00000000000000000000000000000000"}
 	for h := rapid.IntRange(1, 40).Draw(t, "blocks"); h > 0; h-- {
 		b := scriptedBlock{dt: rapid.Int64Range(0, 4000).Draw(t, "dt")}
 		for k := rapid.IntRange(0, 5).Draw(t, "txs"); k > 0; k-- {
@@ -37,6 +45,14 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 				b.txs = append(b.txs, n.tx("root", register(si)))
 			case 1:
 				b.txs = append(b.txs, n.tx("root", types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "web", Id: id}}}))
+			case 2:
+				al := rapid.SampledFrom(alertIDs).Draw(t, "alert")
+				if al != alertIDs[0] {
+					receiptsOfCommitted++
+				}
+				rcv := rapid.SampledFrom([]string{"pager", "am"}).Draw(t, "receiver")
+				signer := rapid.SampledFrom(observerNames).Draw(t, "observer")
+				b.txs = append(b.txs, n.tx(signer, receipt(al, rcv)))
 			default:
 				o := obsOf(types.Status(rapid.IntRange(1, 4).Draw(t, "status")))
 				o.Instance = id
@@ -44,6 +60,10 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 				signer := rapid.SampledFrom(observerNames).Draw(t, "observer")
 				b.txs = append(b.txs, n.tx(signer, observe(o)))
 			}
+		}
+		_, alerts := runBlock(n.t, n, b)
+		for _, al := range alerts {
+			alertIDs = append(alertIDs, al.Id)
 		}
 		blocks = append(blocks, b)
 	}
@@ -81,9 +101,12 @@ func TestDeterminism(t *testing.T) {
 			}
 		}
 	})
+	if receiptsOfCommitted == 0 {
+		t.Error("no generated history had a receipt of a committed alert")
+	}
 }
 
-func runBlock(t *testing.T, n *net, blk scriptedBlock) ([]byte, []types.Alert) {
+func runBlock(t testing.TB, n *net, blk scriptedBlock) ([]byte, []types.Alert) {
 	n.height++
 	n.now += blk.dt
 	n.app.BeginBlock(n.height, n.now)
