@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -41,20 +40,8 @@ func TestAlertmanager(t *testing.T) {
 		t.Fatal(err)
 	}
 	amAddr := freeAddr(t)
-	var log syncBuffer
-	cmd := exec.Command(am, "--config.file="+cfgPath, "--storage.path="+filepath.Join(dir, "data"),
+	startProcess(t, am, "--config.file="+cfgPath, "--storage.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+amAddr, "--cluster.listen-address=")
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("alertmanager log:\n%s", log.String())
-		}
-	}()
 
 	tn := startNodeWith(ctx, t, func(st *node.Settings) {
 		st.Notify = notify.Settings{Receivers: []notify.ReceiverSettings{

@@ -47,6 +47,25 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startProcess starts a real program for the test, kills it when the test
+// ends, and prints what it logged if the test failed.
+func startProcess(t *testing.T, bin string, args ...string) {
+	t.Helper()
+	var log syncBuffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(bin), log.String())
+		}
+	})
+}
+
 // promTargets is the part of Prometheus' GET /api/v1/targets the test reads.
 type promTargets struct {
 	Status string `json:"status"`
@@ -94,20 +113,8 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	promAddr := freeAddr(t)
-	var log syncBuffer
-	cmd := exec.Command(prom, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+	startProcess(t, prom, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+promAddr)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", log.String())
-		}
-	}()
 
 	var last promTargets
 	waitFor(t, "Prometheus to list the web instances and scrape bftmon", 90*time.Second, func() (bool, error) {
