@@ -7,7 +7,6 @@ package app
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -38,13 +37,14 @@ type App struct {
 
 	// Derived from the state at load and kept in step with it; never
 	// hashed. observers is sorted by id.
-	observers []types.Observer
-	byPub     map[string]*types.Observer
-	operators map[string]*types.Operator
-	timers    *btree.BTreeG[timer]
-	wake      map[string]int64                  // check ref → its timer's time
-	instances map[string]int                    // service name → number of instances
-	catalog   map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
+	observers   []types.Observer
+	totalWeight uint64 // of all observers
+	byPub       map[string]*types.Observer
+	operators   map[string]*types.Operator
+	timers      *btree.BTreeG[timer]
+	wake        map[string]int64                  // check ref → its timer's time
+	instances   map[string]int                    // service name → number of instances
+	catalog     map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
 
 	// Per block.
 	dirty          map[string]bool
@@ -96,8 +96,10 @@ func (a *App) load() error {
 	if a.observers, err = scan[types.Observer](a.store, prefixObs); err != nil {
 		return fmt.Errorf("load observers: %w", err)
 	}
+	a.totalWeight = 0
 	for i := range a.observers {
 		a.byPub[string(a.observers[i].PubKey)] = &a.observers[i]
+		a.totalWeight += a.observers[i].Weight
 	}
 	ops, err := scan[types.Operator](a.store, prefixOp)
 	if err != nil {
@@ -207,7 +209,10 @@ func (a *App) instance(service, id string) *types.ServiceInstance {
 func (a *App) Applied() int { return a.applied }
 
 // DeliverTx validates tx against the working state and applies it. A refused
-// tx changes nothing; the error is a *TxError with its code.
+// tx changes nothing, but for one thing: a tx whose signature verified, of a
+// known signer, uses up its nonce even when its message is refused, so that
+// it can never execute later, in another state (a refused deregistration
+// does not come true fifty blocks on). The error is a *TxError with its code.
 func (a *App) DeliverTx(tx []byte) (string, error) {
 	body, err := a.precheck(tx)
 	if err != nil {
@@ -224,13 +229,13 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 	case *types.Msg_Receipt:
 		log, err = a.receipt(body.Signer, m.Receipt)
 	}
-	if err != nil {
+	if err != nil && CodeOf(err) == CodeInternal {
 		return "", err
 	}
-	if err := a.store.Set(nonceKey(body.Signer), binary.BigEndian.AppendUint64(nil, body.Nonce)); err != nil {
-		return "", err
+	if uerr := a.useNonce(body.Signer, body.Nonce); uerr != nil {
+		return "", uerr
 	}
-	return log, nil
+	return log, err
 }
 
 // CheckTx is the cheap admission test: decoding, signature, nonce, and that
@@ -245,7 +250,10 @@ func (a *App) CheckTx(tx []byte) error {
 		if err := a.authorizeOperator(body.Signer, m.Register.Instance.Name); err != nil {
 			return err
 		}
-		return validateInstance(&m.Register.Instance)
+		if err := validateInstance(&m.Register.Instance); err != nil {
+			return err
+		}
+		return a.checkScopes(&m.Register.Instance)
 	case *types.Msg_Deregister:
 		return a.authorizeOperator(body.Signer, m.Deregister.Name)
 	case *types.Msg_Observe:
@@ -262,7 +270,9 @@ func (a *App) CheckTx(tx []byte) error {
 	return nil
 }
 
-// precheck decodes tx, verifies its signature and its nonce.
+// precheck decodes tx, verifies its signature, that its signer is known (an
+// observer or an operator: nobody else may write anything, not even a nonce)
+// and that its nonce is fresh.
 func (a *App) precheck(tx []byte) (*types.TxBody, error) {
 	if len(tx) > types.MaxTxBytes {
 		return nil, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
@@ -274,14 +284,16 @@ func (a *App) precheck(tx []byte) (*types.TxBody, error) {
 	if err != nil {
 		return nil, refuse(CodeMalformed, "%v", err)
 	}
-	last, err := a.store.Get(nonceKey(body.Signer))
+	if a.byPub[string(body.Signer)] == nil && a.operators[string(body.Signer)] == nil {
+		return nil, refuse(CodeUnauthorized, "signer %s is neither an observer nor an operator of this chain", types.KeyID(body.Signer))
+	}
+	ns, err := a.signerNonces(body.Signer)
 	if err != nil {
 		return nil, err
 	}
-	if len(last) == 8 {
-		if n := binary.BigEndian.Uint64(last); body.Nonce <= n {
-			return nil, refuse(CodeReplay, "nonce %d is not above the signer's last committed nonce %d (replay?)", body.Nonce, n)
-		}
+	if !ns.fresh(body.Nonce) {
+		return nil, refuse(CodeReplay, "nonce %d was used already, or is at or below the signer's floor %d (its last %d nonces are kept): replay?",
+			body.Nonce, ns.floor, NonceWindow)
 	}
 	return body, nil
 }

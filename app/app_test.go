@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"crypto/sha256"
 	"encoding/base64"
 	"testing"
@@ -53,17 +54,33 @@ func genesis() *app.Genesis {
 	return g
 }
 
-func newNet(t testing.TB) *net {
+func newNet(t testing.TB) *net { return newNetWith(t, genesis()) }
+
+// newNetWith is a test network over genesis g.
+func newNetWith(t testing.TB, g *app.Genesis) *net {
 	t.Helper()
 	st := store.NewMemory()
 	a, err := app.New(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.InitChain(chainID, genesis()); err != nil {
+	if err := a.InitChain(chainID, g); err != nil {
 		t.Fatal(err)
 	}
 	return &net{t: t, store: st, app: a, now: 1_700_000_000_000, nonce: map[string]uint64{}}
+}
+
+// observersIn builds a genesis of weight-1 observers named dcK-N, count[k]
+// of them in datacenter dcK+1, and the operator "root" for every name.
+func observersIn(count ...int) *app.Genesis {
+	g := &app.Genesis{Operators: []app.GenesisOperator{{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}}}}
+	for k, c := range count {
+		for i := range c {
+			name := fmt.Sprintf("dc%d-%d", k+1, i)
+			g.Observers = append(g.Observers, app.GenesisObserver{Name: name, PubKey: pub64(key(name)), Datacenter: fmt.Sprintf("dc%d", k+1), Weight: 1})
+		}
+	}
+	return g
 }
 
 // tx signs msg by the named key with its next nonce.

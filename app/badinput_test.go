@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,7 +63,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 	n.app.BeginBlock(n.height+1, n.now+1)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := bytes.Clone(n.store.WorkingHash())
+			if cerr := n.app.CheckTx(tc.tx); tc.code != app.CodeInvalid && tc.code != app.CodeUnknownCheck && tc.code != app.CodeNotFound && app.CodeOf(cerr) != tc.code {
+				t.Fatalf("CheckTx code = %v (%v), want %v", app.CodeOf(cerr), cerr, tc.code)
+			}
+			before := dump(t, n)
 			_, err := n.app.DeliverTx(tc.tx)
 			if got := app.CodeOf(err); got != tc.code {
 				t.Fatalf("DeliverTx code = %v (%v), want %v", got, err, tc.code)
@@ -70,12 +74,51 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("message %q does not mention %q", err, tc.msg)
 			}
-			if !bytes.Equal(before, n.store.WorkingHash()) {
-				t.Fatal("a refused tx changed the state")
-			}
-			if cerr := n.app.CheckTx(tc.tx); tc.code != app.CodeInvalid && tc.code != app.CodeUnknownCheck && tc.code != app.CodeNotFound && app.CodeOf(cerr) != tc.code {
-				t.Fatalf("CheckTx code = %v (%v), want %v", app.CodeOf(cerr), cerr, tc.code)
+			// Refused before its signature verified: nothing changes. Refused
+			// after: only the signer's nonce is used up, so that the tx can
+			// never execute later, and it is a replay from now on.
+			changed := diff(before, dump(t, n))
+			signed := tc.code != app.CodeMalformed && tc.code != app.CodeBadSignature && tc.code != app.CodeReplay
+			switch {
+			case !signed && len(changed) > 0:
+				t.Fatalf("a tx refused before its signature verified changed %q", changed)
+			case signed && (len(changed) != 1 || !strings.HasPrefix(changed[0], "n/")):
+				t.Fatalf("a refused signed tx changed %q, want only its signer's nonce", changed)
+			case signed:
+				if _, err := n.app.DeliverTx(tc.tx); app.CodeOf(err) != app.CodeReplay {
+					t.Fatalf("the refused tx again: %v, want a replay", err)
+				}
 			}
 		})
 	}
+}
+
+// dump reads every key of the working state.
+func dump(t *testing.T, n *net) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := n.store.Iterate(nil, func(k, v []byte) bool {
+		out[string(k)] = string(v)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// diff lists the keys whose values differ between two dumps, sorted.
+func diff(a, b map[string]string) []string {
+	var keys []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			keys = append(keys, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
 }

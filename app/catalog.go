@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/app/verdict"
 )
 
 // Known check kinds and their bounds.
@@ -275,6 +276,9 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	if err := validateInstance(si); err != nil {
 		return "", err
 	}
+	if err := a.checkScopes(si); err != nil {
+		return "", err
+	}
 	old := a.instance(si.Name, si.Id)
 	exists := old != nil
 	if !exists && a.instances[si.Name] >= MaxInstances {
@@ -313,6 +317,27 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 		verb = "updated"
 	}
 	return fmt.Sprintf("%s %s/%s with %d checks", verb, si.Name, si.Id, len(si.Checks)), nil
+}
+
+// checkScopes refuses a check whose observer scope could never reach its
+// quorum: the quorum is never below a third of all the observers' weight,
+// so that no minority owns a check by drawing its scope around itself.
+func (a *App) checkScopes(si *types.ServiceInstance) error {
+	for i := range si.Checks {
+		c := &si.Checks[i]
+		var w uint64
+		for j := range a.observers {
+			if InScope(c, &a.observers[j]) {
+				w += a.observers[j].Weight
+			}
+		}
+		if !verdict.Reachable(w, a.totalWeight) {
+			return refuse(CodeInvalid, "register %s/%s: check %s: its observer scope %v holds weight %d of %d, and a verdict needs %d "+
+				"(more than two thirds of the scope and at least a third of all observers' weight): add datacenters to the scope or leave it empty for all",
+				si.Name, si.Id, c.Id, c.Datacenters, w, a.totalWeight, verdict.Quorum(w, a.totalWeight))
+		}
+	}
+	return nil
 }
 
 func findCheck(si *types.ServiceInstance, id string) *types.Check {

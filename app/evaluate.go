@@ -91,8 +91,13 @@ func (a *App) evaluate(ref string) error {
 	if err != nil {
 		return err
 	}
-	v := verdict.Decide(vr, c.Quorum).Status
-	if decidable(v) {
+	res := verdict.Decide(vr, c.Quorum, a.totalWeight)
+	v := res.Status
+	// Standing counts reports only against an exact verdict: one whose own
+	// status alone has the quorum, which (the quorum being at least a third
+	// of all the weight) no coalition below a third can reach without an
+	// honest observer seeing the same.
+	if res.Exact() {
 		for _, r := range reports {
 			if r.Fresh && r.Record.Height == h {
 				a.tally(r.Observer.Id, r.Record.Status == v)

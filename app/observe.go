@@ -29,6 +29,21 @@ func checkBatchShape(b *types.ObservationBatch) error {
 	return nil
 }
 
+// MaxObservationAheadMs is how far after the block time an observation's own
+// time may be; later ones are skipped (the observer's clock is wrong).
+const MaxObservationAheadMs = 30_000
+
+// observedTime is when an observation's freshness starts: the earlier of
+// the block time and the observer's own time, so that a batch a proposer
+// held back counts from when the observer looked, not from when it was
+// included. An observation without a time (0) counts from the block.
+func observedTime(o *types.Observation, blockMs int64) int64 {
+	if o.ObservedAtMs > 0 && o.ObservedAtMs < blockMs {
+		return o.ObservedAtMs
+	}
+	return blockMs
+}
+
 // observe applies an observer's batch. Observations of checks that are not
 // registered or not in the observer's scope are skipped and listed in the
 // log; if nothing in the batch applies, the batch is refused.
@@ -40,6 +55,7 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 	if err := checkBatchShape(b); err != nil {
 		return "", err
 	}
+	now := a.meta.TimeMs
 	// Resolve every observation before writing anything.
 	type item struct {
 		ref string
@@ -65,6 +81,12 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 			skipped = appendCapped(skipped, ref+": no such check is registered")
 		case !InScope(c, obs):
 			skipped = appendCapped(skipped, fmt.Sprintf("%s: observer %s in %s is not in the check's scope %v", ref, obs.Name, obs.Datacenter, c.Datacenters))
+		case o.ObservedAtMs > now+MaxObservationAheadMs:
+			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, %dms after the block time %d (at most %dms): check the observer's clock",
+				ref, o.ObservedAtMs, o.ObservedAtMs-now, now, MaxObservationAheadMs))
+		case o.ObservedAtMs != 0 && o.ObservedAtMs+c.TtlMs <= now:
+			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, more than the check's ttl %dms before the block time %d: too old to count",
+				ref, o.ObservedAtMs, c.TtlMs, now))
 		default:
 			items = append(items, item{ref, o})
 		}
@@ -72,30 +94,37 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 	if len(items) == 0 {
 		return "", refuse(CodeUnknownCheck, "no observation in the batch applies: %s", strings.Join(skipped, "; "))
 	}
+	applied := 0
 	for _, it := range items {
 		key := recordKey(it.ref, obs.Id)
 		rec := types.ObservationRecord{
 			Status: it.o.Status, LatencyUs: it.o.LatencyUs, Output: it.o.Output,
-			ObservedAtMs: it.o.ObservedAtMs, Height: a.meta.Height, TimeMs: a.meta.TimeMs,
+			ObservedAtMs: it.o.ObservedAtMs, Height: a.meta.Height, TimeMs: observedTime(it.o, now),
 		}
-		if it.o.Unchanged {
-			var old types.ObservationRecord
-			if _, err := a.get(key, &old); err != nil {
-				return "", err
-			}
-			if old.Status == it.o.Status {
-				rec.Output = old.Output
-			}
+		var old types.ObservationRecord
+		found, err := a.get(key, &old)
+		if err != nil {
+			return "", err
+		}
+		if found && it.o.ObservedAtMs < old.ObservedAtMs {
+			// A batch committed late (reordered by a proposer, say): the
+			// observer's newer report stands.
+			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, before the report already recorded (%d)", it.ref, it.o.ObservedAtMs, old.ObservedAtMs))
+			continue
+		}
+		if it.o.Unchanged && found && old.Status == it.o.Status {
+			rec.Output = old.Output
 		}
 		if err := a.put(key, &rec); err != nil {
 			return "", err
 		}
 		a.dirty[it.ref] = true
+		applied++
 	}
-	a.applied += len(items)
-	log := fmt.Sprintf("applied %d observations", len(items))
+	a.applied += applied
+	log := fmt.Sprintf("applied %d observations", applied)
 	if len(skipped) > 0 {
-		log += fmt.Sprintf("; skipped %d: %s", len(b.Observations)-len(items), strings.Join(skipped, "; "))
+		log += fmt.Sprintf("; skipped %d: %s", len(b.Observations)-applied, strings.Join(skipped, "; "))
 	}
 	return log, nil
 }

@@ -83,7 +83,11 @@ func justified(al api.Alert, weight map[string]uint64) error {
 		}
 		reports = append(reports, verdict.Report{Weight: w, Status: st, Fresh: v.Fresh})
 	}
-	got := verdict.Decide(reports, 0).Status
+	var all uint64
+	for _, w := range weight {
+		all += w
+	}
+	got := verdict.Decide(reports, 0, all).Status
 	if got.Name() != al.To {
 		return fmt.Errorf("its views decide %s", got.Name())
 	}

@@ -1,6 +1,7 @@
 package types
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,6 +49,15 @@ func DecodeTx(chainID string, tx []byte) (*TxBody, error) {
 	if err := body.Unmarshal(env.Body); err != nil {
 		return nil, fmt.Errorf("decode body: %w", err)
 	}
+	// One signed content, one encoding: otherwise anyone could re-encode a
+	// signed envelope (a field appended, a default spelt out), get the copy
+	// committed first, and turn the original into a "replay".
+	if canon, err := env.Marshal(); err != nil || !bytes.Equal(canon, tx) {
+		return nil, ErrNotCanonical
+	}
+	if canon, err := body.Marshal(); err != nil || !bytes.Equal(canon, env.Body) {
+		return nil, ErrNotCanonical
+	}
 	if len(body.Signer) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("signer key is %d bytes, want %d", len(body.Signer), ed25519.PublicKeySize)
 	}
@@ -58,6 +68,22 @@ func DecodeTx(chainID string, tx []byte) (*TxBody, error) {
 		return nil, errors.New("tx carries no message")
 	}
 	return &body, nil
+}
+
+// ErrNotCanonical is returned for an envelope or body whose bytes are not the
+// canonical encoding of what they decode to.
+var ErrNotCanonical = errors.New("tx is not canonically encoded (unknown or repeated fields, or defaults spelt out): sign it with bftmon's encoder")
+
+// ContentID identifies what a transaction's signer signed: the hex SHA-256
+// of its envelope's body. Waiters follow it rather than the envelope hash.
+// ok is false when tx does not decode as an envelope.
+func ContentID(tx []byte) (id string, ok bool) {
+	var env Envelope
+	if err := env.Unmarshal(tx); err != nil || len(env.Body) == 0 {
+		return "", false
+	}
+	h := sha256.Sum256(env.Body)
+	return hex.EncodeToString(h[:]), true
 }
 
 // ErrBadSignature is returned for a signature that does not verify.

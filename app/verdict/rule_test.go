@@ -31,43 +31,57 @@ func TestRuleBranches(t *testing.T) {
 		name     string
 		reports  []Report
 		override uint64
+		all      uint64 // weight of all observers (0: the scope's)
 		want     types.Status
 	}{
-		{"no observers", nil, 0, types.STATUS_STALE},
-		{"fresh weight below quorum", append(freshReports(pass, pass), stale, stale), 0, types.STATUS_STALE},
-		{"critical quorum", freshReports(crit, crit, crit, pass), 0, crit},
-		{"warning quorum", freshReports(warn, warn, warn, pass), 0, warn},
-		{"warning from a warning+critical mix", freshReports(warn, crit, warn, pass), 0, warn},
-		{"critical beats warning when it alone has quorum", freshReports(crit, crit, crit, warn), 0, crit},
-		{"passing quorum", freshReports(pass, pass, pass, crit), 0, pass},
-		{"unknown quorum", freshReports(unkn, unkn, unkn, pass), 0, unkn},
-		{"disputed 2-2", freshReports(pass, pass, crit, crit), 0, types.STATUS_DISPUTED},
-		{"disputed three ways", freshReports(pass, pass, unkn, crit), 0, types.STATUS_DISPUTED},
-		{"non-fresh reports ignored", append(freshReports(pass, pass, pass), stale), 0, pass},
-		{"weights", []Report{{Weight: 5, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, crit},
-		{"heavy observer alone cannot decide", []Report{{Weight: 4, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, types.STATUS_DISPUTED},
-		{"override raises the quorum", freshReports(pass, pass, pass, crit), 4, types.STATUS_DISPUTED},
-		{"override above the total is capped", freshReports(pass, pass, pass, pass), 9, pass},
-		{"override below the default is ignored", freshReports(pass, pass, crit, crit), 1, types.STATUS_DISPUTED},
-		{"a non-observer status is not a fresh report", append(freshReports(pass, pass), Report{Weight: 1, Status: types.STATUS_DISPUTED, Fresh: true}, Report{Weight: 1, Status: types.STATUS_NONE, Fresh: true}), 0, types.STATUS_STALE},
+		{"no observers", nil, 0, 0, types.STATUS_STALE},
+		{"fresh weight below quorum", append(freshReports(pass, pass), stale, stale), 0, 0, types.STATUS_STALE},
+		{"critical quorum", freshReports(crit, crit, crit, pass), 0, 0, crit},
+		{"warning quorum", freshReports(warn, warn, warn, pass), 0, 0, warn},
+		{"warning from a warning+critical mix", freshReports(warn, crit, warn, pass), 0, 0, warn},
+		{"critical beats warning when it alone has quorum", freshReports(crit, crit, crit, warn), 0, 0, crit},
+		{"passing quorum", freshReports(pass, pass, pass, crit), 0, 0, pass},
+		{"unknown quorum", freshReports(unkn, unkn, unkn, pass), 0, 0, unkn},
+		{"disputed 2-2", freshReports(pass, pass, crit, crit), 0, 0, types.STATUS_DISPUTED},
+		{"disputed three ways", freshReports(pass, pass, unkn, crit), 0, 0, types.STATUS_DISPUTED},
+		{"non-fresh reports ignored", append(freshReports(pass, pass, pass), stale), 0, 0, pass},
+		{"weights", []Report{{Weight: 5, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, 0, crit},
+		{"heavy observer alone cannot decide", []Report{{Weight: 4, Status: crit, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}, {Weight: 1, Status: pass, Fresh: true}}, 0, 0, types.STATUS_DISPUTED},
+		{"override raises the quorum", freshReports(pass, pass, pass, crit), 4, 0, types.STATUS_DISPUTED},
+		{"override above the total is capped", freshReports(pass, pass, pass, pass), 9, 0, pass},
+		{"override below the default is ignored", freshReports(pass, pass, crit, crit), 1, 0, types.STATUS_DISPUTED},
+		{"a small scope needs a third of everyone", freshReports(crit), 0, 7, types.STATUS_STALE},
+		{"a scope of a third of everyone decides", freshReports(crit, crit, crit), 0, 7, crit},
+		{"a third of everyone outweighs two thirds of the scope", freshReports(crit, crit, crit, pass), 0, 12, types.STATUS_DISPUTED},
+		{"override cannot lower the floor", freshReports(crit, crit, crit, pass), 2, 12, types.STATUS_DISPUTED},
+		{"an unreachable scope is stale", freshReports(crit, crit), 0, 9, types.STATUS_STALE},
+		{"a non-observer status is not a fresh report", append(freshReports(pass, pass), Report{Weight: 1, Status: types.STATUS_DISPUTED, Fresh: true}, Report{Weight: 1, Status: types.STATUS_NONE, Fresh: true}), 0, 0, types.STATUS_STALE},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Decide(tc.reports, tc.override); got.Status != tc.want {
+			if got := Decide(tc.reports, tc.override, tc.all); got.Status != tc.want {
 				t.Fatalf("Decide = %s (Q=%d, tally %+v), want %s", got.Status.Name(), got.Quorum, got.Tally, tc.want.Name())
 			}
 		})
 	}
 	for w, q := range map[uint64]uint64{0: 1, 1: 1, 2: 2, 3: 3, 4: 3, 5: 4, 6: 5, 7: 5, 9: 7, 10: 7, 100: 67, 1 << 40: 2*(1<<40)/3 + 1} {
-		if got := Quorum(w); got != q {
-			t.Errorf("Quorum(%d) = %d, want %d", w, got, q)
+		if got := Quorum(w, 0); got != q {
+			t.Errorf("Quorum(%d, 0) = %d, want %d", w, got, q)
+		}
+	}
+	for _, c := range []struct{ w, all, q uint64 }{{1, 3, 1}, {1, 4, 2}, {2, 4, 2}, {2, 7, 3}, {3, 7, 3}, {3, 9, 3}, {3, 10, 4}, {4, 30, 10}, {30, 30, 21}} {
+		if got := Quorum(c.w, c.all); got != c.q {
+			t.Errorf("Quorum(%d, %d) = %d, want %d", c.w, c.all, got, c.q)
+		}
+		if Reachable(c.w, c.all) != (c.w >= c.q) {
+			t.Errorf("Reachable(%d, %d) = %v with Q %d", c.w, c.all, Reachable(c.w, c.all), c.q)
 		}
 	}
 }
 
 // refDecide is a deliberately naive reference: it expands reports into unit
 // votes and finds Q by search.
-func refDecide(reports []Report, override uint64) types.Status {
+func refDecide(reports []Report, override, all uint64) types.Status {
 	var votes []types.Status
 	var total uint64
 	for _, r := range reports {
@@ -79,14 +93,11 @@ func refDecide(reports []Report, override uint64) types.Status {
 		}
 	}
 	q := uint64(0)
-	for 3*q <= 2*total {
+	for 3*q <= 2*total || 3*q < all { // more than 2/3 of the scope, at least 1/3 of all
 		q++
 	}
-	if override > q {
-		q = override
-		if q > total {
-			q = total
-		}
+	if o := min(override, total); o > q { // an override raises, never lowers
+		q = o
 	}
 	count := func(ok func(types.Status) bool) uint64 {
 		var n uint64
@@ -129,7 +140,8 @@ func TestRuleMatchesReference(t *testing.T) {
 			reports[i] = drawReport(t, fmt.Sprint(i))
 		}
 		override := rapid.Uint64Range(0, 100).Draw(t, "override")
-		if got, want := Decide(reports, override).Status, refDecide(reports, override); got != want {
+		all := rapid.Uint64Range(0, 300).Draw(t, "all")
+		if got, want := Decide(reports, override, all).Status, refDecide(reports, override, all); got != want {
 			t.Fatalf("Decide = %s, reference = %s", got.Name(), want.Name())
 		}
 	})
@@ -149,7 +161,11 @@ func TestRuleSafetyAndLiveness(t *testing.T) {
 			weights[i] = rapid.Uint64Range(1, 20).Draw(t, fmt.Sprintf("w%d", i))
 			w += weights[i]
 		}
-		q := Quorum(w)
+		all := w + rapid.Uint64Range(0, 3*w).Draw(t, "outside") // observers outside the scope
+		q := Quorum(w, all)
+		if q > w {
+			t.Skip("unreachable scope: refused at registration")
+		}
 		faulty := make([]bool, n)
 		var f uint64
 		for i := range faulty {
@@ -168,7 +184,7 @@ func TestRuleSafetyAndLiveness(t *testing.T) {
 			}
 			return s == v
 		}
-		v := Decide(reports, 0).Status
+		v := Decide(reports, 0, all).Status
 		if v >= pass && v <= unkn {
 			var honest uint64
 			for i, r := range reports {
@@ -187,7 +203,7 @@ func TestRuleSafetyAndLiveness(t *testing.T) {
 				silent[i].Fresh = false
 			}
 		}
-		if v := Decide(silent, 0).Status; v != types.STATUS_STALE {
+		if v := Decide(silent, 0, all).Status; v != types.STATUS_STALE {
 			t.Fatalf("faulty weight %d of %d alone produced %s", f, w, v.Name())
 		}
 		// (c) honest observers agree: their status wins.
@@ -198,8 +214,54 @@ func TestRuleSafetyAndLiveness(t *testing.T) {
 				agree[i].Fresh, agree[i].Status = true, s
 			}
 		}
-		if v := Decide(agree, 0).Status; v != s {
+		if v := Decide(agree, 0, all).Status; v != s {
 			t.Fatalf("all honest observers report %s but the verdict is %s (W=%d Q=%d f=%d)", s.Name(), v.Name(), w, q, f)
+		}
+	})
+}
+
+// TestRuleMinorityOwnsNoScope: a coalition holding less than a third of all
+// the weight decides no check alone, whatever share of the check's scope it
+// holds; and with every honest observer of the scope reporting one status, a
+// decidable verdict is that status (or warning, where the honest see
+// critical and the coalition warning), never another.
+func TestRuleMinorityOwnsNoScope(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, 10).Draw(t, "n")
+		reports := make([]Report, n)
+		faulty := make([]bool, n)
+		var w, f uint64
+		for i := range reports {
+			reports[i] = drawReport(t, fmt.Sprint(i))
+			w += reports[i].Weight
+		}
+		all := w + rapid.Uint64Range(0, 5*w).Draw(t, "outside")
+		for i := range faulty {
+			if rapid.Bool().Draw(t, fmt.Sprintf("faulty%d", i)) && 3*(f+reports[i].Weight) < all {
+				faulty[i], f = true, f+reports[i].Weight
+			}
+		}
+		silent := append([]Report(nil), reports...)
+		for i := range silent {
+			if !faulty[i] {
+				silent[i].Fresh = false
+			}
+		}
+		if v := Decide(silent, 0, all).Status; v != types.STATUS_STALE {
+			t.Fatalf("coalition of weight %d (of %d overall, scope %d) alone produced %s", f, all, w, v.Name())
+		}
+		s := types.Status(rapid.IntRange(int(pass), int(unkn)).Draw(t, "honest"))
+		for i := range reports {
+			if !faulty[i] {
+				reports[i].Status = s
+			}
+		}
+		res := Decide(reports, 0, all)
+		if v := res.Status; v >= pass && v <= unkn && v != s && !(v == warn && s == crit) {
+			t.Fatalf("honest observers report %s, coalition %d of %d: verdict %s", s.Name(), f, all, v.Name())
+		}
+		if res.Exact() && res.Status != s {
+			t.Fatalf("exact verdict %s differs from the honest view %s", res.Status.Name(), s.Name())
 		}
 	})
 }
@@ -209,7 +271,7 @@ func TestRuleOrderIndependent(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		reports := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) Report { return drawReport(t, "r") }), 0, 10).Draw(t, "reports")
 		perm := rapid.Permutation(reports).Draw(t, "perm")
-		if a, b := Decide(reports, 0), Decide(perm, 0); a != b {
+		if a, b := Decide(reports, 0, 0), Decide(perm, 0, 0); a != b {
 			t.Fatalf("%+v vs %+v", a, b)
 		}
 	})
@@ -224,7 +286,7 @@ func BenchmarkRuleDecide(b *testing.B) {
 		b.Run(fmt.Sprintf("observers=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				Decide(reports, 0)
+				Decide(reports, 0, 0)
 			}
 		})
 	}

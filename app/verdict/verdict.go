@@ -34,9 +34,26 @@ type Result struct {
 	Tally  Tally
 }
 
-// Quorum returns the default quorum for total weight w: more than two thirds,
-// floor(2w/3)+1.
-func Quorum(w uint64) uint64 { return 2*w/3 + 1 }
+// Quorum returns the default quorum of a scope of weight w among observers
+// of weight all: more than two thirds of the scope, floor(2w/3)+1, and never
+// less than a third of everyone, ceil(all/3), so that no coalition holding
+// less than a third of all the weight can decide a check alone, however the
+// check's scope is drawn. all below w (0, say) counts as w.
+func Quorum(w, all uint64) uint64 {
+	q := 2*w/3 + 1
+	if all < w {
+		all = w
+	}
+	if floor := (all + 2) / 3; floor > q {
+		q = floor
+	}
+	return q
+}
+
+// Reachable tells whether a scope of weight w among observers of weight all
+// can ever reach its quorum; a check whose scope cannot is refused at
+// registration.
+func Reachable(w, all uint64) bool { return w > 0 && w >= Quorum(w, all) }
 
 // Count tallies reports.
 func Count(reports []Report) Tally {
@@ -64,9 +81,11 @@ func Count(reports []Report) Tally {
 	return t
 }
 
-// Decide applies the verdict rule to reports. override, when it is greater
-// than the default quorum, raises the quorum (it can never lower it, nor raise
-// it beyond the total weight, so a check can always be decided in principle).
+// Decide applies the verdict rule to the reports of a check's scope, among
+// observers of total weight all (Quorum). override, when it is greater than
+// the default quorum, raises the quorum (it can never lower it, nor raise it
+// beyond the scope's weight, so a reachable scope can always be decided in
+// principle).
 //
 //	fresh weight < Q            → stale
 //	critical ≥ Q                → critical
@@ -74,11 +93,11 @@ func Count(reports []Report) Tally {
 //	passing ≥ Q                 → passing
 //	unknown ≥ Q                 → unknown
 //	otherwise                   → disputed
-func Decide(reports []Report, override uint64) Result {
+func Decide(reports []Report, override, all uint64) Result {
 	t := Count(reports)
-	q := Quorum(t.Total)
+	q := Quorum(t.Total, all)
 	if override > q {
-		q = min(override, t.Total)
+		q = max(min(override, t.Total), q)
 	}
 	res := Result{Quorum: q, Tally: t}
 	switch {
@@ -96,4 +115,25 @@ func Decide(reports []Report, override uint64) Result {
 		res.Status = types.STATUS_DISPUTED
 	}
 	return res
+}
+
+// Exact tells whether the weight reporting exactly the verdict's status
+// reaches the quorum. A warning verdict may instead rest on warning and
+// critical reports together; only an exact verdict makes every report of
+// another status a plain disagreement (observer standing counts no other).
+func (r Result) Exact() bool {
+	var w uint64
+	switch r.Status {
+	case types.STATUS_PASSING:
+		w = r.Tally.Passing
+	case types.STATUS_WARNING:
+		w = r.Tally.Warning
+	case types.STATUS_CRITICAL:
+		w = r.Tally.Critical
+	case types.STATUS_UNKNOWN:
+		w = r.Tally.Unknown
+	default:
+		return false
+	}
+	return w >= r.Quorum
 }

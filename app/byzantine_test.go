@@ -1,0 +1,188 @@
+package app_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/app/types"
+)
+
+// Regression tests for the holes of issue 13 that live in the state machine:
+// each failed on the code before it.
+
+// TestScopeIsNotABackDoor: a check's quorum is never below a third of all
+// the observers' weight, so a coalition holding less than that decides no
+// verdict, however the check's scope is drawn, and makes no honest observer
+// of that scope suspect; a scope that could never reach its quorum is
+// refused at registration, saying why.
+func TestScopeIsNotABackDoor(t *testing.T) {
+	n := newNetWith(t, observersIn(4, 8)) // 12 observers: a third is 4
+	scoped := func(id string, dcs ...string) types.ServiceInstance {
+		si := webInstance(0)
+		si.Id = id
+		si.Checks[0].Datacenters = dcs
+		return si
+	}
+	solo := newNetWith(t, observersIn(1, 6)) // one observer of 7 owns dc1
+	codes, _ := solo.block(1000, solo.tx("root", register(scoped("web-1", "dc1"))))
+	if codes[0] != app.CodeInvalid {
+		t.Fatalf("a scope of 1 of 7 observers registered (code %v): that observer alone would decide it", codes[0])
+	}
+	if err := solo.app.CheckTx(solo.tx("root", register(scoped("web-1", "dc1")))); err == nil || !strings.Contains(err.Error(), "a verdict needs 3") {
+		t.Fatalf("CheckTx of an unreachable scope: %v", err)
+	}
+
+	// dc1 holds 4 of 12: reachable (a quorum of 4), but three liars there, a
+	// quarter of everyone, must not decide it.
+	if codes, _ := n.block(1000, n.tx("root", register(scoped("web-1", "dc1")))); codes[0] != app.CodeOK {
+		t.Fatalf("register a check scoped to dc1: code %v", codes[0])
+	}
+	liars := []string{"dc1-0", "dc1-1", "dc1-2"}
+	for range app.SuspectMinReports + 2 {
+		var txs [][]byte
+		for _, l := range liars {
+			txs = append(txs, n.tx(l, observe(obsOf(C))))
+		}
+		txs = append(txs, n.tx("dc1-3", observe(obsOf(P))))
+		_, alerts := n.block(1000, txs...)
+		for _, al := range alerts {
+			if al.Kind == app.AlertStateChange || al.Kind == app.AlertObserverSuspect {
+				t.Fatalf("three of twelve observers raised %s %s→%s", al.Kind, al.From.Name(), al.To.Name())
+			}
+		}
+	}
+	if v := n.check().State.Verdict; v != types.STATUS_DISPUTED {
+		t.Fatalf("verdict %s, want disputed: three liars of twelve decide nothing", v.Name())
+	}
+	if st := n.standings()["dc1-3"]; st.Suspect || st.Disagreed != 0 {
+		t.Fatalf("the honest observer of the scope: %+v", st)
+	}
+}
+
+// TestRefusedTxUsesItsNonce: a deregistration refused because the instance
+// is not registered yet cannot come true later, after the registration
+// that a proposer put behind it.
+func TestRefusedTxUsesItsNonce(t *testing.T) {
+	n := newNet(t)
+	reg := n.tx("root", register(webInstance(0)))
+	dereg := n.tx("root", types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "web", Id: "web-1"}}})
+	codes, _ := n.block(1000, dereg, reg) // reordered by the proposer
+	if codes[0] != app.CodeNotFound || codes[1] != app.CodeOK {
+		t.Fatalf("codes %v, want not_found then ok (the earlier nonce still executes)", codes)
+	}
+	for range 50 {
+		n.block(1000)
+	}
+	if codes, _ := n.block(1000, dereg); codes[0] != app.CodeReplay {
+		t.Fatalf("the refused deregistration, 50 blocks later: code %v, want replay", codes[0])
+	}
+	if _, err := n.query().Service("web"); err != nil {
+		t.Fatalf("web/web-1 is gone: %v", err)
+	}
+}
+
+// TestReorderedBatchesBothCount: a proposer that puts an observer's later
+// batch before its earlier one voids neither; for one check the report
+// observed last stands.
+func TestReorderedBatchesBothCount(t *testing.T) {
+	n := newNet(t)
+	si := webInstance(0)
+	si.Checks = append(si.Checks, si.Checks[0])
+	si.Checks[1].Id = "http2"
+	n.block(1000, n.tx("root", register(si)))
+	at := func(check string, st types.Status, ms int64) types.Observation {
+		o := obsOf(st)
+		o.Check, o.ObservedAtMs = check, n.now+ms
+		return o
+	}
+	first := n.tx("o1", observe(at("http", C, 100), at("http2", C, 100)))
+	second := n.tx("o1", observe(at("http2", P, 200)))
+	codes, _ := n.block(1000, second, first)
+	if codes[0] != app.CodeOK || codes[1] != app.CodeOK {
+		t.Fatalf("codes %v: a later nonce voided an earlier one", codes)
+	}
+	views := map[string]types.Status{}
+	iv, err := n.query().Service("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cv := range iv[0].Checks {
+		for _, r := range cv.Reports {
+			if r.Record != nil {
+				views[cv.Check.Id] = r.Record.Status
+			}
+		}
+	}
+	if views["http"] != C || views["http2"] != P {
+		t.Fatalf("o1's reports %v: want http critical (from the earlier batch) and http2 passing (observed last)", views)
+	}
+	// The same tx again is refused.
+	if codes, _ := n.block(1000, first); codes[0] != app.CodeReplay {
+		t.Fatalf("the earlier batch again: code %v, want replay", codes[0])
+	}
+}
+
+// TestEnvelopeIsCanonical: a re-encoded copy of a signed envelope (a field
+// appended, a field repeated) is refused as malformed, and the original
+// still executes afterwards.
+func TestEnvelopeIsCanonical(t *testing.T) {
+	n := newNet(t)
+	tx := n.tx("root", register(webInstance(0)))
+	appended := append(append([]byte{}, tx...), 0x78, 0x01) // field 15, varint 1
+	var env types.Envelope
+	if err := env.Unmarshal(tx); err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := (&types.Envelope{Signature: env.Signature}).Marshal()
+	repeated := append(append([]byte{}, tx...), sig...) // signature twice: last one wins
+	for name, copy := range map[string][]byte{"appended": appended, "repeated": repeated} {
+		if _, err := types.DecodeTx(chainID, copy); err != types.ErrNotCanonical {
+			t.Fatalf("%s copy decodes: %v", name, err)
+		}
+		if err := n.app.CheckTx(copy); app.CodeOf(err) != app.CodeMalformed {
+			t.Fatalf("CheckTx of the %s copy: %v", name, err)
+		}
+	}
+	codes, _ := n.block(1000, appended, repeated, tx)
+	if codes[0] != app.CodeMalformed || codes[1] != app.CodeMalformed || codes[2] != app.CodeOK {
+		t.Fatalf("codes %v, want malformed, malformed, ok", codes)
+	}
+	id1, _ := types.ContentID(tx)
+	id2, _ := types.ContentID(appended)
+	if id1 != id2 || id1 == "" {
+		t.Fatalf("content ids %q %q: a re-encoded copy carries the same signed content", id1, id2)
+	}
+}
+
+// TestFreshnessFromObservationTime: a batch held back by a proposer counts
+// from when the observer looked, and observation times far from the block
+// time are refused.
+func TestFreshnessFromObservationTime(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
+	looked := n.now
+	at := func(st types.Status, ms int64) types.Observation {
+		o := obsOf(st)
+		o.ObservedAtMs = ms
+		return o
+	}
+	var txs [][]byte
+	for _, o := range observerNames {
+		txs = append(txs, n.tx(o, observe(at(C, looked))))
+	}
+	n.block(2500, txs...) // included 2.5 s after the observers looked
+	if v := n.check().State.Verdict; v != C {
+		t.Fatalf("verdict %s, want critical", v.Name())
+	}
+	n.block(600) // 3.1 s after they looked: stale, though included 0.6 s ago
+	if v := n.check().State.Verdict; v != types.STATUS_STALE {
+		t.Fatalf("verdict %s 3.1 s after the observations (ttl 3 s), want stale", v.Name())
+	}
+	old := n.tx("o1", observe(at(C, n.now-3000)))
+	future := n.tx("o1", observe(at(C, n.now+app.MaxObservationAheadMs+5000)))
+	codes, _ := n.block(1, old, future)
+	if codes[0] != app.CodeUnknownCheck || codes[1] != app.CodeUnknownCheck {
+		t.Fatalf("codes %v for an observation older than its ttl and one from the future, want both refused (unknown_check: nothing applies)", codes)
+	}
+}
