@@ -2,9 +2,9 @@ package app_test
 
 import (
 	"crypto/ed25519"
-	"fmt"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"testing"
 
 	"github.com/bftmon/bftmon/app"
