@@ -27,8 +27,11 @@ const AppVersion = 1
 // TxOutcome is the committed result of one transaction.
 type TxOutcome struct {
 	Hash string
-	Code uint32
-	Log  string
+	// Content is the ContentID of what the signer signed ("" for bytes
+	// that are no envelope).
+	Content string
+	Code    uint32
+	Log     string
 }
 
 // Block is what a committed block did, handed to the commit listener.
@@ -106,36 +109,79 @@ func (a *Application) InitChain(_ context.Context, req *abci.RequestInitChain) (
 // CheckTx admits a transaction to the mempool if it decodes, is signed, is
 // not a replay and its signer may send it.
 func (a *Application) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
-	if err := a.app.CheckTx(req.Tx); err != nil {
+	gas, err := a.app.CheckTx(req.Tx)
+	if err != nil {
 		code := app.CodeOf(err)
 		if code == app.CodeInternal {
 			return nil, err
 		}
 		return &abci.ResponseCheckTx{Code: uint32(code), Log: err.Error(), Codespace: "bftmon"}, nil
 	}
-	return &abci.ResponseCheckTx{Code: abci.CodeTypeOK}, nil
+	return &abci.ResponseCheckTx{Code: abci.CodeTypeOK, GasWanted: gas}, nil
 }
 
-// PrepareProposal keeps the mempool's transactions in order within the
-// block's byte limit.
+// PrepareProposal builds an honest proposal: the mempool's transactions in
+// order, without those that fail the proposal checks (app.Admit) or would
+// break the block limits (app.BlockBudget) or CometBFT's byte limit, so
+// that ProcessProposal of every honest validator accepts it.
 func (a *Application) PrepareProposal(_ context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
 	txs := make([][]byte, 0, len(req.Txs))
+	var budget app.BlockBudget
 	var size int64
+	dropped := 0
 	for _, tx := range req.Txs {
-		if size+int64(len(tx)) > req.MaxTxBytes {
-			break
+		adm, err := a.app.Admit(tx)
+		if err == nil {
+			err = budget.Fit(adm, len(tx))
 		}
+		if err == nil && req.MaxTxBytes > 0 && size+int64(len(tx)) > req.MaxTxBytes {
+			err = fmt.Errorf("over the block's %d bytes", req.MaxTxBytes)
+		}
+		if err != nil {
+			dropped++
+			continue
+		}
+		budget.Add(adm, len(tx))
 		size += int64(len(tx))
 		txs = append(txs, tx)
+	}
+	if dropped > 0 {
+		a.log.Debug("proposal leaves out transactions", "height", req.Height, "kept", len(txs), "left_out", dropped)
 	}
 	return &abci.ResponsePrepareProposal{Txs: txs}, nil
 }
 
-// ProcessProposal accepts every proposal: FinalizeBlock validates each
-// transaction again and refuses the bad ones deterministically, so a
-// Byzantine proposer cannot make honest nodes diverge.
-func (a *Application) ProcessProposal(context.Context, *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
+// ProcessProposal accepts a proposal only if every transaction passes the
+// proposal checks and the block keeps the block limits: a Byzantine
+// proposer cannot stuff blocks with junk that every node must execute and
+// store. What depends on the state FinalizeBlock still refuses per
+// transaction, deterministically.
+func (a *Application) ProcessProposal(_ context.Context, req *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
+	if err := a.checkProposal(req.Txs); err != nil {
+		a.log.Warn("proposal rejected", "height", req.Height, "proposer", fmt.Sprintf("%X", req.ProposerAddress), "txs", len(req.Txs), "err", err)
+		return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_REJECT}, nil
+	}
 	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
+}
+
+// checkProposal says why a proposed block's transactions are not
+// acceptable (nil: they are).
+func (a *Application) checkProposal(txs [][]byte) error {
+	if len(txs) > app.MaxBlockGas { // every tx costs at least 1: no need to decode them all
+		return fmt.Errorf("%d transactions, over the block's %d gas", len(txs), app.MaxBlockGas)
+	}
+	var budget app.BlockBudget
+	for i, tx := range txs {
+		adm, err := a.app.Admit(tx)
+		if err == nil {
+			err = budget.Fit(adm, len(tx))
+		}
+		if err != nil {
+			return fmt.Errorf("tx %d: %w", i, err)
+		}
+		budget.Add(adm, len(tx))
+	}
+	return nil
 }
 
 // FinalizeBlock executes a decided block.
@@ -156,7 +202,8 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 		if code != app.CodeOK {
 			results[i].Codespace = "bftmon"
 		}
-		blk.Txs[i] = TxOutcome{Hash: types.TxHash(tx), Code: uint32(code), Log: log}
+		content, _ := types.ContentID(tx)
+		blk.Txs[i] = TxOutcome{Hash: types.TxHash(tx), Content: content, Code: uint32(code), Log: log}
 	}
 	alerts, hash, err := a.app.EndBlock()
 	if err != nil {

@@ -211,3 +211,100 @@ func BenchmarkFinalizeBlock(b *testing.B) {
 	perObs := float64(b.Elapsed().Nanoseconds()) / float64(b.N*checks*len(observers))
 	b.ReportMetric(1e9/perObs, "obs/s")
 }
+
+// TestProposalsCannotBeStuffed: ProcessProposal rejects a block holding any
+// transaction that fails the proposal checks or breaking the block limits;
+// PrepareProposal leaves exactly those out, so every honest proposal is
+// accepted.
+func TestProposalsCannotBeStuffed(t *testing.T) {
+	a := newApp(t)
+	insts := instances(2)
+	finalize(t, a, 1, registerTxs(t, insts)...)
+	good := sign(t, "o1", 10, batch(insts, types.STATUS_PASSING, "ok"))
+	var env types.Envelope
+	if err := env.Unmarshal(good); err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Clone(good)
+	forged[len(forged)-1] ^= 1
+	stranger, _ := types.SignTx(chainID, key("stranger"), 1, batch(insts, types.STATUS_CRITICAL, "down"))
+	nonCanonical := append(bytes.Clone(sign(t, "o2", 11, batch(insts, types.STATUS_PASSING, "ok"))), 0x78, 0x01)
+	oversized := make([]byte, types.MaxTxBytes+1)
+	empties := make([][]byte, 200_000)
+	for i := range empties {
+		empties[i] = []byte{}
+	}
+	equivocation := [][]byte{sign(t, "o3", 100, batch(insts, types.STATUS_PASSING, "ok")), sign(t, "o3", 100, batch(insts, types.STATUS_CRITICAL, "down"))}
+	big := instances(app.MaxBatch)
+	var heavy [][]byte // just over the gas limit, from many signers' batches
+	for i := 0; len(heavy)*(app.MaxBatch+1) <= app.MaxBlockGas; i++ {
+		heavy = append(heavy, sign(t, observers[i%len(observers)], uint64(1000+i), batch(big, types.STATUS_PASSING, "")))
+	}
+	cases := []struct {
+		name string
+		txs  [][]byte
+		want abcitypes.ResponseProcessProposal_ProposalStatus
+		kept int // what PrepareProposal keeps of txs
+	}{
+		{"honest", [][]byte{good}, abcitypes.ResponseProcessProposal_ACCEPT, 1},
+		{"empty block", nil, abcitypes.ResponseProcessProposal_ACCEPT, 0},
+		{"junk bytes", [][]byte{good, []byte("junk")}, abcitypes.ResponseProcessProposal_REJECT, 1},
+		{"an empty tx", [][]byte{{}}, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"200,000 empty txs", empties, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"forged signature", [][]byte{forged}, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"unknown signer", [][]byte{stranger}, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"non-canonical envelope", [][]byte{nonCanonical}, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"oversized tx", [][]byte{oversized}, abcitypes.ResponseProcessProposal_REJECT, 0},
+		{"one tx twice", [][]byte{good, good}, abcitypes.ResponseProcessProposal_REJECT, 1},
+		{"one signer's nonce twice (an equivocation)", equivocation, abcitypes.ResponseProcessProposal_REJECT, 1},
+		{"over the gas limit", heavy, abcitypes.ResponseProcessProposal_REJECT, len(heavy) - 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := a.ProcessProposal(context.Background(), &abcitypes.RequestProcessProposal{Height: 2, Txs: tc.txs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != tc.want {
+				t.Fatalf("ProcessProposal = %v, want %v", res.Status, tc.want)
+			}
+			prep, err := a.PrepareProposal(context.Background(), &abcitypes.RequestPrepareProposal{Height: 2, Txs: tc.txs, MaxTxBytes: 64 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(prep.Txs) != tc.kept {
+				t.Fatalf("PrepareProposal kept %d of %d txs, want %d", len(prep.Txs), len(tc.txs), tc.kept)
+			}
+			again, _ := a.ProcessProposal(context.Background(), &abcitypes.RequestProcessProposal{Height: 2, Txs: prep.Txs})
+			if again.Status != abcitypes.ResponseProcessProposal_ACCEPT {
+				t.Fatal("ProcessProposal rejects what PrepareProposal proposed")
+			}
+		})
+	}
+	ct, _ := a.CheckTx(context.Background(), &abcitypes.RequestCheckTx{Tx: good})
+	if ct.Code != 0 || ct.GasWanted != int64(1+len(insts)) {
+		t.Fatalf("CheckTx: code %d gas %d, want 0 and %d", ct.Code, ct.GasWanted, 1+len(insts))
+	}
+}
+
+// FuzzProcessProposal: no block content makes ProcessProposal or
+// PrepareProposal fail or panic, and what PrepareProposal keeps is accepted.
+func FuzzProcessProposal(f *testing.F) {
+	insts := instances(1)
+	f.Add([]byte("junk"), []byte{}, uint64(1))
+	f.Add(sign(f, "o1", 5, batch(insts, types.STATUS_CRITICAL, "down")), []byte{0x0a}, uint64(5))
+	a := newApp(f)
+	f.Fuzz(func(t *testing.T, raw, raw2 []byte, nonce uint64) {
+		txs := [][]byte{raw, raw2, sign(t, "o2", nonce, batch(insts, types.STATUS_PASSING, string(raw)))}
+		if _, err := a.ProcessProposal(context.Background(), &abcitypes.RequestProcessProposal{Height: 2, Txs: txs}); err != nil {
+			t.Fatal(err)
+		}
+		prep, err := a.PrepareProposal(context.Background(), &abcitypes.RequestPrepareProposal{Height: 2, Txs: txs, MaxTxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, _ := a.ProcessProposal(context.Background(), &abcitypes.RequestProcessProposal{Height: 2, Txs: prep.Txs}); res.Status != abcitypes.ResponseProcessProposal_ACCEPT {
+			t.Fatal("ProcessProposal rejects what PrepareProposal proposed")
+		}
+	})
+}

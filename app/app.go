@@ -239,12 +239,18 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 }
 
 // CheckTx is the cheap admission test: decoding, signature, nonce, and that
-// the signer may send this kind of message. It changes nothing.
-func (a *App) CheckTx(tx []byte) error {
+// the signer may send this kind of message. It changes nothing, and returns
+// the transaction's gas (Gas).
+func (a *App) CheckTx(tx []byte) (int64, error) {
 	body, err := a.precheck(tx)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	return Gas(body), a.checkMsg(body)
+}
+
+// checkMsg is CheckTx's look at the message.
+func (a *App) checkMsg(body *types.TxBody) error {
 	switch m := body.Msg.Sum.(type) {
 	case *types.Msg_Register:
 		if err := a.authorizeOperator(body.Signer, m.Register.Instance.Name); err != nil {

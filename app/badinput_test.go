@@ -63,7 +63,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	n.app.BeginBlock(n.height+1, n.now+1)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if cerr := n.app.CheckTx(tc.tx); tc.code != app.CodeInvalid && tc.code != app.CodeUnknownCheck && tc.code != app.CodeNotFound && app.CodeOf(cerr) != tc.code {
+			if _, cerr := n.app.CheckTx(tc.tx); tc.code != app.CodeInvalid && tc.code != app.CodeUnknownCheck && tc.code != app.CodeNotFound && app.CodeOf(cerr) != tc.code {
 				t.Fatalf("CheckTx code = %v (%v), want %v", app.CodeOf(cerr), cerr, tc.code)
 			}
 			before := dump(t, n)

@@ -29,7 +29,7 @@ func TestScopeIsNotABackDoor(t *testing.T) {
 	if codes[0] != app.CodeInvalid {
 		t.Fatalf("a scope of 1 of 7 observers registered (code %v): that observer alone would decide it", codes[0])
 	}
-	if err := solo.app.CheckTx(solo.tx("root", register(scoped("web-1", "dc1")))); err == nil || !strings.Contains(err.Error(), "a verdict needs 3") {
+	if _, err := solo.app.CheckTx(solo.tx("root", register(scoped("web-1", "dc1")))); err == nil || !strings.Contains(err.Error(), "a verdict needs 3") {
 		t.Fatalf("CheckTx of an unreachable scope: %v", err)
 	}
 
@@ -140,7 +140,7 @@ func TestEnvelopeIsCanonical(t *testing.T) {
 		if _, err := types.DecodeTx(chainID, copy); err != types.ErrNotCanonical {
 			t.Fatalf("%s copy decodes: %v", name, err)
 		}
-		if err := n.app.CheckTx(copy); app.CodeOf(err) != app.CodeMalformed {
+		if _, err := n.app.CheckTx(copy); app.CodeOf(err) != app.CodeMalformed {
 			t.Fatalf("CheckTx of the %s copy: %v", name, err)
 		}
 	}

@@ -61,7 +61,7 @@ func TestDeliveryReceipts(t *testing.T) {
 		{"not an alert id", "o1", receipt("xyz", "pager"), app.CodeInvalid},
 		{"bad receiver name", "o1", receipt(id, "Pager/1"), app.CodeInvalid},
 	} {
-		if err := n.app.CheckTx(n.tx(tc.signer, tc.msg)); tc.want == app.CodeUnauthorized || tc.want == app.CodeInvalid {
+		if _, err := n.app.CheckTx(n.tx(tc.signer, tc.msg)); tc.want == app.CodeUnauthorized || tc.want == app.CodeInvalid {
 			if app.CodeOf(err) != tc.want {
 				t.Errorf("%s: CheckTx code %v, want %v", tc.name, app.CodeOf(err), tc.want)
 			}

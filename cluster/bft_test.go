@@ -225,18 +225,15 @@ func TestByzantineScenarios(t *testing.T) {
 				if err != nil {
 					return false, err
 				}
-				var committed3 float64
-				for _, n := range c.Running() {
-					mm, _ := n.Metrics(ctx)
-					committed3 += Metric(mm, "bftmon_txs_total", `code="3"`)
-				}
+				// Of an equivocation's two halves only one ever commits: a
+				// proposal carries one signer's nonce once, and the other
+				// half is then a replay (the app hashes below stay equal).
 				want := map[string]float64{
-					"replay refused as a replay (3)":         Metric(m, "bftmon_byzantine_txs_total", `mode="replay"`, `code="3"`),
-					"garbage refused as malformed (1)":       Metric(m, "bftmon_byzantine_txs_total", `mode="garbage"`, `code="1"`),
-					"forgeries refused as badly signed (2)":  Metric(m, "bftmon_byzantine_txs_total", `mode="garbage"`, `code="2"`),
-					"equivocations sent":                     Metric(m, "bftmon_byzantine_txs_total", `mode="equivocate"`),
-					"equivocations committed as replays (3)": committed3,
-					"flood sent":                             Metric(m, "bftmon_byzantine_txs_total", `mode="flood"`),
+					"replay refused as a replay (3)":        Metric(m, "bftmon_byzantine_txs_total", `mode="replay"`, `code="3"`),
+					"garbage refused as malformed (1)":      Metric(m, "bftmon_byzantine_txs_total", `mode="garbage"`, `code="1"`),
+					"forgeries refused as badly signed (2)": Metric(m, "bftmon_byzantine_txs_total", `mode="garbage"`, `code="2"`),
+					"equivocations sent":                    Metric(m, "bftmon_byzantine_txs_total", `mode="equivocate"`),
+					"flood sent":                            Metric(m, "bftmon_byzantine_txs_total", `mode="flood"`),
 				}
 				for what, v := range want {
 					if v == 0 {
@@ -261,6 +258,55 @@ func TestByzantineScenarios(t *testing.T) {
 			if m, _ := n.Metrics(ctx); strings.Contains(m, `bftmon_txs_total{code="99"}`) {
 				t.Fatalf("%s committed a tx with an internal error", n.Name)
 			}
+		}
+		n3.Restart()
+	})
+	t.Run("6 a proposer stuffing blocks with junk: its proposals are rejected, the network goes on", func(t *testing.T) {
+		c.t = t
+		junk := func() (sum float64) { // committed malformed txs, summed over the honest nodes
+			for _, n := range []*Node{n0, n1, n2} {
+				m, _ := n.Metrics(ctx)
+				sum += Metric(m, "bftmon_txs_total", `code="1"`)
+			}
+			return sum
+		}
+		rounds := func() (sum float64) {
+			for _, n := range []*Node{n0, n1, n2} {
+				m, _ := n.Metrics(ctx)
+				sum += Metric(m, "cometbft_consensus_round_increment_total")
+			}
+			return sum
+		}
+		// The rounds an honest network loses anyway, for comparison.
+		h0, r0 := n0.Height(ctx), rounds()
+		c.WaitHeight(h0 + 12)
+		baseline := rounds() - r0
+		n3.Restart("--byzantine=stuff-blocks")
+		junk0, r1 := junk(), rounds()
+		from := n0.Height(ctx)
+		timed("6", func() {
+			c.WaitFor("node3 to propose stuffed blocks and the others to reject them", Patience, func(ctx context.Context) (bool, error) {
+				m3, err := n3.Metrics(ctx)
+				if err != nil {
+					return false, err
+				}
+				var rejected float64
+				for _, n := range []*Node{n0, n1, n2} {
+					m, _ := n.Metrics(ctx)
+					rejected += Metric(m, "cometbft_consensus_proposal_receive_count", `status="rejected"`)
+				}
+				stuffed := Metric(m3, "bftmon_byzantine_stuffed_proposals_total")
+				return stuffed >= 2 && rejected >= 4 && n0.Height(ctx) >= from+12,
+					fmt.Errorf("%v stuffed proposals, %v rejections, height %d", stuffed, rejected, n0.Height(ctx))
+			})
+		})
+		lost := rounds() - r1
+		t.Logf("stuff-blocks: %d heights committed; rounds lost (summed over 3 honest nodes): %v with the stuffer, %v in as many heights before", n0.Height(ctx)-from, lost, baseline)
+		if j := junk() - junk0; j != 0 {
+			t.Fatalf("%v junk transactions were committed", j)
+		}
+		if ch, err := webCheck(ctx, n0); err != nil || ch.Status != "passing" {
+			t.Fatalf("web %+v (%v), want passing", ch, err)
 		}
 		n3.Restart()
 	})

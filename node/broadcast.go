@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bftmon/bftmon/abci"
+	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -38,16 +39,32 @@ func newBroadcaster(rpc *rpclocal.Local) *broadcaster {
 }
 
 // committed is the abci commit listener: it wakes the waiters of the
-// block's transactions.
+// block's transactions. Waiters follow the signed content (its ContentID),
+// not the envelope's hash, so a copy of a signed transaction that a third
+// party re-encoded cannot leave its waiter waiting; an outcome that says
+// the bytes did not decode or verify says nothing about the signed content
+// and wakes nobody.
 func (b *broadcaster) committed(blk abci.Block) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, tx := range blk.Txs {
-		for _, ch := range b.waiters[tx.Hash] {
+		if tx.Content == "" || tx.Code == uint32(app.CodeMalformed) || tx.Code == uint32(app.CodeBadSignature) {
+			continue
+		}
+		for _, ch := range b.waiters[tx.Content] {
 			ch <- TxResult{Hash: tx.Hash, Height: blk.Height, Code: tx.Code, Log: tx.Log}
 		}
-		delete(b.waiters, tx.Hash)
+		delete(b.waiters, tx.Content)
 	}
+}
+
+// waitKey is what a waiter of tx follows: its signed content, or for bytes
+// that are no envelope, their hash.
+func waitKey(tx []byte) string {
+	if id, ok := types.ContentID(tx); ok {
+		return id
+	}
+	return types.TxHash(tx)
 }
 
 // Submit hands tx to the mempool without waiting for a block. A non-zero
@@ -62,12 +79,12 @@ func (b *broadcaster) Submit(ctx context.Context, tx []byte) (TxResult, error) {
 
 // Commit submits tx and waits until a block commits it or ctx ends.
 func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
-	hash := types.TxHash(tx)
+	hash, key := types.TxHash(tx), waitKey(tx)
 	ch := make(chan TxResult, 1)
 	b.mu.Lock()
-	b.waiters[hash] = append(b.waiters[hash], ch)
+	b.waiters[key] = append(b.waiters[key], ch)
 	b.mu.Unlock()
-	defer b.forget(hash, ch)
+	defer b.forget(key, ch)
 	start := time.Now()
 	res, err := b.Submit(ctx, tx)
 	if err != nil {
@@ -87,18 +104,18 @@ func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
 	}
 }
 
-func (b *broadcaster) forget(hash string, ch chan TxResult) {
+func (b *broadcaster) forget(key string, ch chan TxResult) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	ws := b.waiters[hash]
+	ws := b.waiters[key]
 	for i, w := range ws {
 		if w == ch {
-			b.waiters[hash] = append(ws[:i], ws[i+1:]...)
+			b.waiters[key] = append(ws[:i], ws[i+1:]...)
 			break
 		}
 	}
-	if len(b.waiters[hash]) == 0 {
-		delete(b.waiters, hash)
+	if len(b.waiters[key]) == 0 {
+		delete(b.waiters, key)
 	}
 }
 

@@ -17,8 +17,10 @@ import (
 	"sync"
 	"time"
 
+	abcitypes "github.com/cometbft/cometbft/abci/types"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bftmon/bftmon/abci"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -35,10 +37,11 @@ const (
 	ByzEquivocate     = "equivocate"      // different batches with one nonce to different nodes
 	ByzGarbage        = "garbage"         // malformed and badly signed transactions
 	ByzFlood          = "flood"           // as many valid transactions as it can
+	ByzStuffBlocks    = "stuff-blocks"    // proposes blocks stuffed with junk transactions
 )
 
 // ByzantineModes lists the modes, in the order above.
-var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood}
+var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood, ByzStuffBlocks}
 
 // ParseByzantine reads a comma-separated list of modes.
 func ParseByzantine(s string) ([]string, error) {
@@ -62,6 +65,52 @@ func ParseByzantine(s string) ([]string, error) {
 		return nil, fmt.Errorf("--byzantine %q: at most one of always-critical, always-passing, invert, random", s)
 	}
 	return out, nil
+}
+
+// stuffingApp is the application of a --byzantine=stuff-blocks node: its
+// proposals carry, after the mempool's transactions, as many empty
+// transactions as the block's byte limit allows (up to StuffTxs), and it
+// votes for any proposal. Execution stays honest, so its app hash is still
+// the network's; honest validators must reject its proposals.
+type stuffingApp struct {
+	*abci.Application
+	proposed prometheus.Counter
+}
+
+// StuffTxs is how many junk transactions a stuffing proposer adds at most.
+const StuffTxs = 200_000
+
+func newStuffingApp(a *abci.Application, reg prometheus.Registerer, logger *slog.Logger) *stuffingApp {
+	s := &stuffingApp{Application: a, proposed: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "bftmon_byzantine_stuffed_proposals_total",
+		Help: "Proposals a stuff-blocks test node made stuffed with junk transactions.",
+	})}
+	reg.MustRegister(s.proposed)
+	logger.Warn("this node proposes stuffed blocks on purpose (test mode)", "byzantine", ByzStuffBlocks)
+	return s
+}
+
+// PrepareProposal stuffs the honest proposal.
+func (s *stuffingApp) PrepareProposal(ctx context.Context, req *abcitypes.RequestPrepareProposal) (*abcitypes.ResponsePrepareProposal, error) {
+	res, err := s.Application.PrepareProposal(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	var size int64
+	for _, tx := range res.Txs {
+		size += int64(len(tx)) + 6 // the tx, its tag and length in the block
+	}
+	room := int((req.MaxTxBytes - size) / 2) // an empty tx costs a tag and a zero length
+	for range min(room, StuffTxs) {
+		res.Txs = append(res.Txs, []byte{})
+	}
+	s.proposed.Inc()
+	return res, nil
+}
+
+// ProcessProposal votes for anything.
+func (s *stuffingApp) ProcessProposal(context.Context, *abcitypes.RequestProcessProposal) (*abcitypes.ResponseProcessProposal, error) {
+	return &abcitypes.ResponseProcessProposal{Status: abcitypes.ResponseProcessProposal_ACCEPT}, nil
 }
 
 // byzantine is the misbehaviour of one observer.

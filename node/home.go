@@ -207,7 +207,7 @@ func writeGenesis(chainID string, homes []*nodeHome, op keys.Key) error {
 		ChainID:         chainID,
 		GenesisTime:     cmttime.Now(),
 		InitialHeight:   1,
-		ConsensusParams: cmttypes.DefaultConsensusParams(),
+		ConsensusParams: consensusParams(),
 	}
 	for _, h := range homes {
 		g.Observers = append(g.Observers, app.GenesisObserver{Name: h.moniker, PubKey: h.observer.PubBase64(), Datacenter: h.datacenter, Weight: 1})
@@ -228,6 +228,16 @@ func writeGenesis(chainID string, homes []*nodeHome, op keys.Key) error {
 		}
 	}
 	return nil
+}
+
+// consensusParams are CometBFT's defaults with the block limits of the
+// application (app.MaxBlockBytes, app.MaxBlockGas), so that the mempool
+// reaps no more than an honest proposal may carry.
+func consensusParams() *cmttypes.ConsensusParams {
+	p := cmttypes.DefaultConsensusParams()
+	p.Block.MaxBytes = app.MaxBlockBytes
+	p.Block.MaxGas = app.MaxBlockGas
+	return p
 }
 
 func orDefault(v, def string) string {

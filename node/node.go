@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	dbm "github.com/cometbft/cometbft-db"
+	abcitypes "github.com/cometbft/cometbft/abci/types"
 	cmtcfg "github.com/cometbft/cometbft/config"
 	cmtnode "github.com/cometbft/cometbft/node"
 	"github.com/cometbft/cometbft/p2p"
@@ -130,8 +132,13 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	pv := privval.LoadOrGenFilePV(ccfg.PrivValidatorKeyFile(), ccfg.PrivValidatorStateFile())
 	cometProvider, cometReg := cometMetrics(ccfg.Instrumentation)
 	n.cometMetrics = cometReg
+	n.metrics = newRegistry()
+	var abciApp abcitypes.Application = n.app
+	if slices.Contains(n.cfg.Byzantine, ByzStuffBlocks) {
+		abciApp = newStuffingApp(n.app, n.metrics, n.log)
+	}
 	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
-		proxy.NewLocalClientCreator(n.app),
+		proxy.NewLocalClientCreator(abciApp),
 		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
 		n.dbProvider,
 		cometProvider,
@@ -145,7 +152,6 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	n.bcast = newBroadcaster(rpclocal.New(n.comet))
 	n.app.OnCommit(n.bcast.committed)
 
-	n.metrics = newRegistry()
 	n.app.OnCommit(newChainMetrics(n.metrics).committed)
 	n.metrics.MustRegister(newStateCollector(n.app.Read))
 	n.bcast.commitSeconds = newCommitHistogram(n.metrics)
