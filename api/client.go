@@ -42,13 +42,37 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 
 // read is do returning the response's query meta.
 func (c *Client) read(ctx context.Context, method, path string, body []byte, out any) (QueryMeta, error) {
+	return c.call(ctx, request{method: method, path: path, body: body}, out)
+}
+
+// request is one call of the API.
+type request struct {
+	method, path string
+	body         []byte
+	// contentType is the body's (default application/octet-stream).
+	contentType string
+	// token, if set, is sent as Authorization: Bearer token.
+	token string
+}
+
+// call sends r and decodes the answer into out, returning the response's
+// query meta.
+func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error) {
+	method, path := r.method, r.path
 	var meta QueryMeta
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(r.body))
 	if err != nil {
 		return meta, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
+	if r.body != nil {
+		ct := r.contentType
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		req.Header.Set("Content-Type", ct)
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -76,6 +100,8 @@ func (c *Client) read(ctx context.Context, method, path string, body []byte, out
 			return meta, fmt.Errorf("%s: %w", msg, ErrNotFound)
 		case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict:
 			return meta, fmt.Errorf("%s: %w", msg, ErrBadRequest)
+		case http.StatusUnauthorized:
+			return meta, fmt.Errorf("%s: %w", msg, ErrUnauthorized)
 		}
 		return meta, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
@@ -206,14 +232,17 @@ func (c *Client) Deregister(ctx context.Context, key ed25519.PrivateKey, name, i
 }
 
 // Observe submits a passive check result to the node, whose observer signs
-// it into its next batch.
-func (c *Client) Observe(ctx context.Context, r PassiveResult) (ObserveAck, error) {
+// it into its next batch. The node takes it from a client on its own
+// machine holding its observe token only (the node home's
+// config/observe_token); errors.Is(err, ErrUnauthorized) for a missing or
+// wrong token.
+func (c *Client) Observe(ctx context.Context, token string, r PassiveResult) (ObserveAck, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return ObserveAck{}, err
 	}
 	var ack ObserveAck
-	err = c.do(ctx, http.MethodPost, "/v1/observe", body, &ack)
+	_, err = c.call(ctx, request{method: http.MethodPost, path: "/v1/observe", body: body, contentType: "application/json", token: token}, &ack)
 	return ack, err
 }
 

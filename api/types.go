@@ -193,6 +193,10 @@ type ObserveAck struct {
 // ErrBadRequest matches errors for requests the node refuses as invalid.
 var ErrBadRequest = errors.New("bad request")
 
+// ErrUnauthorized matches errors for requests that lack the credentials a
+// route requires (POST /v1/observe: the node's observe token).
+var ErrUnauthorized = errors.New("unauthorized")
+
 // QueryOptions are a read's filters and blocking. Each route takes the ones
 // that apply to it (see the README); unset fields are not sent.
 type QueryOptions struct {

@@ -153,7 +153,7 @@ type nodeHome struct {
 }
 
 // prepareHome creates a node home's directories, CometBFT config (tuned by
-// tune), validator, node and observer keys, and settings. The genesis comes
+// tune), validator, node and observer keys, observe token, and settings. The genesis comes
 // after, from every home of the network.
 func prepareHome(opts InitOptions, tune func(*cmtcfg.Config)) (*nodeHome, error) {
 	if Initialized(opts.Home) {
@@ -181,6 +181,9 @@ func prepareHome(opts InitOptions, tune func(*cmtcfg.Config)) (*nodeHome, error)
 		if err := os.MkdirAll(filepath.Join(opts.Home, dir), 0o700); err != nil {
 			return nil, fmt.Errorf("init %s: %w", opts.Home, err)
 		}
+	}
+	if _, err := createObserveToken(filepath.Join(opts.Home, ObserveTokenFile)); err != nil {
+		return nil, fmt.Errorf("init %s: %w", opts.Home, err)
 	}
 	pv := privval.LoadOrGenFilePV(cfg.PrivValidatorKeyFile(), cfg.PrivValidatorStateFile())
 	nk, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile())

@@ -172,16 +172,16 @@ func TestRealNagiosPlugins(t *testing.T) {
 	})
 
 	// A passive result becomes the agreed status, then goes stale at its ttl.
-	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "ok", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "only passive checks take submitted results") {
+	if _, err := tn.client.Observe(ctx, tn.token, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "ok", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "only passive checks take submitted results") {
 		t.Fatalf("a result for a probed check: %v", err)
 	}
-	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "elsewhere", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "observed from datacenters [dc9]") {
+	if _, err := tn.client.Observe(ctx, tn.token, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "elsewhere", Code: 2}); !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "observed from datacenters [dc9]") {
 		t.Fatalf("a result for a check outside this observer's scope: %v", err)
 	}
-	if _, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-2", Check: "backup", Code: 2}); !errors.Is(err, api.ErrNotFound) {
+	if _, err := tn.client.Observe(ctx, tn.token, api.PassiveResult{Service: "nag", Instance: "nag-2", Check: "backup", Code: 2}); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("a result for an unknown instance: %v", err)
 	}
-	ack, err := tn.client.Observe(ctx, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "backup", Code: 1, Output: "backup is 26h old | age=26h;24;48"})
+	ack, err := tn.client.Observe(ctx, tn.token, api.PassiveResult{Service: "nag", Instance: "nag-1", Check: "backup", Code: 1, Output: "backup is 26h old | age=26h;24;48"})
 	if err != nil || ack.Status != "warning" {
 		t.Fatalf("observe: %+v %v", ack, err)
 	}

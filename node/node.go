@@ -59,7 +59,9 @@ type Config struct {
 type Node struct {
 	cfg      Config
 	settings Settings
-	log      *slog.Logger
+	// observeToken is what POST /v1/observe requires (ObserveTokenFile).
+	observeToken string
+	log          *slog.Logger
 
 	store    *store.Store
 	app      *abci.Application
@@ -107,7 +109,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, settings: st, log: cfg.Logger}
+	token, err := EnsureObserveToken(cfg.Home, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, settings: st, observeToken: token, log: cfg.Logger}
 	if err := n.start(ctx, ccfg); err != nil {
 		n.Stop()
 		return nil, err
@@ -187,7 +193,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	apiSrv := server.New(&backend{n: n}, n.log)
+	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken}, n.log)
 	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bftmon_http_blocking_queries", Help: "Blocking queries of the HTTP API waiting for a change now.",
 	}, func() float64 { return float64(apiSrv.Parked()) }))

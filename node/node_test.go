@@ -55,6 +55,8 @@ type testNode struct {
 	httpAddr string
 	client   *api.Client
 	operator keys.Key
+	// token is the node's observe token, which POST /v1/observe requires.
+	token string
 }
 
 // startNode initialises a one-node network in a temporary home, starts it,
@@ -81,6 +83,9 @@ func startNodeAt(ctx context.Context, t *testing.T, home, httpAddr string) testN
 		t.Fatal(err)
 	}
 	if tn.operator, err = keys.Load(filepath.Join(tn.home, node.OperatorKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if tn.token, err = node.ObserveToken(tn.home); err != nil {
 		t.Fatal(err)
 	}
 	tn.client = api.NewClient(tn.httpAddr)

@@ -55,7 +55,7 @@ func newReadNet(t *testing.T) *readNet {
 		t.Fatal(err)
 	}
 	b := &backend{st: st, a: a}
-	srv := server.New(b, slog.New(slog.DiscardHandler))
+	srv := server.New(b, server.Config{}, slog.New(slog.DiscardHandler))
 	b.committed = srv.Committed
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)

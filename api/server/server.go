@@ -7,11 +7,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -46,10 +48,19 @@ type Backend interface {
 	Observe(ctx context.Context, r api.PassiveResult) (api.ObserveAck, error)
 }
 
+// Config holds the server's settings.
+type Config struct {
+	// ObserveToken is the bearer token POST /v1/observe requires (the
+	// node's config/observe_token). Empty, every passive result is
+	// refused.
+	ObserveToken string
+}
+
 // Server is the HTTP API of a node. Commits reach it through Committed,
 // which wakes the blocking queries waiting on what changed.
 type Server struct {
 	b   Backend
+	cfg Config
 	log *slog.Logger
 	hub *hub
 	h   http.Handler
@@ -62,8 +73,8 @@ type Server struct {
 func (s *Server) Parked() int { return int(s.parked.Load()) }
 
 // New returns the API server.
-func New(b Backend, logger *slog.Logger) *Server {
-	s := &Server{b: b, log: logger, hub: newHub()}
+func New(b Backend, cfg Config, logger *slog.Logger) *Server {
+	s := &Server{b: b, cfg: cfg, log: logger, hub: newHub()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/v1/status", http.StatusFound)
@@ -322,10 +333,16 @@ func (s *Server) txs(w http.ResponseWriter, r *http.Request) {
 }
 
 // observe takes a passive result from a client on this machine: the node's
-// observer signs whatever it is given, so only loopback clients may give.
+// observer signs whatever it is given, so only loopback clients that hold
+// the node's observe token may give, and never a browser (a web page on
+// this machine, DNS rebinding, a local proxy): see refuseObserve.
 func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
-	if !fromLoopback(r) {
-		writeErr(w, http.StatusForbidden, "POST /v1/observe is served to clients on this machine only: run 'bftmon submit' on the observer's host")
+	if code, msg := s.refuseObserve(r); code != 0 {
+		s.log.Warn("refused a passive result", "remote", r.RemoteAddr, "code", code, "reason", msg)
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="bftmon observe"`)
+		}
+		writeErr(w, code, msg)
 		return
 	}
 	var pr api.PassiveResult
@@ -349,6 +366,47 @@ func (s *Server) observe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, ack)
+}
+
+// observeHelp says how to submit results the way the server takes them.
+const observeHelp = "run 'bftmon submit' on the observer's host; it reads the token from $BFTMON_HOME/config/observe_token, or pass --token-file"
+
+// refuseObserve says why r may not submit a passive result (an HTTP code
+// and a message), or 0. The order matters only for the message: a request
+// from another machine or from a browser is refused whatever it holds.
+func (s *Server) refuseObserve(r *http.Request) (int, string) {
+	if !fromLoopback(r) {
+		return http.StatusForbidden, "POST /v1/observe is served to clients on this machine only: run 'bftmon submit' on the observer's host"
+	}
+	// Current browsers send Origin with every POST and Sec-Fetch-Site
+	// ("none" only for a request the user typed in) with every request;
+	// a page cannot set or leave out either. bftmon submit, curl and
+	// Nagios send neither.
+	if r.Header.Get("Origin") != "" {
+		return http.StatusForbidden, "POST /v1/observe: browsers may not submit results (the request has an Origin header): " + observeHelp
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "none" {
+		return http.StatusForbidden, "POST /v1/observe: browsers may not submit results (the request has Sec-Fetch-Site: " + site + "): " + observeHelp
+	}
+	if !s.observeTokenOK(r.Header.Get("Authorization")) {
+		return http.StatusUnauthorized, "POST /v1/observe: missing or wrong observe token (header Authorization: Bearer TOKEN): " + observeHelp
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q: POST /v1/observe takes application/json", r.Header.Get("Content-Type"))
+	}
+	return 0, ""
+}
+
+// observeTokenOK says whether the Authorization header carries the
+// observe token, comparing in constant time. A server without a token
+// takes none.
+func (s *Server) observeTokenOK(authorization string) bool {
+	scheme, tok, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || s.cfg.ObserveToken == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.ObserveToken)) == 1
 }
 
 // fromLoopback says whether the request came from this machine.

@@ -93,15 +93,22 @@ func (b *backend) BroadcastTx(_ context.Context, tx []byte) (api.TxResult, error
 	return api.TxResult{Hash: types.TxHash(tx), Height: b.height, Code: uint32(app.CodeOf(err)), Log: log}, nil
 }
 
+// observeToken is the observe token of the servers TestObserve and
+// TestObserveRefusals start.
+const observeToken = "3f1c0ffee0ddba11c0ffee0ddba113f1c0ffee0ddba11c0ffee0ddba113f1c0f"
+
 func TestObserve(t *testing.T) {
 	b := &backend{}
-	srv := httptest.NewServer(server.New(b, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(server.New(b, server.Config{ObserveToken: observeToken}, slog.New(slog.DiscardHandler)))
 	defer srv.Close()
 	c := api.NewClient(srv.URL)
 	ctx := context.Background()
-	ack, err := c.Observe(ctx, api.PassiveResult{Service: "web", Instance: "web-1", Check: "backup", Code: 1, Output: "backup is 26h old | age=26h"})
+	ack, err := c.Observe(ctx, observeToken, api.PassiveResult{Service: "web", Instance: "web-1", Check: "backup", Code: 1, Output: "backup is 26h old | age=26h"})
 	if err != nil || ack.Status != "warning" || ack.Check != "web/web-1/backup" || len(b.observed) != 1 || b.observed[0].Output != "backup is 26h old | age=26h" {
 		t.Fatalf("observe = %+v, %v; backend saw %+v", ack, err, b.observed)
+	}
+	if _, err := c.Observe(ctx, "not-the-token", api.PassiveResult{Service: "web", Instance: "web-1", Check: "backup", Code: 2}); !errors.Is(err, api.ErrUnauthorized) || !strings.Contains(err.Error(), "observe_token") || len(b.observed) != 1 {
+		t.Fatalf("observe with a wrong token: %v (%d results queued), want ErrUnauthorized naming the token file", err, len(b.observed))
 	}
 	for _, tc := range []struct {
 		name, body string
@@ -116,7 +123,10 @@ func TestObserve(t *testing.T) {
 		{"not passive", `{"service":"web","instance":"web-1","check":"http","code":0}`, 400, "not passive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := http.Post(srv.URL+"/v1/observe", "application/json", strings.NewReader(tc.body))
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/observe", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+observeToken)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,13 +138,90 @@ func TestObserve(t *testing.T) {
 			}
 		})
 	}
-	// A client on another machine is refused: the observer signs what it is given.
+	// A client on another machine is refused, token or not: the observer
+	// signs what it is given.
 	req := httptest.NewRequest(http.MethodPost, "/v1/observe", strings.NewReader(`{"service":"web","instance":"web-1","check":"backup","code":0}`))
 	req.RemoteAddr = "192.0.2.7:40000"
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+observeToken)
 	rec := httptest.NewRecorder()
-	server.New(b, slog.New(slog.DiscardHandler)).ServeHTTP(rec, req)
+	server.New(b, server.Config{ObserveToken: observeToken}, slog.New(slog.DiscardHandler)).ServeHTTP(rec, req)
 	if rec.Code != http.StatusForbidden || len(b.observed) != 1 {
 		t.Fatalf("remote client: HTTP %d, %d results queued", rec.Code, len(b.observed))
+	}
+}
+
+// TestObserveRefusals sends passive results to a real server the ways a
+// web page (a cross-site form or fetch, DNS rebinding) or a local process
+// without the token would: none is queued, and the one request that holds
+// the token and is no browser's is.
+func TestObserveRefusals(t *testing.T) {
+	const body = `{"service":"web","instance":"web-1","check":"backup","code":2,"output":"forged"}`
+	bearer := "Bearer " + observeToken
+	for _, tc := range []struct {
+		name   string
+		token  string // server's
+		header map[string]string
+		code   int
+		want   string
+	}{
+		{"no token", observeToken, map[string]string{"Content-Type": "application/json"}, 401, "run 'bftmon submit' on the observer's host; it reads the token from $BFTMON_HOME/config/observe_token, or pass --token-file"},
+		{"wrong token", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": "Bearer " + strings.Repeat("0", len(observeToken))}, 401, "missing or wrong observe token"},
+		{"token prefix", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer[:len(bearer)-1]}, 401, "missing or wrong observe token"},
+		{"token not bearer", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": "Basic " + observeToken}, 401, "missing or wrong observe token"},
+		// Sent as is (a client's "Bearer " arrives as "Bearer"): an empty
+		// token matches no server's, not even one that has none.
+		{"server without a token", "", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer "}, 401, "missing or wrong observe token"},
+		{"origin", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer, "Origin": "http://evil.example"}, 403, "browsers may not submit results"},
+		{"same origin (dns rebinding)", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer, "Origin": "http://127.0.0.1:8500"}, 403, "browsers may not submit results"},
+		{"sec-fetch-site", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer, "Sec-Fetch-Site": "cross-site"}, 403, "browsers may not submit results"},
+		{"text/plain (simple-request csrf)", observeToken, map[string]string{"Content-Type": "text/plain", "Authorization": bearer}, 415, `content type "text/plain"`},
+		{"form (simple-request csrf)", observeToken, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Authorization": bearer}, 415, "takes application/json"},
+		{"no content type", observeToken, map[string]string{"Authorization": bearer}, 415, "takes application/json"},
+		{"token and json", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer}, 202, ""},
+		{"token and json with charset", observeToken, map[string]string{"Content-Type": "application/json; charset=utf-8", "Authorization": "bearer " + observeToken}, 202, ""},
+		{"typed in by the user", observeToken, map[string]string{"Content-Type": "application/json", "Authorization": bearer, "Sec-Fetch-Site": "none"}, 202, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &backend{}
+			h := server.New(b, server.Config{ObserveToken: tc.token}, slog.New(slog.DiscardHandler))
+			var resp *http.Response
+			if tc.token == "" {
+				req := httptest.NewRequest(http.MethodPost, "/v1/observe", strings.NewReader(body))
+				req.RemoteAddr = "127.0.0.1:40000"
+				for k, v := range tc.header {
+					req.Header[k] = []string{v}
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				resp = rec.Result()
+			} else {
+				srv := httptest.NewServer(h)
+				defer srv.Close()
+				req, err := http.NewRequest(http.MethodPost, srv.URL+"/v1/observe", strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for k, v := range tc.header {
+					req.Header.Set(k, v)
+				}
+				if resp, err = http.DefaultClient.Do(req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer resp.Body.Close()
+			var e api.Error
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			if resp.StatusCode != tc.code || !strings.Contains(e.Error, tc.want) {
+				t.Fatalf("HTTP %d %q, want %d mentioning %q", resp.StatusCode, e.Error, tc.code, tc.want)
+			}
+			if queued := len(b.observed); (tc.code == 202) != (queued == 1) || queued > 1 {
+				t.Fatalf("HTTP %d with %d results queued", resp.StatusCode, queued)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); (tc.code == 401) != strings.HasPrefix(got, "Bearer") {
+				t.Fatalf("HTTP %d with WWW-Authenticate %q", resp.StatusCode, got)
+			}
+		})
 	}
 }
 
@@ -152,7 +239,7 @@ func newServer(t *testing.T) (*api.Client, string) {
 	if err := a.InitChain("srv-test", g); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(server.New(&backend{st: st, a: a}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(server.New(&backend{st: st, a: a}, server.Config{}, slog.New(slog.DiscardHandler)))
 	t.Cleanup(srv.Close)
 	return api.NewClient(srv.URL), srv.URL
 }

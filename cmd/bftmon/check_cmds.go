@@ -11,6 +11,7 @@ import (
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/checks"
+	"github.com/bftmon/bftmon/node"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -84,6 +85,7 @@ can itself serve as a Nagios plugin.`,
 
 func newSubmitCmd() *cobra.Command {
 	var f clientFlags
+	var tokenFile string
 	cmd := &cobra.Command{
 		Use:   "submit SERVICE/INSTANCE/CHECK CODE [OUTPUT]",
 		Short: "Submit a passive check result to this machine's observer",
@@ -92,9 +94,15 @@ it into its next batch. CODE is a Nagios code (0 ok, 1 warning, 2 critical,
 3 unknown) or a status name; OUTPUT is the plugin's output, performance data
 after '|' included.
 
+The node takes results only with its observe token, since its observer
+signs them: submit reads it from --token-file FILE, else from the
+environment variable BFTMON_OBSERVE_TOKEN, else from the node home's
+config/observe_token ($BFTMON_HOME, default ~/.bftmon), which the node writes
+with mode 0600.
+
 As Nagios' ocsp_command (docs/nagios.md):
 
-  bftmon submit "$_SERVICEBFTMON_CHECK$" $SERVICESTATEID$ "$SERVICEOUTPUT$|$SERVICEPERFDATA$"`,
+  bftmon submit --token-file /etc/nagios4/bftmon_observe_token "$_SERVICEBFTMON_CHECK$" $SERVICESTATEID$ "$SERVICEOUTPUT$|$SERVICEPERFDATA$"`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			parts := strings.Split(args[0], "/")
@@ -113,7 +121,11 @@ As Nagios' ocsp_command (docs/nagios.md):
 			if err != nil {
 				return err
 			}
-			ack, err := c.Observe(cmd.Context(), pr)
+			token, err := observeToken(tokenFile)
+			if err != nil {
+				return err
+			}
+			ack, err := c.Observe(cmd.Context(), token, pr)
 			if err != nil {
 				return err
 			}
@@ -125,7 +137,30 @@ As Nagios' ocsp_command (docs/nagios.md):
 		},
 	}
 	f.add(cmd)
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the node's observe token (default: env BFTMON_OBSERVE_TOKEN, else $BFTMON_HOME/"+node.ObserveTokenFile+")")
 	return cmd
+}
+
+// observeToken is the token POST /v1/observe requires: read from file if
+// given, else $BFTMON_OBSERVE_TOKEN, else the home's config/observe_token.
+func observeToken(file string) (string, error) {
+	if file != "" {
+		tok, err := node.ReadObserveToken(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w (give a file holding the node's observe token, a copy of its %s that this user can read)", err, node.ObserveTokenFile)
+		}
+		return tok, nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("BFTMON_OBSERVE_TOKEN")); tok != "" {
+		return tok, nil
+	}
+	home := defaultHome()
+	tok, err := node.ObserveToken(home)
+	if err != nil {
+		return "", fmt.Errorf("%w: the node writes %s in its home at start; run 'bftmon submit' on the observer's host as a user who can read it, with BFTMON_HOME set to the node's home (now %s), or pass --token-file FILE or set BFTMON_OBSERVE_TOKEN",
+			err, node.ObserveTokenFile, home)
+	}
+	return tok, nil
 }
 
 // nagiosCode reads a Nagios code (0..3) or a status name.

@@ -105,12 +105,14 @@ func (d *devRun) stop(t *testing.T) {
 }
 
 // cliRunner runs the real binary's client commands against the node at
-// httpAddr with home, returning their output and exit code.
-func cliRunner(t *testing.T, bin, home, httpAddr string) func(args ...string) (string, int) {
+// httpAddr with home and env (KEY=VALUE) set, returning their output and
+// exit code. BFTMON_OBSERVE_TOKEN is unset unless env sets it.
+func cliRunner(t *testing.T, bin, home, httpAddr string, env ...string) func(args ...string) (string, int) {
 	return func(args ...string) (string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
+		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr, "BFTMON_OBSERVE_TOKEN=")
+		cmd.Env = append(cmd.Env, env...)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -215,6 +217,43 @@ func TestDev(t *testing.T) {
 	}
 	if out, code := cli("submit", "backup/db-1/nightly", "9"); code != 1 || !strings.Contains(out, "code 9") {
 		t.Fatalf("submit with a bad code: %q exit %d", out, code)
+	}
+	// The node takes results only with its observe token: from the home
+	// (as above), --token-file or BFTMON_OBSERVE_TOKEN.
+	tokenFile := filepath.Join(home, "config", "observe_token")
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatalf("bftmon dev wrote no observe token: %v", err)
+	}
+	tokDir := t.TempDir()
+	copied, wrong, missing := filepath.Join(tokDir, "copy"), filepath.Join(tokDir, "wrong"), filepath.Join(tokDir, "missing")
+	os.WriteFile(copied, token, 0o400)
+	os.WriteFile(wrong, []byte(strings.Repeat("ab", 32)+"\n"), 0o400)
+	otherHome := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cli  func(args ...string) (string, int)
+		args []string
+		code int
+		want []string
+	}{
+		{"--token-file", cli, []string{"--token-file", copied}, 0, []string{"queued backup/db-1/nightly critical"}},
+		{"BFTMON_OBSERVE_TOKEN", cliRunner(t, bin, otherHome, httpAddr, "BFTMON_OBSERVE_TOKEN="+string(token)), nil, 0, []string{"queued backup/db-1/nightly critical"}},
+		{"--token-file before BFTMON_OBSERVE_TOKEN", cliRunner(t, bin, home, httpAddr, "BFTMON_OBSERVE_TOKEN="+string(token)), []string{"--token-file", wrong}, 1, []string{"missing or wrong observe token"}},
+		{"wrong token", cli, []string{"--token-file", wrong}, 1, []string{"missing or wrong observe token", "run 'bftmon submit' on the observer's host", "--token-file"}},
+		{"wrong BFTMON_OBSERVE_TOKEN", cliRunner(t, bin, home, httpAddr, "BFTMON_OBSERVE_TOKEN=nope"), nil, 1, []string{"missing or wrong observe token"}},
+		{"missing --token-file", cli, []string{"--token-file", missing}, 1, []string{missing, "no such file", "--token-file"}},
+		{"home without a token", cliRunner(t, bin, otherHome, httpAddr), nil, 1, []string{filepath.Join(otherHome, "config", "observe_token"), "no such file", "BFTMON_HOME", "--token-file", "BFTMON_OBSERVE_TOKEN"}},
+	} {
+		out, code := tc.cli(append([]string{"submit", "backup/db-1/nightly", "2", "BACKUP CRITICAL - last run failed"}, tc.args...)...)
+		if code != tc.code {
+			t.Errorf("submit with %s: exit %d, want %d:\n%s", tc.name, code, tc.code, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("submit with %s: %q not in\n%s", tc.name, w, out)
+			}
+		}
 	}
 	waitCLI := func(what string, ok func(out string, code int) bool, args ...string) {
 		t.Helper()

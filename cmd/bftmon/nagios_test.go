@@ -103,7 +103,9 @@ define service {
 
 // TestNagiosOCSP runs the Nagios configuration of docs/nagios.md in a real
 // Nagios 4 whose ocsp_command calls the real bftmon binary: the Nagios
-// check's result becomes the agreed status of the passive bftmon check.
+// check's result becomes the agreed status of the passive bftmon check. The
+// ocsp_command reaches the node's observe token only through the documented
+// copy (--token-file), made by the documented install command.
 func TestNagiosOCSP(t *testing.T) {
 	if _, err := os.Stat(nagios4); err != nil {
 		t.Fatalf("%s: %v (apt-get install nagios4-core; .ci/run does)", nagios4, err)
@@ -128,9 +130,6 @@ func TestNagiosOCSP(t *testing.T) {
 	if len(blocks["nagios"]) < 2 || len(blocks["ini"]) != 1 {
 		t.Fatalf("docs/nagios.md: want its nagios and ini blocks, found %d and %d", len(blocks["nagios"]), len(blocks["ini"]))
 	}
-	objects := strings.Join(blocks["nagios"], "\n")
-	objects = strings.ReplaceAll(objects, "/usr/local/bin/bftmon", bin)
-	objects = strings.ReplaceAll(objects, "127.0.0.1:8500", httpAddr)
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +138,33 @@ func TestNagiosOCSP(t *testing.T) {
 	if g, err := user.LookupGroupId(me.Gid); err == nil {
 		group = g.Name
 	}
+	// The documented paths and user, and the test's.
+	const docHome, docToken = "/var/lib/bftmon", "/etc/nagios4/bftmon_observe_token"
+	token := filepath.Join(dir, "nagios_observe_token")
+	// Nagios' copy of the token, made by the documented command.
+	var install string
+	for _, b := range blocks["sh"] {
+		if strings.HasPrefix(b, "install ") {
+			install = strings.TrimSpace(b)
+		}
+	}
+	if !strings.Contains(install, docHome+"/config/observe_token") || !strings.Contains(install, docToken) || !strings.Contains(install, "-o nagios -g nagios -m 0400") {
+		t.Fatalf("docs/nagios.md: want a sh block with the install command copying %s/config/observe_token to %s for the nagios user, found %q", docHome, docToken, install)
+	}
+	install = strings.NewReplacer(docHome, home, docToken, token, "-o nagios -g nagios", "-o "+me.Username+" -g "+group).Replace(install)
+	if out, err := exec.Command("/bin/sh", "-c", install).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", install, err, out)
+	}
+	if fi, err := os.Stat(token); err != nil || fi.Mode().Perm() != 0o400 {
+		t.Fatalf("%s made %s: %v, %v", install, token, fi, err)
+	}
+	objects := strings.Join(blocks["nagios"], "\n")
+	if !strings.Contains(objects, "--token-file "+docToken) {
+		t.Fatalf("docs/nagios.md: the bftmon-submit command does not pass --token-file %s", docToken)
+	}
+	objects = strings.ReplaceAll(objects, "/usr/local/bin/bftmon", bin)
+	objects = strings.ReplaceAll(objects, "127.0.0.1:8500", httpAddr)
+	objects = strings.ReplaceAll(objects, docToken, token)
 	os.MkdirAll(filepath.Join(dir, "objects"), 0o755)
 	os.MkdirAll(filepath.Join(dir, "checkresults"), 0o755)
 	os.WriteFile(filepath.Join(dir, "objects", "fixture.cfg"), []byte(nagiosFixture), 0o644)
@@ -171,6 +197,9 @@ func TestNagiosOCSP(t *testing.T) {
 
 	var nlog bytes.Buffer
 	ng := exec.Command(nagios4, cfg)
+	// The only way to the token is the one documented: no home or
+	// variable of this machine's may supply one.
+	ng.Env = append(os.Environ(), "BFTMON_HOME="+t.TempDir(), "BFTMON_OBSERVE_TOKEN=")
 	ng.Stdout, ng.Stderr = &nlog, &nlog
 	if err := ng.Start(); err != nil {
 		t.Fatal(err)
