@@ -20,6 +20,7 @@ bench:
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecodeTx -fuzztime 30s ./abci/
 	go test -run '^$$' -fuzz FuzzFinalizeBlock -fuzztime 30s ./abci/
+	go test -run '^$$' -fuzz FuzzProcessProposal -fuzztime 30s ./abci/
 
 dev:
 	go run ./cmd/bftmon dev
