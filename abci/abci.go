@@ -58,6 +58,8 @@ type Application struct {
 	app   *app.App
 	log   *slog.Logger
 
+	shares shares // of the mempool, per signer (CheckTx's, node-local)
+
 	mu       sync.Mutex
 	onCommit []func(Block)
 	pending  *Block // FinalizeBlock's results, until Commit
@@ -109,15 +111,31 @@ func (a *Application) InitChain(_ context.Context, req *abci.RequestInitChain) (
 // CheckTx admits a transaction to the mempool if it decodes, is signed, is
 // not a replay and its signer may send it.
 func (a *Application) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
-	gas, err := a.app.CheckTx(req.Tx)
+	hash := types.TxHash(req.Tx)
+	busy := func(signer string) error {
+		return &app.TxError{Code: app.CodeBusy, Msg: fmt.Sprintf("signer %s has %d transactions waiting in this node's mempool already, its share: retry after the next block",
+			types.KeyID([]byte(signer)), MempoolShare)}
+	}
+	if body, _, derr := types.DecodeUnverified(req.Tx); derr == nil && a.shares.full(string(body.Signer), hash) {
+		return &abci.ResponseCheckTx{Code: uint32(app.CodeBusy), Log: busy(string(body.Signer)).Error(), Codespace: "bftmon"}, nil
+	}
+	adm, err := a.app.CheckTx(req.Tx)
+	if err == nil && !a.shares.admit(adm.Signer, hash) {
+		err = busy(adm.Signer)
+	}
 	if err != nil {
 		code := app.CodeOf(err)
 		if code == app.CodeInternal {
 			return nil, err
 		}
+		if req.Type == abci.CheckTxType_Recheck {
+			if body, _, derr := types.DecodeUnverified(req.Tx); derr == nil {
+				a.shares.done(string(body.Signer), hash) // evicted
+			}
+		}
 		return &abci.ResponseCheckTx{Code: uint32(code), Log: err.Error(), Codespace: "bftmon"}, nil
 	}
-	return &abci.ResponseCheckTx{Code: abci.CodeTypeOK, GasWanted: gas}, nil
+	return &abci.ResponseCheckTx{Code: abci.CodeTypeOK, GasWanted: adm.Gas}, nil
 }
 
 // PrepareProposal builds an honest proposal: the mempool's transactions in
@@ -189,7 +207,11 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 	a.app.BeginBlock(req.Height, req.Time.UnixMilli())
 	blk := &Block{Height: req.Height, Time: req.Time, Txs: make([]TxOutcome, len(req.Txs))}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
+	a.shares.height = req.Height
 	for i, tx := range req.Txs {
+		if body, _, derr := types.DecodeUnverified(tx); derr == nil {
+			a.shares.done(string(body.Signer), types.TxHash(tx))
+		}
 		log, err := a.app.DeliverTx(tx)
 		code := app.CodeOf(err)
 		if code == app.CodeInternal {

@@ -308,3 +308,50 @@ func FuzzProcessProposal(f *testing.F) {
 		}
 	})
 }
+
+// TestMempoolShare: one signer holds at most MempoolShare transactions of
+// this node's mempool, so a flooding observer cannot keep the others' batches
+// out; forgeries in its name count for nothing, and what a block commits or
+// a recheck evicts makes room again.
+func TestMempoolShare(t *testing.T) {
+	a := newApp(t)
+	insts := instances(1)
+	finalize(t, a, 1, registerTxs(t, insts)...)
+	check := func(tx []byte, typ abcitypes.CheckTxType) uint32 {
+		res, err := a.CheckTx(context.Background(), &abcitypes.RequestCheckTx{Tx: tx, Type: typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Code
+	}
+	var flood [][]byte
+	for i := range abci.MempoolShare + 1 {
+		flood = append(flood, sign(t, "o1", uint64(10+i), batch(insts, types.STATUS_PASSING, "ok")))
+	}
+	for i, tx := range flood[:abci.MempoolShare] {
+		forged := bytes.Clone(tx)
+		forged[len(forged)-1] ^= 1
+		if c := check(forged, abcitypes.CheckTxType_New); c != uint32(app.CodeBadSignature) {
+			t.Fatalf("forgery %d: code %d", i, c)
+		}
+		if c := check(tx, abcitypes.CheckTxType_New); c != 0 {
+			t.Fatalf("tx %d of the share: code %d", i, c)
+		}
+	}
+	if c := check(flood[abci.MempoolShare], abcitypes.CheckTxType_New); c != uint32(app.CodeBusy) {
+		t.Fatalf("one over the share: code %d, want busy", c)
+	}
+	if c := check(sign(t, "o2", 10, batch(insts, types.STATUS_PASSING, "ok")), abcitypes.CheckTxType_New); c != 0 {
+		t.Fatalf("another observer's batch: code %d", c)
+	}
+	if c := check(flood[0], abcitypes.CheckTxType_Recheck); c != 0 {
+		t.Fatalf("recheck of a held tx: code %d", c)
+	}
+	finalize(t, a, 2, flood[:10]...)
+	for _, tx := range flood[:10] { // committed: rechecks evict them as replays
+		check(tx, abcitypes.CheckTxType_Recheck)
+	}
+	if c := check(flood[abci.MempoolShare], abcitypes.CheckTxType_New); c != 0 {
+		t.Fatalf("after a block took 10 of the share: code %d", c)
+	}
+}

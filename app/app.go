@@ -7,6 +7,7 @@ package app
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"sort"
 
@@ -55,7 +56,16 @@ type App struct {
 	catalogChanged bool
 	applied        int                   // observations applied in this block
 	tallies        map[string]*[2]uint64 // observer id → reports agreeing, disagreeing with this block's verdicts
+
+	// verified holds the SHA-256 of transactions whose signature verified
+	// (in CheckTx or ProcessProposal), so that the same bytes are not
+	// verified again when the block executes. Verification is a pure
+	// function of the bytes, so the cache changes no result.
+	verified map[[32]byte]struct{}
 }
+
+// maxVerified bounds the signature cache (about four full mempools).
+const maxVerified = 20_000
 
 // timer asks for a check to be re-evaluated at the first block whose time is
 // at or after at.
@@ -214,6 +224,7 @@ func (a *App) Applied() int { return a.applied }
 // it can never execute later, in another state (a refused deregistration
 // does not come true fifty blocks on). The error is a *TxError with its code.
 func (a *App) DeliverTx(tx []byte) (string, error) {
+	defer a.forget(tx)
 	body, err := a.precheck(tx)
 	if err != nil {
 		return "", err
@@ -239,14 +250,14 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 }
 
 // CheckTx is the cheap admission test: decoding, signature, nonce, and that
-// the signer may send this kind of message. It changes nothing, and returns
-// the transaction's gas (Gas).
-func (a *App) CheckTx(tx []byte) (int64, error) {
+// the signer may send this kind of message. It changes nothing, and says
+// who signed and what the transaction costs (Gas).
+func (a *App) CheckTx(tx []byte) (Admitted, error) {
 	body, err := a.precheck(tx)
 	if err != nil {
-		return 0, err
+		return Admitted{}, err
 	}
-	return Gas(body), a.checkMsg(body)
+	return admitted(tx, body), a.checkMsg(body)
 }
 
 // checkMsg is CheckTx's look at the message.
@@ -283,12 +294,9 @@ func (a *App) precheck(tx []byte) (*types.TxBody, error) {
 	if len(tx) > types.MaxTxBytes {
 		return nil, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
 	}
-	body, err := types.DecodeTx(a.meta.ChainId, tx)
-	if err == types.ErrBadSignature {
-		return nil, refuse(CodeBadSignature, "%v (chain id %q)", err, a.meta.ChainId)
-	}
+	body, err := a.decode(tx)
 	if err != nil {
-		return nil, refuse(CodeMalformed, "%v", err)
+		return nil, err
 	}
 	if a.byPub[string(body.Signer)] == nil && a.operators[string(body.Signer)] == nil {
 		return nil, refuse(CodeUnauthorized, "signer %s is neither an observer nor an operator of this chain", types.KeyID(body.Signer))
@@ -303,6 +311,32 @@ func (a *App) precheck(tx []byte) (*types.TxBody, error) {
 	}
 	return body, nil
 }
+
+// decode decodes tx and verifies its signature, once per distinct bytes.
+func (a *App) decode(tx []byte) (*types.TxBody, error) {
+	if len(tx) > types.MaxTxBytes {
+		return nil, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
+	}
+	body, env, err := types.DecodeUnverified(tx)
+	if err != nil {
+		return nil, refuse(CodeMalformed, "%v", err)
+	}
+	sum := sha256.Sum256(tx)
+	if _, ok := a.verified[sum]; ok {
+		return body, nil
+	}
+	if err := types.Verify(a.meta.ChainId, body, env); err != nil {
+		return nil, refuse(CodeBadSignature, "%v (chain id %q)", err, a.meta.ChainId)
+	}
+	if a.verified == nil || len(a.verified) >= maxVerified {
+		a.verified = make(map[[32]byte]struct{}, 1024)
+	}
+	a.verified[sum] = struct{}{}
+	return body, nil
+}
+
+// forget drops tx from the signature cache once its block executed it.
+func (a *App) forget(tx []byte) { delete(a.verified, sha256.Sum256(tx)) }
 
 func (a *App) get(key []byte, m proto) (bool, error) {
 	bz, err := a.store.Get(key)

@@ -20,13 +20,14 @@ const (
 	CodeUnknownCheck Code = 6  // an observation names no registered check in the observer's scope
 	CodeTooLarge     Code = 7  // tx or batch above its limit
 	CodeNotFound     Code = 8  // deregistration of an instance that is not registered
+	CodeBusy         Code = 9  // CheckTx only: the signer's share of this node's mempool is full
 	CodeInternal     Code = 99 // a storage failure: the node must stop
 )
 
 var codeNames = map[Code]string{
 	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
 	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
-	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found",
+	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found", CodeBusy: "busy",
 	CodeInternal: "internal",
 }
 

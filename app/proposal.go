@@ -50,21 +50,19 @@ type Admitted struct {
 // same proposal. What depends on the state (nonces, scopes, the catalog)
 // FinalizeBlock decides, with a code per transaction.
 func (a *App) Admit(tx []byte) (Admitted, error) {
-	if len(tx) > types.MaxTxBytes {
-		return Admitted{}, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
-	}
-	body, err := types.DecodeTx(a.meta.ChainId, tx)
-	if err == types.ErrBadSignature {
-		return Admitted{}, refuse(CodeBadSignature, "%v (chain id %q)", err, a.meta.ChainId)
-	}
+	body, err := a.decode(tx)
 	if err != nil {
-		return Admitted{}, refuse(CodeMalformed, "%v", err)
+		return Admitted{}, err
 	}
 	if a.byPub[string(body.Signer)] == nil && a.operators[string(body.Signer)] == nil {
 		return Admitted{}, refuse(CodeUnauthorized, "signer %s is neither an observer nor an operator of this chain", types.KeyID(body.Signer))
 	}
+	return admitted(tx, body), nil
+}
+
+func admitted(tx []byte, body *types.TxBody) Admitted {
 	id, _ := types.ContentID(tx)
-	return Admitted{Signer: string(body.Signer), Nonce: body.Nonce, Content: id, Gas: Gas(body)}, nil
+	return Admitted{Signer: string(body.Signer), Nonce: body.Nonce, Content: id, Gas: Gas(body)}
 }
 
 // BlockBudget adds up a block's transactions against the block limits. It

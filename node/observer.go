@@ -209,6 +209,11 @@ func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
 		// the scheduler keeps the results for its next flush.
 		return fmt.Errorf("%w: %w", checks.ErrRetry, err)
 	}
+	if res.Code == uint32(app.CodeBusy) {
+		// This signer's share of the mempool is full: the scheduler keeps
+		// the results for its next flush.
+		return fmt.Errorf("%w: %w", checks.ErrRetry, &submitError{res})
+	}
 	if res.Code != 0 {
 		return &submitError{res}
 	}

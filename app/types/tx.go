@@ -38,36 +38,54 @@ func SignTx(chainID string, key ed25519.PrivateKey, nonce uint64, msg Msg) ([]by
 // It does not look at any state: nonce and authorisation checks are the
 // application's.
 func DecodeTx(chainID string, tx []byte) (*TxBody, error) {
+	body, env, err := DecodeUnverified(tx)
+	if err != nil {
+		return nil, err
+	}
+	if err := Verify(chainID, body, env); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// DecodeUnverified decodes an envelope and its body, checking sizes and the
+// canonical encoding but not the signature (Verify does).
+func DecodeUnverified(tx []byte) (*TxBody, *Envelope, error) {
 	if len(tx) > MaxTxBytes {
-		return nil, fmt.Errorf("tx is %d bytes, over the %d-byte limit", len(tx), MaxTxBytes)
+		return nil, nil, fmt.Errorf("tx is %d bytes, over the %d-byte limit", len(tx), MaxTxBytes)
 	}
 	var env Envelope
 	if err := env.Unmarshal(tx); err != nil {
-		return nil, fmt.Errorf("decode envelope: %w", err)
+		return nil, nil, fmt.Errorf("decode envelope: %w", err)
 	}
 	var body TxBody
 	if err := body.Unmarshal(env.Body); err != nil {
-		return nil, fmt.Errorf("decode body: %w", err)
+		return nil, nil, fmt.Errorf("decode body: %w", err)
 	}
 	// One signed content, one encoding: otherwise anyone could re-encode a
 	// signed envelope (a field appended, a default spelt out), get the copy
 	// committed first, and turn the original into a "replay".
 	if canon, err := env.Marshal(); err != nil || !bytes.Equal(canon, tx) {
-		return nil, ErrNotCanonical
+		return nil, nil, ErrNotCanonical
 	}
 	if canon, err := body.Marshal(); err != nil || !bytes.Equal(canon, env.Body) {
-		return nil, ErrNotCanonical
+		return nil, nil, ErrNotCanonical
 	}
 	if len(body.Signer) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("signer key is %d bytes, want %d", len(body.Signer), ed25519.PublicKeySize)
-	}
-	if len(env.Signature) != ed25519.SignatureSize || !ed25519.Verify(body.Signer, SignBytes(chainID, env.Body), env.Signature) {
-		return nil, ErrBadSignature
+		return nil, nil, fmt.Errorf("signer key is %d bytes, want %d", len(body.Signer), ed25519.PublicKeySize)
 	}
 	if body.Msg == nil || body.Msg.Sum == nil {
-		return nil, errors.New("tx carries no message")
+		return nil, nil, errors.New("tx carries no message")
 	}
-	return &body, nil
+	return &body, &env, nil
+}
+
+// Verify checks an envelope's signature by its body's signer for chainID.
+func Verify(chainID string, body *TxBody, env *Envelope) error {
+	if len(env.Signature) != ed25519.SignatureSize || !ed25519.Verify(body.Signer, SignBytes(chainID, env.Body), env.Signature) {
+		return ErrBadSignature
+	}
+	return nil
 }
 
 // ErrNotCanonical is returned for an envelope or body whose bytes are not the
