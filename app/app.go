@@ -223,6 +223,8 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 		log, err = a.observe(body.Signer, m.Observe)
 	case *types.Msg_Receipt:
 		log, err = a.receipt(body.Signer, m.Receipt)
+	case *types.Msg_RegisterReceiver:
+		log, err = a.registerReceiver(body.Signer, m.RegisterReceiver)
 	}
 	if err != nil {
 		return "", err
@@ -258,6 +260,11 @@ func (a *App) CheckTx(tx []byte) error {
 			return refuse(CodeUnauthorized, "signer %s is not an observer: only observers' nodes deliver alerts", types.KeyID(body.Signer))
 		}
 		return validReceipt(m.Receipt)
+	case *types.Msg_RegisterReceiver:
+		if err := validRegisterReceiver(m.RegisterReceiver); err != nil {
+			return err
+		}
+		return a.authorizeOperator(body.Signer, m.RegisterReceiver.Name)
 	}
 	return nil
 }

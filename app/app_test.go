@@ -55,12 +55,18 @@ func genesis() *app.Genesis {
 
 func newNet(t testing.TB) *net {
 	t.Helper()
+	return newNetGenesis(t, genesis())
+}
+
+// newNetGenesis is newNet with another genesis.
+func newNetGenesis(t testing.TB, g *app.Genesis) *net {
+	t.Helper()
 	st := store.NewMemory()
 	a, err := app.New(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.InitChain(chainID, genesis()); err != nil {
+	if err := a.InitChain(chainID, g); err != nil {
 		t.Fatal(err)
 	}
 	return &net{t: t, store: st, app: a, now: 1_700_000_000_000, nonce: map[string]uint64{}}

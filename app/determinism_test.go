@@ -19,13 +19,16 @@ type scriptedBlock struct {
 }
 
 // receiptsOfCommitted counts the generated receipts that name a committed
-// alert, so TestDeterminism knows the histories exercised them.
-var receiptsOfCommitted int
+// alert, and ackedReceipts the acknowledged receipts the histories
+// committed, so TestDeterminism knows the histories exercised them.
+var receiptsOfCommitted, ackedReceipts int
 
 // genHistory draws a random history: registrations (with random confirm and
 // scope), deregistrations, observation batches with random statuses, and
 // delivery receipts (of alerts committed earlier in the history, repeated,
-// or of unknown ones). It runs each block on n as it goes, to learn the
+// or of unknown ones; with no acknowledgement, the receiver's, or one by
+// another key), and receivers' key registrations and removals (in and out
+// of the signer's scope). It runs each block on n as it goes, to learn the
 // alert ids the receipts name.
 func genHistory(t *rapid.T, n *net) []scriptedBlock {
 	var blocks []scriptedBlock
@@ -50,9 +53,24 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 				if al != alertIDs[0] {
 					receiptsOfCommitted++
 				}
-				rcv := rapid.SampledFrom([]string{"pager", "am"}).Draw(t, "receiver")
+				rcv := rapid.SampledFrom([]string{"pager", "am", "team-pager"}).Draw(t, "receiver")
 				signer := rapid.SampledFrom(observerNames).Draw(t, "observer")
-				b.txs = append(b.txs, n.tx(signer, receipt(al, rcv)))
+				var ack []byte
+				switch rapid.IntRange(0, 2).Draw(t, "ack") {
+				case 1:
+					ack = ackBy("rk-"+rcv, al, rcv)
+				case 2:
+					ack = ackBy("rk-other", al, rcv)
+				}
+				b.txs = append(b.txs, n.tx(signer, ackedReceipt(al, rcv, ack)))
+			case 3:
+				rcv := rapid.SampledFrom([]string{"pager", "am", "team-pager"}).Draw(t, "receiver")
+				var pub []byte
+				if rapid.IntRange(0, 3).Draw(t, "remove") > 0 {
+					pub = pubOf(rapid.SampledFrom([]string{"rk-" + rcv, "rk-other"}).Draw(t, "receiver key"))
+				}
+				signer := rapid.SampledFrom([]string{"root", "team"}).Draw(t, "operator")
+				b.txs = append(b.txs, n.tx(signer, registerReceiver(rcv, pub)))
 			default:
 				o := obsOf(types.Status(rapid.IntRange(1, 4).Draw(t, "status")))
 				o.Instance = id
@@ -64,6 +82,11 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 		_, alerts := runBlock(n.t, n, b)
 		for _, al := range alerts {
 			alertIDs = append(alertIDs, al.Id)
+		}
+		for _, d := range n.app.Deliveries() {
+			if d.Acknowledged {
+				ackedReceipts++
+			}
 		}
 		blocks = append(blocks, b)
 	}
@@ -103,6 +126,9 @@ func TestDeterminism(t *testing.T) {
 	})
 	if receiptsOfCommitted == 0 {
 		t.Error("no generated history had a receipt of a committed alert")
+	}
+	if ackedReceipts == 0 {
+		t.Error("no generated history committed an acknowledged receipt")
 	}
 }
 

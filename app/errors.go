@@ -20,6 +20,7 @@ const (
 	CodeUnknownCheck Code = 6  // an observation names no registered check in the observer's scope
 	CodeTooLarge     Code = 7  // tx or batch above its limit
 	CodeNotFound     Code = 8  // deregistration of an instance that is not registered
+	CodeBadAck       Code = 9  // a receipt's receiver acknowledgement does not verify against the receiver's registered key
 	CodeInternal     Code = 99 // a storage failure: the node must stop
 )
 
@@ -27,6 +28,7 @@ var codeNames = map[Code]string{
 	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
 	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
 	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found",
+	CodeBadAck:   "bad_ack",
 	CodeInternal: "internal",
 }
 
