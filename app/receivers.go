@@ -102,3 +102,12 @@ func (q *Query) Receivers() ([]types.Receiver, error) {
 	}
 	return out, nil
 }
+
+// Operators lists the operators, by public key.
+func (q *Query) Operators() ([]types.Operator, error) {
+	out, err := scan[types.Operator](q.r, prefixOp)
+	if err != nil {
+		return nil, fmt.Errorf("read operators: %w", err)
+	}
+	return out, nil
+}
