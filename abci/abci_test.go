@@ -126,6 +126,21 @@ func TestFinalizeBlockReportsCodes(t *testing.T) {
 	}
 }
 
+// otherKinds are seeds of every other kind of message: a deregistration, a
+// delivery receipt plain and acknowledged, a receiver key registration and
+// removal.
+func otherKinds(t testing.TB) [][]byte {
+	alert := "0123456789abcdef0123456789abcdef"
+	ack := ed25519.Sign(key("rk"), types.AckBytes(chainID, alert, "pager"))
+	return [][]byte{
+		sign(t, "root", 2, types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "svc", Id: "i00000"}}}),
+		sign(t, "o1", 3, types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alert, Receiver: "pager"}}}),
+		sign(t, "o2", 3, types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alert, Receiver: "pager", Ack: ack}}}),
+		sign(t, "root", 3, types.Msg{Sum: &types.Msg_RegisterReceiver{RegisterReceiver: &types.RegisterReceiver{Name: "pager", PubKey: key("rk").Public().(ed25519.PublicKey)}}}),
+		sign(t, "root", 4, types.Msg{Sum: &types.Msg_RegisterReceiver{RegisterReceiver: &types.RegisterReceiver{Name: "pager"}}}),
+	}
+}
+
 // FuzzDecodeTx: the envelope decoder never panics, and what it accepts
 // re-verifies.
 func FuzzDecodeTx(f *testing.F) {
@@ -133,6 +148,9 @@ func FuzzDecodeTx(f *testing.F) {
 	f.Add([]byte("garbage"))
 	good, _ := types.SignTx(chainID, key("o1"), 1, batch(instances(1), types.STATUS_PASSING, "ok"))
 	f.Add(good)
+	for _, tx := range otherKinds(f) {
+		f.Add(tx)
+	}
 	f.Fuzz(func(t *testing.T, tx []byte) {
 		body, err := types.DecodeTx(chainID, tx)
 		if err == nil && (body.Msg == nil || len(body.Signer) != ed25519.PublicKeySize) {
@@ -147,6 +165,9 @@ func FuzzFinalizeBlock(f *testing.F) {
 	insts := instances(1)
 	f.Add([]byte("junk"), uint64(1), byte(0))
 	f.Add(sign(f, "o1", 5, batch(insts, types.STATUS_CRITICAL, "down")), uint64(5), byte(1))
+	for i, tx := range otherKinds(f) {
+		f.Add(tx, uint64(6+i), byte(i+2))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte, nonce uint64, flip byte) {
 		a := newApp(t)
 		finalize(t, a, 1, registerTxs(t, insts)...)

@@ -254,6 +254,26 @@ func (c *Client) Observers(ctx context.Context, opts *QueryOptions) ([]Observer,
 	return out, meta, err
 }
 
+// Receivers lists the webhook receivers whose acknowledgement keys are
+// registered; opts may block.
+func (c *Client) Receivers(ctx context.Context, opts *QueryOptions) ([]Receiver, QueryMeta, error) {
+	var out []Receiver
+	meta, err := c.read(ctx, http.MethodGet, "/v1/receivers"+opts.encode(), nil, &out)
+	return out, meta, err
+}
+
+// RegisterReceiver registers (or replaces) the ed25519 public key with
+// which the webhook receiver name acknowledges deliveries, signed by the
+// operator key; an empty pub removes it.
+func (c *Client) RegisterReceiver(ctx context.Context, key ed25519.PrivateKey, name string, pub ed25519.PublicKey) (TxResult, error) {
+	msg := types.Msg{Sum: &types.Msg_RegisterReceiver{RegisterReceiver: &types.RegisterReceiver{Name: name, PubKey: pub}}}
+	what := "register receiver " + name
+	if len(pub) == 0 {
+		what = "remove receiver " + name
+	}
+	return c.send(ctx, what, key, msg)
+}
+
 // AppHash returns the node's application hash after the block at height.
 func (c *Client) AppHash(ctx context.Context, height int64) (AppHash, error) {
 	var out AppHash

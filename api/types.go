@@ -126,6 +126,21 @@ type Delivery struct {
 	Name     string    `json:"name"`
 	Height   int64     `json:"height"`
 	Time     time.Time `json:"time"`
+	// Acknowledged is set when the receipt carried the receiver's own
+	// signed acknowledgement, verified against its registered key.
+	Acknowledged bool `json:"acknowledged,omitempty"`
+}
+
+// Receiver is a webhook receiver's registered acknowledgement key.
+type Receiver struct {
+	Name string `json:"name"`
+	// PubKey is the base64 ed25519 public key; KeyID its id.
+	PubKey string `json:"pub_key"`
+	KeyID  string `json:"key_id"`
+	// Operator names the operator who registered it (its key id if it is
+	// no longer an operator).
+	Operator string `json:"operator"`
+	Height   int64  `json:"height"`
 }
 
 // Observer is a member of the observer set with its standing: over the last

@@ -239,6 +239,8 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 		log, err = a.observe(body.Signer, m.Observe)
 	case *types.Msg_Receipt:
 		log, err = a.receipt(body.Signer, m.Receipt)
+	case *types.Msg_RegisterReceiver:
+		log, err = a.registerReceiver(body.Signer, m.RegisterReceiver)
 	}
 	if err != nil && CodeOf(err) == CodeInternal {
 		return "", err
@@ -283,6 +285,11 @@ func (a *App) checkMsg(body *types.TxBody) error {
 			return refuse(CodeUnauthorized, "signer %s is not an observer: only observers' nodes deliver alerts", types.KeyID(body.Signer))
 		}
 		return validReceipt(m.Receipt)
+	case *types.Msg_RegisterReceiver:
+		if err := validRegisterReceiver(m.RegisterReceiver); err != nil {
+			return err
+		}
+		return a.authorizeOperator(body.Signer, m.RegisterReceiver.Name)
 	}
 	return nil
 }

@@ -122,3 +122,13 @@ func diff(a, b map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// onlyNonces tells whether the changed keys are signers' nonce records.
+func onlyNonces(changed []string) bool {
+	for _, k := range changed {
+		if !strings.HasPrefix(k, "n/") {
+			return false
+		}
+	}
+	return true
+}

@@ -127,6 +127,7 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 		var held [][]byte             // honest batches the proposer holds back
 		own := make([][][]byte, nObs) // txs of each faulty observer, to replay
 		var alertIDs []string
+		honestReceipts := map[string]map[int]bool{} // alert id → honest observers that sent a receipt
 		report := func(_ int, st types.Status, at int64) types.Observation {
 			return types.Observation{Service: "web", Status: st, Output: st.Name(), ObservedAtMs: at}
 		}
@@ -174,12 +175,21 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 					}
 				}
 			}
-			// Forged receipts of every alert so far.
+			// Forged receipts of every alert so far; now and then an honest
+			// node's receipt of one it delivered.
 			for i := range names {
 				if faulty[i] && behave[i] == behaveReceipt {
 					for _, id := range alertIDs {
 						txs = append(txs, n.tx(names[i], receipt(id, "pager")))
 					}
+				}
+				if !faulty[i] && len(alertIDs) > 0 && rapid.IntRange(0, 4).Draw(rt, "deliver") == 0 {
+					id := rapid.SampledFrom(alertIDs).Draw(rt, "delivered")
+					txs = append(txs, n.tx(names[i], receipt(id, "pager")))
+					if honestReceipts[id] == nil {
+						honestReceipts[id] = map[int]bool{}
+					}
+					honestReceipts[id][i] = true
 				}
 			}
 			// The proposer lets some held batches in, late, in any order.
@@ -248,6 +258,25 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 					if al.Instance == c.id && !consistent(al.To, c.truth) {
 						rt.Fatalf("block %d: alert %s→%s on %s, the honest see %s", blk, al.From.Name(), al.To.Name(), c.id, c.truth.Name())
 					}
+				}
+			}
+			// Receipts: only those of more than a third of the weight settle
+			// an alert for the other nodes, so the coalition's never do alone;
+			// and enough honest ones always do.
+			for _, id := range alertIDs {
+				st, err := q.Settled(id, "pager")
+				if err != nil {
+					rt.Fatal(err)
+				}
+				var hw uint64
+				for i := range honestReceipts[id] {
+					hw += weights[i]
+				}
+				if st.Settled && hw == 0 {
+					rt.Fatalf("block %d: alert %s settled by the coalition's receipts alone (%+v)", blk, id, st)
+				}
+				if 3*hw > total && !st.Settled {
+					rt.Fatalf("block %d: alert %s not settled by honest receipts of weight %d of %d (%+v)", blk, id, hw, total, st)
 				}
 			}
 			for _, s := range mustStandings(rt, q) {

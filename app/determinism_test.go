@@ -19,23 +19,34 @@ type scriptedBlock struct {
 }
 
 // receiptsOfCommitted counts the generated receipts that name a committed
-// alert, so TestDeterminism knows the histories exercised them.
-var receiptsOfCommitted int
+// alert, and ackedReceipts the acknowledged receipts the histories
+// committed, so TestDeterminism knows the histories exercised them.
+var receiptsOfCommitted, ackedReceipts int
 
 // genHistory draws a random history: registrations (with random confirm and
-// scope), deregistrations, observation batches with random statuses, and
+// scope), deregistrations, observation batches with random statuses (some
+// blocks with every observer agreeing), and
 // delivery receipts (of alerts committed earlier in the history, repeated,
-// or of unknown ones). It runs each block on n as it goes, to learn the
+// or of unknown ones; with no acknowledgement, the receiver's, or one by
+// another key), and receivers' key registrations and removals (in and out
+// of the signer's scope). It runs each block on n as it goes, to learn the
 // alert ids the receipts name.
 func genHistory(t *rapid.T, n *net) []scriptedBlock {
-	var blocks []scriptedBlock
+	// The receivers' keys start registered, so that acknowledged receipts
+	// can commit; the history then replaces and removes them at random.
+	first := scriptedBlock{txs: [][]byte{
+		n.tx("root", registerReceiver("pager", pubOf("rk-pager"))),
+		n.tx("team", registerReceiver("team-pager", pubOf("rk-team-pager"))),
+	}}
+	runBlock(n.t, n, first)
+	blocks := []scriptedBlock{first}
 	instances := []string{"web-1", "web-2", "web-3"}
 	alertIDs := []string{"00000000000000000000000000000000"}
 	for h := rapid.IntRange(1, 40).Draw(t, "blocks"); h > 0; h-- {
 		b := scriptedBlock{dt: rapid.Int64Range(0, 4000).Draw(t, "dt")}
 		for k := rapid.IntRange(0, 5).Draw(t, "txs"); k > 0; k-- {
 			id := rapid.SampledFrom(instances).Draw(t, "instance")
-			switch rapid.IntRange(0, 9).Draw(t, "kind") {
+			switch rapid.IntRange(0, 10).Draw(t, "kind") {
 			case 0:
 				si := webInstance(rapid.Int64Range(0, 5000).Draw(t, "confirm"))
 				si.Id = id
@@ -46,13 +57,38 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 			case 1:
 				b.txs = append(b.txs, n.tx("root", types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "web", Id: id}}}))
 			case 2:
-				al := rapid.SampledFrom(alertIDs).Draw(t, "alert")
+				al := alertIDs[0]
+				if len(alertIDs) > 1 && rapid.IntRange(0, 3).Draw(t, "of a committed alert") > 0 {
+					al = rapid.SampledFrom(alertIDs[1:]).Draw(t, "alert")
+				}
 				if al != alertIDs[0] {
 					receiptsOfCommitted++
 				}
-				rcv := rapid.SampledFrom([]string{"pager", "am"}).Draw(t, "receiver")
+				rcv := rapid.SampledFrom([]string{"pager", "am", "team-pager"}).Draw(t, "receiver")
 				signer := rapid.SampledFrom(observerNames).Draw(t, "observer")
-				b.txs = append(b.txs, n.tx(signer, receipt(al, rcv)))
+				var ack []byte
+				switch rapid.IntRange(0, 3).Draw(t, "ack") {
+				case 1, 2:
+					ack = ackBy("rk-"+rcv, al, rcv)
+				case 3:
+					ack = ackBy("rk-other", al, rcv)
+				}
+				b.txs = append(b.txs, n.tx(signer, ackedReceipt(al, rcv, ack)))
+			case 3:
+				rcv := rapid.SampledFrom([]string{"pager", "am", "team-pager"}).Draw(t, "receiver")
+				var pub []byte
+				if rapid.IntRange(0, 3).Draw(t, "remove") > 0 {
+					pub = pubOf(rapid.SampledFrom([]string{"rk-" + rcv, "rk-other"}).Draw(t, "receiver key"))
+				}
+				signer := rapid.SampledFrom([]string{"root", "team"}).Draw(t, "operator")
+				b.txs = append(b.txs, n.tx(signer, registerReceiver(rcv, pub)))
+			case 4:
+				// Every observer reports the same: verdicts move, alerts commit.
+				o := obsOf(types.Status(rapid.IntRange(1, 4).Draw(t, "agreed status")))
+				o.Instance = id
+				for _, signer := range observerNames {
+					b.txs = append(b.txs, n.tx(signer, observe(o)))
+				}
 			default:
 				o := obsOf(types.Status(rapid.IntRange(1, 4).Draw(t, "status")))
 				o.Instance = id
@@ -64,6 +100,11 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 		_, alerts := runBlock(n.t, n, b)
 		for _, al := range alerts {
 			alertIDs = append(alertIDs, al.Id)
+		}
+		for _, d := range n.app.Deliveries() {
+			if d.Acknowledged {
+				ackedReceipts++
+			}
 		}
 		blocks = append(blocks, b)
 	}
@@ -103,6 +144,9 @@ func TestDeterminism(t *testing.T) {
 	})
 	if receiptsOfCommitted == 0 {
 		t.Error("no generated history had a receipt of a committed alert")
+	}
+	if ackedReceipts == 0 {
+		t.Error("no generated history committed an acknowledged receipt")
 	}
 }
 

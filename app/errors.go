@@ -14,13 +14,14 @@ const (
 	CodeOK           Code = 0
 	CodeMalformed    Code = 1  // the bytes do not decode as an envelope
 	CodeBadSignature Code = 2  // the signature does not verify
-	CodeReplay       Code = 3  // nonce at or below the signer's last committed nonce
+	CodeReplay       Code = 3  // nonce already used by the signer, or at or below its floor (app.NonceWindow)
 	CodeUnauthorized Code = 4  // the signer may not send this message
 	CodeInvalid      Code = 5  // the message's content is invalid
 	CodeUnknownCheck Code = 6  // an observation names no registered check in the observer's scope
 	CodeTooLarge     Code = 7  // tx or batch above its limit
 	CodeNotFound     Code = 8  // deregistration of an instance that is not registered
 	CodeBusy         Code = 9  // CheckTx only: the signer's share of this node's mempool is full
+	CodeBadAck       Code = 10 // a receipt's receiver acknowledgement does not verify against the receiver's registered key
 	CodeInternal     Code = 99 // a storage failure: the node must stop
 )
 
@@ -28,6 +29,7 @@ var codeNames = map[Code]string{
 	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
 	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
 	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found", CodeBusy: "busy",
+	CodeBadAck:   "bad_ack",
 	CodeInternal: "internal",
 }
 

@@ -21,6 +21,7 @@ type Indexes struct {
 	State     int64 // the catalog or any check's verdict or hard status
 	Alerts    int64 // the alert log
 	Observers int64 // the observer set's suspect flags
+	Receivers int64 // the registered webhook receivers' keys
 }
 
 // Changes is what a block changed in the agreed state: what blocking
@@ -32,6 +33,8 @@ type Changes struct {
 	Catalog   bool
 	Alerts    bool
 	Observers bool
+	// Receivers: a receiver's key was registered, replaced or removed.
+	Receivers bool
 	// Verdicts lists the checks whose verdict changed, by check ref.
 	Verdicts []VerdictChange
 }
@@ -44,7 +47,7 @@ type VerdictChange struct {
 
 // Any tells whether the block changed anything a blocking query watches.
 func (c Changes) Any() bool {
-	return len(c.Services) > 0 || c.Catalog || c.Alerts || c.Observers
+	return len(c.Services) > 0 || c.Catalog || c.Alerts || c.Observers || c.Receivers
 }
 
 // touch records that service's agreed state changed in the current block.
@@ -67,6 +70,7 @@ func (a *App) Changed() Changes {
 		Catalog:   a.catalogChanged,
 		Alerts:    len(a.alerts) > 0 || len(a.deliveries) > 0,
 		Observers: a.meta.ObserversHeight == a.meta.Height && a.meta.Height > 0,
+		Receivers: a.meta.ReceiversHeight == a.meta.Height && a.meta.Height > 0,
 		Verdicts:  a.verdicts,
 	}
 	for s := range a.changed {
@@ -78,7 +82,7 @@ func (a *App) Changed() Changes {
 
 // Indexes are the version's indexes.
 func (q *Query) Indexes() Indexes {
-	return Indexes{Catalog: q.meta.CatalogHeight, State: q.meta.StateHeight, Alerts: q.meta.AlertHeight, Observers: q.meta.ObserversHeight}
+	return Indexes{Catalog: q.meta.CatalogHeight, State: q.meta.StateHeight, Alerts: q.meta.AlertHeight, Observers: q.meta.ObserversHeight, Receivers: q.meta.ReceiversHeight}
 }
 
 // ServiceIndex is the height at which service's instances or check states

@@ -20,6 +20,7 @@ import (
 //	i/<service>                     height its agreed state last changed (8 bytes BE)
 //	x/<alert id>                    where the alert is: its a/ key's height and seq (12 bytes)
 //	d/<alert id>/<receiver>/<observer id>  types.Delivery (a committed receipt)
+//	w/<receiver>                    types.Receiver (a webhook receiver's acknowledgement key)
 var (
 	keyInfo        = []byte("m/info")
 	prefixNonce    = []byte("n/")
@@ -33,6 +34,7 @@ var (
 	prefixIndex    = []byte("i/")
 	prefixAlertID  = []byte("x/")
 	prefixDelivery = []byte("d/")
+	prefixReceiver = []byte("w/")
 )
 
 func cat(prefix []byte, parts ...string) []byte {
@@ -66,3 +68,10 @@ func alertIDKey(id string) []byte { return cat(prefixAlertID, id) }
 func deliveryKey(alertID, receiver, observer string) []byte {
 	return cat(prefixDelivery, alertID, receiver, observer)
 }
+
+// deliveryPrefix is where the receipts of one alert to one receiver are.
+func deliveryPrefix(alertID, receiver string) []byte {
+	return cat(prefixDelivery, alertID, receiver, "")
+}
+
+func receiverKey(name string) []byte { return cat(prefixReceiver, name) }

@@ -1,20 +1,25 @@
 package app
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 
 	"github.com/bftmon/bftmon/app/types"
 )
 
-// MaxReceivers bounds the receiver names receipts may record per alert, so
-// that no signer can grow the state without limit.
+// MaxReceivers bounds the receiver names one observer's receipts may
+// record per alert, so that no signer can grow the state without limit.
+// The bound is per observer: one observer filling it does not keep the
+// others' receipts out.
 const MaxReceivers = 32
 
 // receipt records that the signer's node delivered an alert to a receiver.
 // The signer must be an observer (a node signs receipts with its observer
-// key) and the alert must be committed. A receipt already recorded for the
-// same alert, receiver and observer changes nothing.
+// key) and the alert must be committed. A receipt that carries the
+// receiver's acknowledgement is refused unless it verifies against the
+// receiver's registered key. A receipt already recorded for the same
+// alert, receiver and observer changes nothing.
 func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 	ob := a.byPub[string(signer)]
 	if ob == nil {
@@ -30,36 +35,50 @@ func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 	if loc == nil {
 		return "", refuse(CodeNotFound, "alert %s is not committed", r.AlertId)
 	}
+	acked := len(r.Ack) > 0
+	if acked {
+		if err := a.verifyAck(r); err != nil {
+			return "", err
+		}
+	}
 	key := deliveryKey(r.AlertId, r.Receiver, ob.Id)
 	if old, err := a.store.Get(key); err != nil {
 		return "", err
 	} else if old != nil {
 		return fmt.Sprintf("delivery of %s to %s by %s already recorded", r.AlertId, r.Receiver, ob.Name), nil
 	}
-	receivers := map[string]bool{r.Receiver: true}
+	// The receivers this observer's receipts already name for the alert
+	// (each key is one receiver: the repeat was caught above).
+	mine := 0
 	var derr error
 	if err := a.store.Iterate(cat(prefixDelivery, r.AlertId, ""), func(_, v []byte) bool {
 		var d types.Delivery
 		if derr = d.Unmarshal(v); derr != nil {
 			return false
 		}
-		receivers[d.Receiver] = true
+		if d.Observer == ob.Id {
+			mine++
+		}
 		return true
 	}); err != nil {
 		return "", err
 	} else if derr != nil {
 		return "", derr
 	}
-	if len(receivers) > MaxReceivers {
-		return "", refuse(CodeTooLarge, "alert %s has receipts for %d receivers already, the limit", r.AlertId, MaxReceivers)
+	if mine >= MaxReceivers {
+		return "", refuse(CodeTooLarge, "alert %s has receipts by %s for %d receivers already, the limit per observer", r.AlertId, ob.Name, MaxReceivers)
 	}
-	d := types.Delivery{AlertId: r.AlertId, Receiver: r.Receiver, Observer: ob.Id, Height: a.meta.Height, TimeMs: a.meta.TimeMs}
+	d := types.Delivery{AlertId: r.AlertId, Receiver: r.Receiver, Observer: ob.Id, Height: a.meta.Height, TimeMs: a.meta.TimeMs, Acknowledged: acked}
 	if err := a.put(key, &d); err != nil {
 		return "", err
 	}
 	a.deliveries = append(a.deliveries, d)
 	a.meta.AlertHeight = a.meta.Height
-	return fmt.Sprintf("delivery of %s to %s by %s recorded", r.AlertId, r.Receiver, ob.Name), nil
+	what := ""
+	if acked {
+		what = ", acknowledged by the receiver"
+	}
+	return fmt.Sprintf("delivery of %s to %s by %s recorded%s", r.AlertId, r.Receiver, ob.Name, what), nil
 }
 
 // validReceipt checks a receipt without looking at any state.
@@ -78,7 +97,62 @@ func validReceipt(r *types.DeliveryReceipt) error {
 	if err := validName("receiver", r.Receiver); err != nil {
 		return refuse(CodeInvalid, "%v", err)
 	}
+	if n := len(r.Ack); n != 0 && n != ed25519.SignatureSize {
+		return refuse(CodeInvalid, "receipt of %s for %s: acknowledgement is %d bytes, want an ed25519 signature of %d", r.AlertId, r.Receiver, n, ed25519.SignatureSize)
+	}
 	return nil
+}
+
+// Settlement says how far the committed receipts of one alert to one
+// receiver go towards settling its delivery in mode one.
+type Settlement struct {
+	// Weight is the summed weight of the observers whose receipts are
+	// committed (suspect or not); Total the weight of all observers.
+	Weight, Total uint64
+	// Acknowledged is set when one of the receipts carried the receiver's
+	// own acknowledgement, verified when it was committed.
+	Acknowledged bool
+	// Settled is 3·Weight > Total or Acknowledged: then at least one
+	// honest node delivered (faulty observers hold less than a third of
+	// the weight), or the receiver said it got the alert, and the nodes
+	// that have not delivered stand down.
+	Settled bool
+}
+
+// Settled is the one rule by which a node in delivery mode one stops
+// owing an alert to a receiver: the committed receipts for (alertID,
+// receiver) come from observers holding more than a third of all the
+// observer weight, or one of them is acknowledged by the receiver. Fewer
+// receipts settle nothing, so no coalition below a third of the weight can
+// keep an alert from a receiver that is up.
+func (q *Query) Settled(alertID, receiver string) (Settlement, error) {
+	ds, err := scan[types.Delivery](q.r, deliveryPrefix(alertID, receiver))
+	if err != nil {
+		return Settlement{}, fmt.Errorf("read receipts of %s for %s: %w", alertID, receiver, err)
+	}
+	return settlement(q.observers, ds), nil
+}
+
+// settlement applies the settle rule to the receipts ds of one alert and
+// receiver, with the observer set observers (sorted by id).
+func settlement(observers []types.Observer, ds []types.Delivery) Settlement {
+	var s Settlement
+	for _, o := range observers {
+		s.Total += o.Weight
+	}
+	for _, d := range ds {
+		s.Acknowledged = s.Acknowledged || d.Acknowledged
+		// Keys are unique per observer: each observer counts once. An
+		// observer no longer in the set counts nothing.
+		for _, o := range observers {
+			if o.Id == d.Observer {
+				s.Weight += o.Weight
+			}
+		}
+	}
+	// 3·W > T without overflow: for integers, W > floor(T/3).
+	s.Settled = s.Acknowledged || s.Weight > s.Total/3
+	return s
 }
 
 // Deliveries are the receipts the current block committed, in order.

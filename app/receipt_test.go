@@ -104,26 +104,3 @@ func TestDeliveryReceipts(t *testing.T) {
 		t.Errorf("deliveries %v, want %v", got, want)
 	}
 }
-
-// TestReceiverLimit: one alert takes receipts for at most MaxReceivers
-// receiver names.
-func TestReceiverLimit(t *testing.T) {
-	n := newNet(t)
-	n.block(1000, n.tx("root", register(webInstance(0))))
-	n.reportAll(1000, P, P, P, P)
-	id := n.reportAll(1000, C, C, C, C)[0].Id
-	var txs [][]byte
-	for i := range app.MaxReceivers + 1 {
-		txs = append(txs, n.tx("o1", receipt(id, "r"+strings.Repeat("x", i%5)+string(rune('a'+i%26))+string(rune('a'+i/26)))))
-	}
-	codes, _ := n.block(100, txs...)
-	for i, c := range codes {
-		want := app.CodeOK
-		if i == app.MaxReceivers {
-			want = app.CodeTooLarge
-		}
-		if c != want {
-			t.Errorf("receipt %d: code %v, want %v", i, c, want)
-		}
-	}
-}

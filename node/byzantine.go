@@ -38,10 +38,15 @@ const (
 	ByzGarbage        = "garbage"         // malformed and badly signed transactions
 	ByzFlood          = "flood"           // as many valid transactions as it can
 	ByzStuffBlocks    = "stuff-blocks"    // proposes blocks stuffed with junk transactions
+	// ByzForgeReceipts observes honestly but delivers no alert, and
+	// commits a delivery receipt for every alert and receiver as soon as
+	// the alert commits.
+	ByzForgeReceipts = "forge-receipts"
 )
 
 // ByzantineModes lists the modes, in the order above.
-var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood, ByzStuffBlocks}
+var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood,
+	ByzStuffBlocks, ByzForgeReceipts}
 
 // ParseByzantine reads a comma-separated list of modes.
 func ParseByzantine(s string) ([]string, error) {
@@ -296,5 +301,32 @@ func (b *byzantine) remote(ctx context.Context, mode, rpc string, tx []byte) {
 	bz, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if json.Unmarshal(bz, &out) == nil && resp.StatusCode == http.StatusOK {
 		code = strconv.FormatUint(uint64(out.Result.Code), 10)
+	}
+}
+
+// forgeReceipts is the forge-receipts behaviour: for the alerts of each
+// committed block that blocks hands it, it submits a receipt for every
+// receiver the node is configured with, signed with the observer's key
+// like an honest one, although the node delivered nothing. It runs until
+// ctx ends.
+func (b *byzantine) forgeReceipts(ctx context.Context, o *observer, receivers []string, blocks <-chan []types.Alert) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case alerts := <-blocks:
+			for _, al := range alerts {
+				for _, r := range receivers {
+					msg := types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: al.Id, Receiver: r}}}
+					tx, err := types.SignTx(o.app.ChainID(), o.key.Private, o.nonce(), msg)
+					if err != nil {
+						b.log.Error("forge a receipt", "alert", al.Id, "receiver", r, "err", err)
+						continue
+					}
+					b.local(ctx, o, ByzForgeReceipts, tx)
+					b.log.Info("forged a delivery receipt", "alert", al.Id, "receiver", r)
+				}
+			}
+		}
 	}
 }

@@ -16,6 +16,8 @@ func TestParseByzantine(t *testing.T) {
 		{"always-critical", "", 1},
 		{"replay, equivocate,garbage,flood", "", 4},
 		{"invert,replay", "", 2},
+		{"forge-receipts", "", 1},
+		{"always-passing,forge-receipts", "", 2},
 		{"lie", `unknown mode`, 0},
 		{"always-passing,random", "at most one of", 0},
 	} {

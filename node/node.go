@@ -30,6 +30,7 @@ import (
 
 	"github.com/bftmon/bftmon/abci"
 	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/dns"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
@@ -68,7 +69,8 @@ type Node struct {
 	comet    *cmtnode.Node
 	bcast    *broadcaster
 	observer *observer
-	faults   *faults // nil unless Config.FaultInjection
+	byz      *byzantine // nil unless Config.Byzantine
+	faults   *faults    // nil unless Config.FaultInjection
 	metrics  *prometheus.Registry
 	// cometMetrics holds CometBFT's own metrics, served beside ours.
 	cometMetrics *prometheus.Registry
@@ -168,14 +170,13 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
-		var byz *byzantine
 		if len(n.cfg.Byzantine) > 0 {
-			byz = newByzantine(n.cfg.Byzantine, n.settings.PeerRPC, n.metrics, n.log)
+			n.byz = newByzantine(n.cfg.Byzantine, n.settings.PeerRPC, n.metrics, n.log)
 		}
 		if n.cfg.FaultInjection {
 			n.faults = &faults{}
 		}
-		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), byz, n.faults, n.log)
+		n.observer = newObserver(key, n.app, n.bcast, n.settings, newProbeMetrics(n.metrics), n.byz, n.faults, n.log)
 		schedulerStats(n.metrics, n.observer.sched.Stats)
 		n.app.OnCommit(n.observer.committed)
 		n.wg.Add(1)
@@ -354,6 +355,9 @@ func (n *Node) startNotifier(ctx context.Context) error {
 	if n.observer != nil {
 		o.Observer, o.Receipt, o.Name = n.observer.key.ID(), n.observer.receipt, n.observer.key.Name
 	}
+	if n.byz.has(ByzForgeReceipts) && n.observer != nil {
+		n.startForger(ctx)
+	}
 	nt, err := notify.New(o)
 	if err != nil {
 		return err
@@ -366,4 +370,30 @@ func (n *Node) startNotifier(ctx context.Context) error {
 		nt.Run(ctx)
 	}()
 	return nil
+}
+
+// startForger runs the forge-receipts behaviour beside the silent
+// notifier: every committed alert gets a receipt for every configured
+// receiver, delivered or not.
+func (n *Node) startForger(ctx context.Context) {
+	var receivers []string
+	for _, r := range n.settings.notify.Receivers {
+		receivers = append(receivers, r.Name)
+	}
+	blocks := make(chan []types.Alert, 256)
+	n.app.OnCommit(func(b abci.Block) {
+		if len(b.Alerts) == 0 {
+			return
+		}
+		select {
+		case blocks <- b.Alerts:
+		default:
+			n.log.Warn("forge-receipts: behind; alerts left without forged receipts", "height", b.Height)
+		}
+	})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.byz.forgeReceipts(ctx, n.observer, receivers, blocks)
+	}()
 }

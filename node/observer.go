@@ -220,9 +220,10 @@ func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
 	return nil
 }
 
-// receipt commits this node's delivery receipt of an alert to a receiver.
-func (o *observer) receipt(ctx context.Context, alertID, receiver string) error {
-	msg := types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alertID, Receiver: receiver}}}
+// receipt commits this node's delivery receipt of an alert to a receiver,
+// with the receiver's acknowledgement (nil: none).
+func (o *observer) receipt(ctx context.Context, alertID, receiver string, ack []byte) error {
+	msg := types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alertID, Receiver: receiver, Ack: ack}}}
 	tx, err := types.SignTx(o.app.ChainID(), o.key.Private, o.nonce(), msg)
 	if err != nil {
 		return err

@@ -7,10 +7,13 @@
 // In delivery mode "one" (the default) the nodes take turns: the order of
 // an alert's deliverers is derived from its id and the committed observer
 // set, the first delivers at once and commits a receipt, and each next node
-// waits its position times the hand-off delay and delivers only if no
-// receipt has been committed by then. A crashed or silent node delays a
-// page by one hand-off; it cannot suppress it. In mode "all" every node
-// delivers at once and receivers deduplicate on the alert id.
+// waits its position times the hand-off delay and delivers unless the
+// receipts committed by then settle the alert (app.Query.Settled: from
+// observers holding more than a third of the weight, or one carrying the
+// receiver's acknowledgement, the Bftmon-Ack header). A crashed, silent or
+// receipt-forging node delays a page by one hand-off; it cannot suppress
+// it. In mode "all" every node delivers at once and receivers deduplicate
+// on the alert id.
 package notify
 
 import (

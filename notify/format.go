@@ -58,16 +58,18 @@ func Verify(secret, id, timestamp, signature string, body []byte, now time.Time,
 }
 
 // Payload is the native JSON body of a delivery: the committed alert, with
-// every observer's view at its height.
+// every observer's view at its height, the chain and the receiver's name
+// (what an acknowledgement signs, with the alert id).
 type Payload struct {
 	api.Alert
-	ChainID string `json:"chain_id"`
+	ChainID  string `json:"chain_id"`
+	Receiver string `json:"receiver"`
 }
 
 // nativeRequest builds the native delivery of al to r, signed if r has a key.
 func nativeRequest(r *Receiver, chainID string, al *types.Alert, names map[string]string, now time.Time) (*http.Request, error) {
 	// The body is built once and signed as sent.
-	body, err := json.Marshal(Payload{Alert: api.NewAlert(al, names), ChainID: chainID})
+	body, err := json.Marshal(Payload{Alert: api.NewAlert(al, names), ChainID: chainID, Receiver: r.Name})
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,9 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the per-receiver delivery metrics.
 type metrics struct {
-	delivered, retried, settled *prometheus.CounterVec
-	failed                      *prometheus.CounterVec
-	latency, attempt            *prometheus.HistogramVec
+	delivered, retried, settled, acked *prometheus.CounterVec
+	failed                             *prometheus.CounterVec
+	latency, attempt                   *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer, pending func() map[string]int) *metrics {
@@ -17,7 +17,9 @@ func newMetrics(reg prometheus.Registerer, pending func() map[string]int) *metri
 		retried: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bftmon_notify_retried_total",
 			Help: "Failed delivery attempts that were scheduled again."}, rl),
 		settled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bftmon_notify_settled_by_others_total",
-			Help: "Alerts this node did not deliver because another node's receipt was committed first (mode one)."}, rl),
+			Help: "Alerts this node did not deliver because the other nodes' committed receipts settled them first (mode one: more than a third of the observer weight, or the receiver's acknowledgement)."}, rl),
+		acked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bftmon_notify_acknowledged_total",
+			Help: "First deliveries the receiver acknowledged with a Bftmon-Ack signature that verifies under its registered key."}, rl),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bftmon_notify_failed_total",
 			Help: "Alerts given up: expired undelivered, receiver gone (410), or undeliverable."}, []string{"receiver", "reason"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "bftmon_notify_delivery_latency_seconds",
@@ -27,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, pending func() map[string]int) *metri
 			Help:    "Duration of successful delivery requests.",
 			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10}}, rl),
 	}
-	reg.MustRegister(m.delivered, m.retried, m.settled, m.failed, m.latency, m.attempt, pendingCollector{pending})
+	reg.MustRegister(m.delivered, m.retried, m.settled, m.acked, m.failed, m.latency, m.attempt, pendingCollector{pending})
 	return m
 }
 

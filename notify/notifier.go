@@ -38,9 +38,10 @@ type Options struct {
 	// receipts ("": the node has none, and takes the last turn).
 	Observer string
 	Chain    Chain
-	// Receipt commits a delivery receipt signed by the node's observer key
-	// (nil: the node commits none).
-	Receipt func(ctx context.Context, alertID, receiver string) error
+	// Receipt commits a delivery receipt signed by the node's observer key,
+	// with the receiver's acknowledgement if it gave one that verifies
+	// (ack nil: none) (Receipt nil: the node commits none).
+	Receipt func(ctx context.Context, alertID, receiver string, ack []byte) error
 	// Name is this node's name, sent in the Bftmon-Node header of every
 	// delivery.
 	Name string
@@ -146,22 +147,20 @@ func Order(alertID string, observers []string) []string {
 }
 
 // turns is the live observers' delivery order of an alert: observers that
-// are not suspect, in Order.
-func turns(q *app.Query, alertID string) ([]string, map[string]bool, error) {
+// are not suspect, in Order. (Who settles an entry is another matter:
+// app.Query.Settled counts every observer's receipt, suspect or not.)
+func turns(q *app.Query, alertID string) ([]string, error) {
 	st, err := q.Standings()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var live []string
-	suspect := map[string]bool{}
 	for _, s := range st {
-		if s.Suspect {
-			suspect[s.Observer.Id] = true
-		} else {
+		if !s.Suspect {
 			live = append(live, s.Observer.Id)
 		}
 	}
-	return Order(alertID, live), suspect, nil
+	return Order(alertID, live), nil
 }
 
 // position is this node's turn for an alert: its index in the order, or
@@ -197,7 +196,7 @@ func (n *Notifier) Committed(alerts []types.Alert, deliveries []types.Delivery) 
 // enqueue adds what the receivers are owed for al, due at this node's turn
 // counted from start; receivers that settled says are settled are skipped.
 func (n *Notifier) enqueue(q *app.Query, al *types.Alert, start time.Time, settled func(*Receiver) bool) {
-	order, _, err := turns(q, al.Id)
+	order, err := turns(q, al.Id)
 	if err != nil {
 		n.log.Error("read the observers' standing", "err", err)
 		return
@@ -262,8 +261,10 @@ func (n *Notifier) supersede(receiver, check string) {
 }
 
 // receipted takes a committed receipt into account: this node's marks its
-// entry; in mode one another live node's settles the entry this node has
-// not delivered.
+// entry; in mode one, the entry this node has not delivered is dropped
+// once the committed receipts settle it (app.Query.Settled: more than a
+// third of the observer weight, or the receiver's acknowledgement). Fewer
+// receipts cancel nothing, first turn or retry.
 func (n *Notifier) receipted(q *app.Query, d types.Delivery) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -281,8 +282,13 @@ func (n *Notifier) receipted(q *app.Query, d types.Delivery) {
 	if r == nil || r.Mode != ModeOne || e.Delivered {
 		return
 	}
-	if _, suspect, err := turns(q, d.AlertId); err != nil || suspect[d.Observer] {
-		return // a suspect observer's receipt hands nothing over
+	s, err := q.Settled(d.AlertId, d.Receiver)
+	if err != nil {
+		n.log.Error("read the receipts", "alert", d.AlertId, "receiver", d.Receiver, "err", err)
+		return
+	}
+	if !s.Settled {
+		return
 	}
 	n.out.delete(e)
 	delete(n.entries, k)
@@ -358,12 +364,10 @@ func (n *Notifier) catchUp() error {
 		if err != nil {
 			return err
 		}
-		_, suspect, err := turns(q, al.Id)
-		if err != nil {
+		before := len(n.entries)
+		if err := n.enqueueUnsettled(q, al, ds); err != nil {
 			return err
 		}
-		before := len(n.entries)
-		n.enqueueUnsettled(q, al, ds, suspect)
 		queued += len(n.entries) - before
 	}
 	if queued > 0 {
@@ -372,18 +376,27 @@ func (n *Notifier) catchUp() error {
 	return nil
 }
 
-// enqueueUnsettled queues al for the receivers no receipt settles: in mode
-// one a live node's, in mode all this node's own.
-func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, ds []types.Delivery, suspect map[string]bool) {
-	settled := func(r *Receiver) bool {
+// enqueueUnsettled queues al for the receivers that this node's own
+// receipt (ds lists al's) does not settle, nor, in mode one, the
+// committed receipts together (app.Query.Settled).
+func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, ds []types.Delivery) error {
+	settled := map[string]bool{}
+	for _, r := range n.o.Config.Receivers {
 		for _, d := range ds {
-			if d.Receiver == r.Name && (d.Observer == n.o.Observer || r.Mode == ModeOne && !suspect[d.Observer]) {
-				return true
+			if d.Receiver == r.Name && d.Observer == n.o.Observer {
+				settled[r.Name] = true
 			}
 		}
-		return false
+		if r.Mode == ModeOne && !settled[r.Name] {
+			s, err := q.Settled(al.Id, r.Name)
+			if err != nil {
+				return err
+			}
+			settled[r.Name] = s.Settled
+		}
 	}
-	n.enqueue(q, al, time.UnixMilli(al.TimeMs), settled)
+	n.enqueue(q, al, time.UnixMilli(al.TimeMs), func(r *Receiver) bool { return settled[r.Name] })
+	return nil
 }
 
 // work delivers receiver's entries as they fall due, one at a time.
@@ -467,18 +480,15 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 		return
 	}
 	if r.Mode == ModeOne && !e.Delivered {
-		ds, err := q.Deliveries(e.AlertID)
+		s, err := q.Settled(e.AlertID, r.Name)
 		if err != nil {
 			n.retry(r, e, err)
 			return
 		}
-		_, suspect, _ := turns(q, e.AlertID)
-		for _, d := range ds {
-			if d.Receiver == r.Name && d.Observer != n.o.Observer && !suspect[d.Observer] {
-				n.m.settled.WithLabelValues(r.Name).Inc()
-				n.drop(e)
-				return
-			}
+		if s.Settled {
+			n.m.settled.WithLabelValues(r.Name).Inc()
+			n.drop(e)
+			return
 		}
 	}
 	req, err := n.request(r, q, &al, now)
@@ -495,7 +505,11 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 	defer cancel()
 	start := time.Now()
 	resp, err := n.o.Client.Do(req.WithContext(actx))
+	var ack string
 	if err == nil {
+		if r.Format == FormatNative {
+			ack = resp.Header.Get(HeaderAck)
+		}
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		switch {
@@ -513,7 +527,28 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 		n.retry(r, e, err)
 		return
 	}
-	n.delivered(r, e, &al, time.Since(start))
+	n.delivered(r, e, &al, time.Since(start), n.checkAck(q, r, e.AlertID, ack))
+}
+
+// checkAck returns the signature of a receiver's Bftmon-Ack header if it
+// verifies under the receiver's registered key, or nil: a receipt with an
+// ack the app would refuse would be lost, and cost a second delivery.
+func (n *Notifier) checkAck(q *app.Query, r *Receiver, alertID, header string) []byte {
+	if header == "" {
+		return nil
+	}
+	log := n.log.With("alert", alertID, "receiver", r.Name)
+	rec, err := q.Receiver(r.Name)
+	if err != nil {
+		log.Warn("the receiver acknowledged, but has no registered key (bftmon receiver register): the receipt goes without its ack", "err", err)
+		return nil
+	}
+	sig, err := VerifyAck(rec.PubKey, n.o.Chain.ChainID(), alertID, r.Name, header)
+	if err != nil {
+		log.Warn("the receiver's acknowledgement does not verify: the receipt goes without it", "err", err)
+		return nil
+	}
+	return sig
 }
 
 // request builds the delivery of al to r.
@@ -548,22 +583,26 @@ func (n *Notifier) request(r *Receiver, q *app.Query, al *types.Alert, now time.
 	return req, nil
 }
 
-// delivered records a successful attempt: the first commits a receipt; an
+// delivered records a successful attempt: the first commits a receipt
+// (with the receiver's verified acknowledgement ack, if any); an
 // Alertmanager entry stays to be re-sent while the alert fires (or, once
 // resolved, for ResolvedFor).
-func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.Duration) {
+func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.Duration, ack []byte) {
 	first := !e.Delivered
 	n.m.delivered.WithLabelValues(r.Name).Inc()
 	n.m.attempt.WithLabelValues(r.Name).Observe(took.Seconds())
 	if first {
 		n.m.latency.WithLabelValues(r.Name).Observe(time.Since(e.Committed).Seconds())
 		n.log.Info("alert delivered", "alert", e.AlertID, "receiver", r.Name, "kind", al.Kind,
-			"check", e.Check, "to", al.To.Name(), "after", time.Since(e.Committed).Round(time.Millisecond))
+			"check", e.Check, "to", al.To.Name(), "after", time.Since(e.Committed).Round(time.Millisecond), "acknowledged", ack != nil)
+		if ack != nil {
+			n.m.acked.WithLabelValues(r.Name).Inc()
+		}
 		if n.o.Receipt != nil {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
-				n.receipt(e.AlertID, r.Name)
+				n.receipt(e.AlertID, r.Name, ack)
 			}()
 		}
 	}
@@ -591,13 +630,13 @@ func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.D
 
 // receipt commits this node's receipt, retrying a few times: a receipt
 // lost for good only costs a duplicate delivery by the next node.
-func (n *Notifier) receipt(alertID, receiver string) {
+func (n *Notifier) receipt(alertID, receiver string, ack []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var err error
 	for attempt := range 6 {
 		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
-		err = n.o.Receipt(actx, alertID, receiver)
+		err = n.o.Receipt(actx, alertID, receiver, ack)
 		acancel()
 		if err == nil {
 			return

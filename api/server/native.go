@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -221,7 +223,7 @@ func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 			a.Deliveries = make([]api.Delivery, 0, len(ds))
 			for _, d := range ds {
 				a.Deliveries = append(a.Deliveries, api.Delivery{Receiver: d.Receiver, Observer: d.Observer, Name: obs[d.Observer],
-					Height: d.Height, Time: time.UnixMilli(d.TimeMs).UTC()})
+					Height: d.Height, Time: time.UnixMilli(d.TimeMs).UTC(), Acknowledged: d.Acknowledged})
 			}
 			out = append(out, a)
 		}
@@ -253,5 +255,34 @@ func (s *Server) observers(w http.ResponseWriter, r *http.Request) {
 			out = append(out, o)
 		}
 		return q.Indexes().Observers, out, nil
+	}, bftmonIndex)
+}
+
+func (s *Server) receivers(w http.ResponseWriter, r *http.Request) {
+	b, ok := parse(w, r, false, func(*params) {})
+	if !ok {
+		return
+	}
+	s.read(w, r, topicReceivers, b, func(q *app.Query) (int64, any, error) {
+		list, err := q.Receivers()
+		if err != nil {
+			return 0, nil, err
+		}
+		ops, err := q.Operators()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]api.Receiver, 0, len(list))
+		for _, rc := range list {
+			op := types.KeyID(rc.Operator)
+			for _, o := range ops {
+				if bytes.Equal(o.PubKey, rc.Operator) {
+					op = o.Name
+				}
+			}
+			out = append(out, api.Receiver{Name: rc.Name, PubKey: base64.StdEncoding.EncodeToString(rc.PubKey), KeyID: types.KeyID(rc.PubKey),
+				Operator: op, Height: rc.Height})
+		}
+		return q.Indexes().Receivers, out, nil
 	}, bftmonIndex)
 }

@@ -85,6 +85,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /v1/checks/{service}/{instance}/{check}", s.check)
 	mux.HandleFunc("GET /v1/alerts", s.alerts)
 	mux.HandleFunc("GET /v1/observers", s.observers)
+	mux.HandleFunc("GET /v1/receivers", s.receivers)
 	mux.HandleFunc("GET /v1/apphash/{height}", s.appHash)
 	mux.HandleFunc("POST /v1/txs", s.txs)
 	mux.HandleFunc("POST /v1/observe", s.observe)
@@ -102,7 +103,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 				return
 			}
 		}
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts, /v1/observers)", r.Method, r.URL.Path))
+		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts, /v1/observers, /v1/receivers)", r.Method, r.URL.Path))
 	})
 	s.h = s.logged(mux)
 	return s

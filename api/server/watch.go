@@ -14,6 +14,7 @@ const (
 	topicCatalog   = "catalog"   // registrations
 	topicAlerts    = "alerts"    // the alert log
 	topicObservers = "observers" // suspect flags
+	topicReceivers = "receivers" // receivers' acknowledgement keys
 )
 
 // serviceTopic is the topic of one service's agreed state.
@@ -85,6 +86,9 @@ func (h *hub) committed(c app.Changes) {
 	}
 	if c.Observers {
 		h.fire(topicObservers)
+	}
+	if c.Receivers {
+		h.fire(topicReceivers)
 	}
 }
 

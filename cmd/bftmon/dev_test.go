@@ -196,6 +196,25 @@ func TestDev(t *testing.T) {
 	if out, code := cli("service", "register", "-f", file); code != 1 || !strings.Contains(out, "interval 100ms below 1s") {
 		t.Fatalf("invalid service file: %q exit %d", out, code)
 	}
+	// A receiver's acknowledgement key: registered, listed, refused when
+	// bad, removed.
+	ackPub := "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"receiver", "register", "pager", "--pub-key", ackPub}, 0, "for receiver pager at height"},
+		{[]string{"receiver", "list"}, 0, ackPub},
+		{[]string{"receiver", "register", "pager", "--pub-key", "c2hvcnQ="}, 1, "32-byte ed25519 public key"},
+		{[]string{"receiver", "register", "Pager", "--pub-key", ackPub}, 1, "receiver name"},
+		{[]string{"receiver", "remove", "pager"}, 0, "removed the key of receiver pager"},
+		{[]string{"receiver", "remove", "pager"}, 1, "no key is registered"},
+	} {
+		if out, code := cli(tc.args...); code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s", tc.args, code, tc.code, tc.want, out)
+		}
+	}
 	if out, code := cli("service", "deregister", "db", "db-1"); code != 0 || !strings.Contains(out, "deregistered db/db-1") {
 		t.Fatalf("service deregister: %q exit %d", out, code)
 	}

@@ -1,5 +1,5 @@
 // Command bftmon is the one binary of bftmon: it runs nodes (dev, init,
-// start), talks to them (service, services, health, observers, alerts, version), and runs or submits
+// start), talks to them (service, services, health, observers, alerts, receiver, version), and runs or submits
 // check results as an observer (check run, submit).
 package main
 
@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		// Node commands (node_cmds.go).
 		newDevCmd(), newInitCmd(), newStartCmd(), newTestnetCmd(),
 		// Client commands (client_cmds.go).
-		newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newVersionCmd(),
+		newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newReceiverCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
 		newCheckCmd(), newSubmitCmd(),
 		// Benchmarks (bench_cmds.go).
