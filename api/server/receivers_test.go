@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -79,8 +80,8 @@ func TestReceivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := n.c.BroadcastTx(ctx, tx); err != nil || res.Code != 9 {
-		t.Fatalf("receipt with a bad ack: %+v, %v; want code 9", res, err)
+	if res, err := n.c.BroadcastTx(ctx, tx); err != nil || res.Code != uint32(app.CodeBadAck) {
+		t.Fatalf("receipt with a bad ack: %+v, %v; want code 10 (bad_ack)", res, err)
 	}
 
 	if _, err := n.c.RegisterReceiver(ctx, key("root"), "pager", nil); err != nil {
