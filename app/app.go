@@ -67,6 +67,14 @@ type App struct {
 // maxVerified bounds the signature cache (about four full mempools).
 const maxVerified = 20_000
 
+// HaltGapMs is the longest gap between two blocks' times that is not a halt
+// of the chain: longer than any healthy block interval of bftmon's settings
+// (dev 100 ms, init and testnet about 0.5 s). After a longer one, reports that were fresh when the chain
+// stopped stay fresh for a ttl after it resumed: the network not committing
+// is not the targets going stale, and observers need a moment to get their
+// reports in again.
+const HaltGapMs = 3000
+
 // timer asks for a check to be re-evaluated at the first block whose time is
 // at or after at.
 type timer struct {
@@ -137,7 +145,7 @@ func (a *App) load() error {
 			if err != nil {
 				return err
 			}
-			a.schedule(ref, nextWake(c, &st, reports))
+			a.schedule(ref, a.nextWake(c, &st, reports))
 		}
 	}
 	return nil
@@ -152,6 +160,11 @@ func (a *App) Height() int64 { return a.meta.Height }
 // BeginBlock starts executing block height at block time timeMs (unix ms).
 func (a *App) BeginBlock(height, timeMs int64) {
 	a.meta.Height = height
+	if prev := a.meta.TimeMs; prev > 0 && timeMs-prev > HaltGapMs {
+		// The chain did not commit for a while (no quorum, or a one-node
+		// network restarting): observers could not get their reports in.
+		a.meta.HaltedFromMs, a.meta.HaltedToMs = prev, timeMs
+	}
 	if timeMs > a.meta.TimeMs { // block time never goes back
 		a.meta.TimeMs = timeMs
 	}

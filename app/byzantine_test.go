@@ -186,3 +186,24 @@ func TestFreshnessFromObservationTime(t *testing.T) {
 		t.Fatalf("codes %v for an observation older than its ttl and one from the future, want both refused (unknown_check: nothing applies)", codes)
 	}
 }
+
+// TestChainHaltIsNotStaleness: when the chain does not commit for a while (a
+// one-node network restarting, a network without quorum), reports that were
+// fresh when it stopped stay fresh for a ttl after it resumes, so the halt
+// raises no stale alert; staleness counts again after that grace.
+func TestChainHaltIsNotStaleness(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, P)
+	if _, alerts := n.block(15_000); len(alerts) != 0 { // 15 s without a block
+		t.Fatalf("the chain's halt raised %+v", alerts)
+	}
+	n.wantState(P, P)
+	n.block(2000)
+	n.wantState(P, P) // within the grace: observers are getting their reports in
+	_, alerts := n.block(1100)
+	if v := n.check().State.Verdict; v != types.STATUS_STALE || len(alerts) != 1 || alerts[0].Kind != app.AlertStale {
+		t.Fatalf("a ttl after the chain resumed without reports: verdict %s, alerts %+v; want stale and one stale alert", v.Name(), alerts)
+	}
+}

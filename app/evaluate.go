@@ -47,7 +47,7 @@ func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]Observ
 				return nil, nil, err
 			}
 			rep.Record = rec
-			rep.Fresh = fresh(rec, c, now)
+			rep.Fresh = now < a.expiry(rec, c)
 		}
 		out = append(out, rep)
 		st := types.STATUS_NONE
@@ -59,9 +59,15 @@ func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]Observ
 	return out, vr, nil
 }
 
-// fresh tells whether rec is still within the check's ttl at block time now.
-func fresh(rec *types.ObservationRecord, c *types.Check, now int64) bool {
-	return now < rec.TimeMs+c.TtlMs
+// expiry is the block time at which rec stops being fresh: a ttl after the
+// observer looked, or, for a report that was still fresh when the chain last
+// halted, a ttl after the chain resumed (HaltGapMs).
+func (a *App) expiry(rec *types.ObservationRecord, c *types.Check) int64 {
+	at := rec.TimeMs + c.TtlMs
+	if from, to := a.meta.HaltedFromMs, a.meta.HaltedToMs; to > 0 && at > from && rec.TimeMs < to {
+		at = max(at, to+c.TtlMs)
+	}
+	return at
 }
 
 // decidable tells whether a verdict is an agreed observer status.
@@ -135,7 +141,7 @@ func (a *App) evaluate(ref string) error {
 	if err := a.putIfChanged(checkKey(ref), &st); err != nil {
 		return err
 	}
-	a.schedule(ref, nextWake(c, &st, reports))
+	a.schedule(ref, a.nextWake(c, &st, reports))
 	return nil
 }
 
@@ -143,7 +149,7 @@ func (a *App) evaluate(ref string) error {
 // change without any new observation: when its first fresh report goes
 // stale, or when a verdict that differs from the hard state has held for
 // confirm. 0 means never.
-func nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
+func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
 	var at int64
 	earliest := func(t int64) {
 		if at == 0 || t < at {
@@ -152,7 +158,7 @@ func nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) in
 	}
 	for _, r := range reports {
 		if r.Fresh && r.Record != nil {
-			earliest(r.Record.TimeMs + c.TtlMs)
+			earliest(a.expiry(r.Record, c))
 		}
 	}
 	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard

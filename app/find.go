@@ -112,7 +112,7 @@ func (q *Query) Find(service string, f Filter) ([]InstanceView, error) {
 		return nil, fmt.Errorf("service %q: %w", service, ErrNotFound)
 	}
 	withReports := f.Reports || f.Near != ""
-	a := &App{observers: q.observers}
+	a := &App{observers: q.observers, meta: q.meta}
 	out := make([]InstanceView, 0, len(insts))
 	for _, si := range insts {
 		if !f.keepsRegistration(&si) {
