@@ -97,11 +97,11 @@ func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error
 		}
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return meta, fmt.Errorf("%s: %w", msg, ErrNotFound)
+			return meta, &statusError{msg, ErrNotFound}
 		case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict:
-			return meta, fmt.Errorf("%s: %w", msg, ErrBadRequest)
+			return meta, &statusError{msg, ErrBadRequest}
 		case http.StatusUnauthorized:
-			return meta, fmt.Errorf("%s: %w", msg, ErrUnauthorized)
+			return meta, &statusError{msg, ErrUnauthorized}
 		}
 		return meta, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
@@ -280,3 +280,14 @@ func (c *Client) AppHash(ctx context.Context, height int64) (AppHash, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/apphash/"+strconv.FormatInt(height, 10), nil, &out)
 	return out, err
 }
+
+// statusError is the node's own message for a refused request, which says
+// what went wrong; it matches its kind (ErrNotFound, ...) with errors.Is
+// without repeating it ("not found: not found").
+type statusError struct {
+	msg  string
+	kind error
+}
+
+func (e *statusError) Error() string { return e.msg }
+func (e *statusError) Unwrap() error { return e.kind }

@@ -327,11 +327,17 @@ func TestDev(t *testing.T) {
 	// Running it again resumes the same chain.
 	d2 := startDev(t, bin, args...)
 	d2.waitLine(t, "resuming the network", 30*time.Second)
+	reg := d2.waitLine(t, "registered demo service", 90*time.Second)
+	var regHeight int64
+	fmt.Sscanf(reg[strings.Index(reg, "at height"):], "at height %d", &regHeight)
 	l := d2.waitLine(t, "demo is passing, agreed at height", 90*time.Second)
 	var h int64
 	fmt.Sscanf(l[strings.Index(l, "height"):], "height %d", &h)
 	if h < 5 {
 		t.Fatalf("resumed network agreed at height %d: it did not keep its chain (%q)", h, l)
+	}
+	if h < regHeight {
+		t.Fatalf("resumed network says demo is passing at height %d, before its registration at %d: an old height (%q)", h, regHeight, l)
 	}
 	d2.stop(t)
 }

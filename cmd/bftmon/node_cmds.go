@@ -237,7 +237,7 @@ func runDev(ctx context.Context, cmd *cobra.Command, o devOptions) error {
 	}
 	fmt.Fprintf(out, "registered demo service %s/%s at height %d; waiting for the observers to agree...\n", inst.Name, inst.Id, res.Height)
 
-	height, err := waitPassing(ctx, client, inst.Name)
+	height, err := waitPassing(ctx, client, inst.Name, res.Height)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -310,14 +310,22 @@ func demoInstance(addr string) types.ServiceInstance {
 	}
 }
 
-// waitPassing waits until the service's instances are all agreed passing and
-// returns the height at which the first check hardened.
-func waitPassing(ctx context.Context, c *api.Client, name string) (int64, error) {
+// waitPassing waits until the service's first instance is agreed passing
+// with a passing report committed at or after height since, and returns the
+// height of that report.
+func waitPassing(ctx context.Context, c *api.Client, name string, since int64) (int64, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		insts, _, err := c.Service(ctx, name, nil)
-		if err == nil && len(insts) > 0 && insts[0].Status == "passing" && len(insts[0].Checks) > 0 {
-			return insts[0].Checks[0].HardHeight, nil
+		if err == nil && len(insts) > 0 && insts[0].Status == "passing" && len(insts[0].Checks) > 0 && insts[0].Checks[0].Status == "passing" {
+			// On a resumed chain the check kept its old agreed state: wait
+			// for a passing report committed since the registration, and
+			// say where it is, not where the state was first agreed.
+			for _, o := range insts[0].Checks[0].Observers {
+				if o.Fresh && o.Status == "passing" && o.Height >= since {
+					return o.Height, nil
+				}
+			}
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("the demo service did not become passing within 60s (last error: %v); run with --log-level debug to see why", err)
