@@ -210,13 +210,56 @@ func (c *Client) send(ctx context.Context, what string, key ed25519.PrivateKey, 
 		return TxResult{}, fmt.Errorf("%s: %w", what, err)
 	}
 	res, err := c.BroadcastTx(ctx, tx)
+	if err != nil && !isRefusal(err) {
+		// The node went away (a crash, a restart) before it answered: the
+		// transaction may have been committed all the same. Ask by hash
+		// until the node answers again or ctx ends.
+		res, err = c.recheck(ctx, types.TxHash(tx), err)
+	}
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", what, err)
 	}
 	if res.Code != 0 {
-		return res, fmt.Errorf("%s: refused (code %d): %s", what, res.Code, res.Log)
+		// The log names the code and usually what was refused already.
+		return res, fmt.Errorf("%s: refused: %s", what, strings.Replace(res.Log, what+": ", "", 1))
 	}
 	return res, nil
+}
+
+// isRefusal tells whether err is the node's answer (a 4xx), not a failure to
+// get one.
+func isRefusal(err error) bool {
+	var se *statusError
+	return errors.As(err, &se)
+}
+
+// recheck looks tx up by hash after sending it failed with cause, until it
+// is found committed, the node says it is not (after a block), or ctx ends.
+func (c *Client) recheck(ctx context.Context, hash string, cause error) (TxResult, error) {
+	notFound := 0
+	for {
+		res, err := c.Tx(ctx, hash)
+		switch {
+		case err == nil:
+			return res, nil
+		case errors.Is(err, ErrNotFound):
+			if notFound++; notFound >= 10 { // about two seconds of blocks after the node is back
+				return TxResult{Hash: hash}, fmt.Errorf("%w; the node is back and has not committed tx %s: send it again", cause, hash)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return TxResult{Hash: hash}, fmt.Errorf("%w; tx %s may still be committed: ask with GET /v1/txs/%s", cause, hash, hash)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Tx looks up a committed transaction by hash (errors.Is(err, ErrNotFound)
+// if no committed block holds it).
+func (c *Client) Tx(ctx context.Context, hash string) (TxResult, error) {
+	var r TxResult
+	return r, c.do(ctx, http.MethodGet, "/v1/txs/"+hash, nil, &r)
 }
 
 // Register registers (or updates) a service instance, signed by key.

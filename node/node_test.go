@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +120,21 @@ func TestNodeDecidesRealServiceHealth(t *testing.T) {
 	}
 	if res.Height == 0 {
 		t.Fatalf("register result without a height: %+v", res)
+	}
+	// Where a transaction was committed can be asked by its hash.
+	// (CometBFT indexes a block's transactions just after its commit.)
+	waitFor(t, "the registration found by its hash", 10*time.Second, func() (bool, error) {
+		got, err := c.Tx(ctx, res.Hash)
+		if err != nil && !errors.Is(err, api.ErrNotFound) {
+			t.Fatalf("GET /v1/txs/%s: %v", res.Hash, err)
+		}
+		if err == nil && (got.Height != res.Height || got.Code != 0) {
+			t.Fatalf("GET /v1/txs/%s: %+v, want committed at height %d", res.Hash, got, res.Height)
+		}
+		return err == nil, err
+	})
+	if _, err := c.Tx(ctx, strings.Repeat("AB", 32)); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("an unknown tx hash: %v, want not found", err)
 	}
 
 	// A registration outside the rules is refused with its code and message.

@@ -39,6 +39,9 @@ type Backend interface {
 	Read() (*app.Query, error)
 	// BroadcastTx submits tx and waits until it is committed or refused.
 	BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error)
+	// Tx looks up a committed transaction by its hash (upper-case hex); an
+	// error matching api.ErrNotFound if no committed block holds it.
+	Tx(ctx context.Context, hash string) (api.TxResult, error)
 	// AppHash is the application hash after the block at height; an error
 	// matching api.ErrNotFound if that version is not kept.
 	AppHash(height int64) ([]byte, error)
@@ -88,6 +91,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /v1/receivers", s.receivers)
 	mux.HandleFunc("GET /v1/apphash/{height}", s.appHash)
 	mux.HandleFunc("POST /v1/txs", s.txs)
+	mux.HandleFunc("GET /v1/txs/{hash}", s.tx)
 	mux.HandleFunc("POST /v1/observe", s.observe)
 	mux.HandleFunc("GET /v1/sd/prometheus", s.promSD)
 	s.consulRoutes(mux)
@@ -328,6 +332,22 @@ func (s *Server) txs(w http.ResponseWriter, r *http.Request) {
 	res, err := s.b.BroadcastTx(ctx, body)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// tx answers where a transaction was committed, by its hash: what a client
+// asks when the node it gave the transaction to went away before answering.
+func (s *Server) tx(w http.ResponseWriter, r *http.Request) {
+	hash := strings.ToUpper(r.PathValue("hash"))
+	if len(hash) != 64 || strings.Trim(hash, "0123456789ABCDEF") != "" {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("tx hash %q: want the 64 hex digits of the transaction's SHA-256", r.PathValue("hash")))
+		return
+	}
+	res, err := s.b.Tx(r.Context(), hash)
+	if err != nil {
+		s.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

@@ -39,6 +39,10 @@ type backend struct {
 	committed func(app.Changes)
 }
 
+func (b *backend) Tx(_ context.Context, hash string) (api.TxResult, error) {
+	return api.TxResult{}, fmt.Errorf("tx %s: %w", hash, api.ErrNotFound)
+}
+
 func (b *backend) AppHash(height int64) ([]byte, error) {
 	if b.st == nil || height > b.height {
 		return nil, fmt.Errorf("height %d not committed: %w", height, api.ErrNotFound)
