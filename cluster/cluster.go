@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -116,9 +117,25 @@ func New(t testing.TB, n, dcs int) *Cluster {
 	return c
 }
 
-// freeBase finds a base port whose 10n ports are free on 127.0.0.1.
+// freeBase finds a base port whose 10n ports are free on 127.0.0.1: first
+// around ports the kernel hands out, then, since on a machine with many
+// TIME_WAIT sockets the ephemeral range may hold no free run that long, in
+// the ports below it.
 func freeBase(t testing.TB, n int) int {
 	t.Helper()
+	free := func(base int) bool {
+		if base < 1024 || base+10*n > 65000 {
+			return false
+		}
+		for p := base; p < base+10*n; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				return false
+			}
+			l.Close()
+		}
+		return true
+	}
 	for try := 0; try < 50; try++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -126,24 +143,27 @@ func freeBase(t testing.TB, n int) int {
 		}
 		base := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
-		base -= base % 10
-		if base < 20000 || base+10*n > 65000 {
-			continue
-		}
-		ok := true
-		for p := base; p < base+10*n && ok; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				ok = false
-				continue
-			}
-			l.Close()
-		}
-		if ok {
+		if base -= base % 10; base >= 20000 && free(base) {
 			return base
 		}
 	}
-	t.Fatal("no free range of ports on 127.0.0.1")
+	low := 32768 // Linux's default ephemeral range starts here
+	if bz, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(bz), &low)
+	}
+	span := 10 * n
+	first := 10000 + rand.IntN(max(1, (low-10000-span)/span))*span
+	for base := first; base+span <= low; base += span {
+		if free(base) {
+			return base
+		}
+	}
+	for base := 10000; base < first; base += span {
+		if free(base) {
+			return base
+		}
+	}
+	t.Fatalf("no free range of %d ports on 127.0.0.1, neither in the ephemeral range nor in 10000..%d", span, low)
 	return 0
 }
 
