@@ -62,6 +62,11 @@ func (s *Server) promSD(w http.ResponseWriter, r *http.Request) {
 				return 0, nil, err
 			}
 			for i := range insts {
+				// An instance without an address and port is no target
+				// (Prometheus would try ":0").
+				if si := &insts[i].Instance; si.Address == "" || si.Port == 0 {
+					continue
+				}
 				out = append(out, promGroup(&insts[i]))
 			}
 		}

@@ -318,6 +318,8 @@ func TestPrometheusSD(t *testing.T) {
 	n.register(types.ServiceInstance{Name: "db", Id: "db-1", Address: "10.0.1.1", Port: 5432, Datacenter: "dc2",
 		Meta:   []types.Pair{{Key: "role.name", Value: "primary"}},
 		Checks: []types.Check{{Id: "p", Kind: "passive", TtlMs: 600_000}}})
+	// Without an address (a batch job, say) an instance is no target.
+	n.register(types.ServiceInstance{Name: "db", Id: "db-job", Datacenter: "dc2", Checks: []types.Check{{Id: "p", Kind: "passive", TtlMs: 600_000}}})
 	var groups []struct {
 		Targets []string
 		Labels  map[string]string
