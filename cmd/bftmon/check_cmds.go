@@ -91,8 +91,9 @@ func newSubmitCmd() *cobra.Command {
 		Short: "Submit a passive check result to this machine's observer",
 		Long: `Submit the result of a passive check to the local node, whose observer signs
 it into its next batch. CODE is a Nagios code (0 ok, 1 warning, 2 critical,
-3 unknown) or a status name; OUTPUT is the plugin's output, performance data
-after '|' included.
+3 unknown) or a status name, or a Nagios host state name (UP, DOWN,
+UNREACHABLE: pass $HOSTSTATE$ from an ochp_command, not $HOSTSTATEID$);
+OUTPUT is the plugin's output, performance data after '|' included.
 
 The node takes results only with its observe token, since its observer
 signs them: submit reads it from --token-file FILE, else from the
@@ -163,8 +164,18 @@ func observeToken(file string) (string, error) {
 	return tok, nil
 }
 
-// nagiosCode reads a Nagios code (0..3) or a status name.
+// nagiosCode reads a Nagios code (0..3), a status name, or a Nagios host
+// state name ($HOSTSTATE$: UP is ok, DOWN critical, UNREACHABLE unknown;
+// host state ids are not service codes: DOWN is 1).
 func nagiosCode(s string) (int, error) {
+	switch strings.ToUpper(s) {
+	case "UP":
+		return 0, nil
+	case "DOWN":
+		return 2, nil
+	case "UNREACHABLE":
+		return 3, nil
+	}
 	if n, err := strconv.Atoi(s); err == nil {
 		if n < 0 || n > 3 {
 			return 0, fmt.Errorf("code %d: want 0 (ok), 1 (warning), 2 (critical) or 3 (unknown)", n)
@@ -176,7 +187,7 @@ func nagiosCode(s string) (int, error) {
 	}
 	st, err := types.ParseStatus(strings.ToLower(s))
 	if err != nil || st == types.STATUS_NONE || st > types.STATUS_UNKNOWN {
-		return 0, fmt.Errorf("code %q: want 0..3 or ok, passing, warning, critical, unknown", s)
+		return 0, fmt.Errorf("code %q: want 0..3 or ok, passing, warning, critical, unknown (or a host state: up, down, unreachable)", s)
 	}
 	return st.ExitCode(), nil
 }
