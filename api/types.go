@@ -21,6 +21,13 @@ type Status struct {
 	ObserverName string    `json:"observer_name,omitempty"`
 	Datacenter   string    `json:"datacenter,omitempty"`
 	Version      string    `json:"version"`
+	// Committing is false when the node has committed no block for a while
+	// (node.StallAfter) or can commit no more; Problem then says why and
+	// GET /v1/status answers 503. Everything the node answers is as of
+	// Height, LastCommit ago.
+	Committing bool      `json:"committing"`
+	LastCommit time.Time `json:"last_commit"`
+	Problem    string    `json:"problem,omitempty"`
 }
 
 // ServiceSummary is one service in the service list.

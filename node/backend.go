@@ -29,6 +29,11 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 		ChainID: b.n.app.ChainID(), Height: info.Height, AppHash: fmt.Sprintf("%X", b.n.store.Hash()),
 		BlockTime: time.UnixMilli(info.BlockTime).UTC(), NodeID: b.n.nodeID, Version: Version,
 	}
+	_, since, problem := b.n.health.state()
+	st.Committing, st.LastCommit = problem == nil, since.UTC()
+	if problem != nil {
+		st.Problem = problem.Error()
+	}
 	if o := b.n.observer; o != nil {
 		st.ObserverID, st.ObserverName = o.key.ID(), o.key.Name
 		for _, ob := range q.Observers() {

@@ -81,12 +81,26 @@ type Node struct {
 	nodeID       string
 	rpcAddr      string
 
+	health   *commitHealth
 	extraDBs []dbm.DB
 	stopping atomic.Bool
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	once     sync.Once
 	err      error
+}
+
+// Failed is closed when the node can commit no more (CometBFT's consensus
+// failed, a full disk being the usual cause); Failure says why. The node
+// keeps serving until stopped, saying so on GET /v1/status; bftmon start
+// stops it and exits non-zero.
+func (n *Node) Failed() <-chan struct{} { return n.health.failedCh }
+
+// Failure is why the node can commit no more (nil while it can).
+func (n *Node) Failure() error {
+	n.health.mu.Lock()
+	defer n.health.mu.Unlock()
+	return n.health.failed
 }
 
 // Start starts the node in cfg.Home and returns once the HTTP API listens.
@@ -115,6 +129,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkDisk(cfg.Home); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Home, err)
+	}
 	n := &Node{cfg: cfg, settings: st, observeToken: token, log: cfg.Logger}
 	if err := n.start(ctx, ccfg); err != nil {
 		n.Stop()
@@ -141,6 +158,8 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 	cometProvider, cometReg := cometMetrics(ccfg.Instrumentation)
 	n.cometMetrics = cometReg
 	n.metrics = newRegistry()
+	n.health = newCommitHealth(n.cfg.Home, n.store.Version())
+	n.app.OnCommit(n.health.committed)
 	var abciApp abcitypes.Application = n.app
 	if slices.Contains(n.cfg.Byzantine, ByzStuffBlocks) {
 		abciApp = newStuffingApp(n.app, n.metrics, n.log)
@@ -150,7 +169,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
 		n.dbProvider,
 		cometProvider,
-		newCometLogger(n.log, &n.stopping))
+		newCometLogger(n.log, &n.stopping, n.health.consensusFailed))
 	if err != nil {
 		return fmt.Errorf("create CometBFT node: %w", err)
 	}

@@ -29,6 +29,11 @@ type Store struct {
 	tree    *iavl.MutableTree
 	db      idb.DB
 	closeDB func() error // the database under the tree (nil in memory)
+	// broken is the first failed commit's error: after a failed flush the
+	// IAVL tree must not be written again (its batch is left in a state
+	// whose next use crashes the process without naming the disk), so
+	// every later commit fails with it instead.
+	broken error
 }
 
 // Open opens (or creates) the store in dir.
@@ -121,9 +126,13 @@ func (s *Store) WorkingHash() []byte {
 func (s *Store) Commit() ([]byte, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken != nil {
+		return nil, 0, s.broken
+	}
 	hash, version, err := s.tree.SaveVersion()
 	if err != nil {
-		return nil, 0, fmt.Errorf("commit version: %w", err)
+		s.broken = fmt.Errorf("commit version %d: %w (a full or failing disk? the store takes no more writes until the node restarts)", s.tree.Version()+1, err)
+		return nil, 0, s.broken
 	}
 	if version > KeepVersions && version%100 == 0 {
 		if err := s.tree.DeleteVersionsTo(version - KeepVersions); err != nil {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
@@ -48,6 +49,25 @@ func parse(w http.ResponseWriter, r *http.Request, lenient bool, get func(p *par
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	b, ok := parse(w, r, false, func(*params) {})
 	if !ok {
+		return
+	}
+	if !b.on {
+		// Whether the node commits is no function of a committed version:
+		// answered fresh, never from the cache, 503 when it does not.
+		st, err := s.b.Status(r.Context())
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		w.Header().Set(api.IndexHeader, strconv.FormatInt(st.Height, 10))
+		if !st.Committing {
+			writeJSON(w, http.StatusServiceUnavailable, struct {
+				api.Status
+				Error string `json:"error"`
+			}{st, st.Problem})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
 		return
 	}
 	s.read(w, r, topicBlock, b, func(*app.Query) (int64, any, error) {

@@ -34,6 +34,7 @@ type backend struct {
 	a        *app.App
 	height   int64
 	observed []api.PassiveResult
+	stalled  bool // Status says the node does not commit
 	// committed, if set, is told what each block changed (the node
 	// wires Server.Committed the same way).
 	committed func(app.Changes)
@@ -67,7 +68,7 @@ func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAc
 }
 
 func (b *backend) Status(context.Context) (api.Status, error) {
-	return api.Status{ChainID: "srv-test", Height: b.height}, nil
+	return api.Status{ChainID: "srv-test", Height: b.height, Committing: !b.stalled, Problem: map[bool]string{true: "not committing since height 1"}[b.stalled]}, nil
 }
 
 func (b *backend) Read() (*app.Query, error) {
@@ -324,5 +325,41 @@ func TestRoutes(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("%s %s: content type %q", tc.method, tc.path, ct)
 		}
+	}
+}
+
+// TestStatusSaysWhenNotCommitting: a node that commits no more answers
+// GET /v1/status with 503 and why, never from the answer cache, and its
+// client calls fail naming it.
+func TestStatusSaysWhenNotCommitting(t *testing.T) {
+	b := &backend{st: store.NewMemory(), height: 7}
+	a, err := app.New(b.st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.a = a
+	srv := httptest.NewServer(server.New(b, server.Config{}, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	c := api.NewClient(srv.URL)
+	if st, err := c.Status(context.Background()); err != nil || !st.Committing {
+		t.Fatalf("healthy: %+v %v", st, err)
+	}
+	b.stalled = true
+	resp, err := http.Get(srv.URL + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Committing bool   `json:"committing"`
+		Height     int64  `json:"height"`
+		Error      string `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Committing || body.Height != 7 || !strings.Contains(body.Error, "not committing since height 1") {
+		t.Fatalf("stalled: HTTP %d %+v", resp.StatusCode, body)
+	}
+	if _, err := c.Status(context.Background()); err == nil || !strings.Contains(err.Error(), "not committing") {
+		t.Fatalf("client status of a stalled node: %v", err)
 	}
 }

@@ -97,8 +97,7 @@ func newStartCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			return n.Stop()
+			return waitNode(ctx, n)
 		},
 	}
 	cmd.Flags().StringVar(&home, "home", defaultHome(), "node home directory")
@@ -273,9 +272,27 @@ Try:
 
 Ctrl-C stops the network; 'bftmon dev' again resumes it.
 `, height, time.Since(start).Seconds(), n.HTTPAddr(), demo.addr, env, bin, n.RPCURL(), dnsLine, digLine)
-	<-ctx.Done()
-	fmt.Fprintln(out, "\nstopping...")
-	return n.Stop()
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "\nstopping...")
+		return n.Stop()
+	case <-n.Failed():
+		n.Stop()
+		return fmt.Errorf("stopped: %w", n.Failure())
+	}
+}
+
+// waitNode runs n until ctx ends (SIGINT, SIGTERM) or it can commit no more
+// (a full disk, say): then it stops n and returns why, so the process exits
+// non-zero instead of serving an old state.
+func waitNode(ctx context.Context, n *node.Node) error {
+	select {
+	case <-ctx.Done():
+		return n.Stop()
+	case <-n.Failed():
+		n.Stop()
+		return fmt.Errorf("stopped: %w", n.Failure())
+	}
 }
 
 // devDNS is what dev prints about the DNS interface at addr ("" for none):
