@@ -286,12 +286,17 @@ func TestSince(t *testing.T) {
 	}
 
 	// A receiver recorded by a first start catches up with what was
-	// committed while the node was down.
+	// committed while the node was down (since "now" is the first start).
 	dir := t.TempDir()
 	r := Receiver{Name: "r", URL: rc.srv.URL}
 	n := openNotifier(t, c, dir, r)
+	// As if that start was five minutes ago; the alert below is committed
+	// since, before the next start.
+	if err := n.out.putSeen("r", seen{From: time.Now().Add(-5 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
 	n.out.close()
-	c.past(0)
+	c.past(time.Minute)
 	c.register("later")
 	c.report("later", types.STATUS_PASSING)
 	later := c.change("later", types.STATUS_CRITICAL)
