@@ -540,16 +540,23 @@ func (n *Notifier) catchUp() error {
 		if err != nil {
 			return err
 		}
-		before := len(n.entries)
+		before := n.size()
 		if err := n.enqueueUnsettled(q, al, idx[i], ds); err != nil {
 			return err
 		}
-		queued += len(n.entries) - before
+		queued += n.size() - before
 	}
 	if queued > 0 {
 		n.log.Info("queued committed alerts not yet delivered", "entries", queued)
 	}
 	return nil
+}
+
+// size is how many entries the outbox holds.
+func (n *Notifier) size() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.entries)
 }
 
 // enqueueUnsettled queues al for the receivers that this node's own
