@@ -91,6 +91,10 @@ type ReceiverSettings struct {
 	Timeout string `json:"timeout,omitempty"`
 	// Mode is "one" (default) or "all".
 	Mode string `json:"mode,omitempty"`
+	// Since is where a receiver new to this node's outbox starts: "now"
+	// (default: at the node's start; alerts committed before are not
+	// caught up), "all" (every alert within max_age) or an RFC 3339 time.
+	Since string `json:"since,omitempty"`
 }
 
 // Config is Settings checked and with defaults applied.
@@ -106,6 +110,11 @@ type Receiver struct {
 	Key                   []byte
 	Kinds, Services, Tags []string
 	Timeout               time.Duration
+	// SinceAll and Since are where the receiver starts when this node's
+	// outbox first sees it: every alert within MaxAge (SinceAll), the
+	// alerts committed from Since, or (neither) from the node's start.
+	SinceAll bool
+	Since    time.Time
 }
 
 // AlertKinds are the alert kinds a receiver may select.
@@ -200,6 +209,15 @@ func (rs ReceiverSettings) check() (Receiver, error) {
 	}
 	if r.Timeout, err = duration(rs.Timeout, DefaultTimeout); err != nil {
 		return r, fmt.Errorf("timeout: %w", err)
+	}
+	switch rs.Since {
+	case "", "now":
+	case "all":
+		r.SinceAll = true
+	default:
+		if r.Since, err = time.Parse(time.RFC3339, rs.Since); err != nil {
+			return r, fmt.Errorf(`since %q: want "now", "all" or an RFC 3339 time (2006-01-02T15:04:05Z)`, rs.Since)
+		}
 	}
 	return r, nil
 }

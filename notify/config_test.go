@@ -57,12 +57,27 @@ func TestCheckSettings(t *testing.T) {
 		{"bad timeout", ReceiverSettings{Name: "x", URL: "http://h/", Timeout: "soon"}, "timeout"},
 		{"signed alertmanager", ReceiverSettings{Name: "x", URL: "http://h/", Format: "alertmanager", Secret: testSecret}, "not signed"},
 		{"duplicate", ReceiverSettings{Name: "pager", URL: "http://h/"}, "names must be unique"},
+		{"bad since", ReceiverSettings{Name: "x", URL: "http://h/", Since: "yesterday"}, `since "yesterday": want "now", "all" or an RFC 3339 time`},
 	} {
 		bad := s
 		bad.Receivers = append(append([]ReceiverSettings{}, s.Receivers...), tc.r)
 		_, err := bad.Check("bftmon.json", []byte(raw))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		since string
+		all   bool
+		from  time.Time
+	}{{"", false, time.Time{}}, {"now", false, time.Time{}}, {"all", true, time.Time{}},
+		{"2026-01-02T03:04:05Z", false, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}} {
+		cfg, err := (Settings{Receivers: []ReceiverSettings{{Name: "x", URL: "http://h/", Since: tc.since}}}).Check("f", nil)
+		if err != nil {
+			t.Fatalf("since %q: %v", tc.since, err)
+		}
+		if r := cfg.Receivers[0]; r.SinceAll != tc.all || !r.Since.Equal(tc.from) {
+			t.Errorf("since %q: all %v from %v, want %v %v", tc.since, r.SinceAll, r.Since, tc.all, tc.from)
 		}
 	}
 	if _, err := (Settings{MaxAge: "-1h"}).Check("f", nil); err == nil || !strings.Contains(err.Error(), "notify.max_age") {
@@ -150,14 +165,14 @@ func TestAlertmanagerAlerts(t *testing.T) {
 	now := time.UnixMilli(1_700_000_000_000)
 	al := &types.Alert{Id: "abc", Kind: "state_change", From: types.STATUS_PASSING, To: types.STATUS_CRITICAL,
 		Service: "web", Instance: "web-1", Check: "http", Height: 7, TimeMs: now.UnixMilli()}
-	fire := alertmanagerAlerts(al, "dc1", "http://n/", time.Minute, now)
+	fire := alertmanagerAlerts(al, "dc1", "http://n/", time.Minute, now, time.Time{})
 	if len(fire) != 1 || fire[0].Labels["severity"] != "critical" || fire[0].Labels["alertname"] != "BftmonCheck" ||
 		fire[0].Labels["datacenter"] != "dc1" || !fire[0].EndsAt.Equal(now.Add(4*time.Minute)) || fire[0].Annotations["alert_id"] != "abc" {
 		t.Fatalf("firing %+v", fire)
 	}
 	back := *al
 	back.From, back.To, back.TimeMs = types.STATUS_CRITICAL, types.STATUS_PASSING, now.Add(time.Minute).UnixMilli()
-	res := alertmanagerAlerts(&back, "dc1", "http://n/", time.Minute, now.Add(time.Minute))
+	res := alertmanagerAlerts(&back, "dc1", "http://n/", time.Minute, now.Add(time.Minute), time.Time{})
 	if len(res) != 1 || !res[0].EndsAt.Equal(time.UnixMilli(back.TimeMs).UTC()) {
 		t.Fatalf("resolving %+v", res)
 	}

@@ -105,9 +105,11 @@ func firing(st types.Status) bool {
 // time now. A state change resolves the alert of the status it leaves (the
 // same labels, endsAt its time) and fires one for the status it enters,
 // whose endsAt lies a few resend intervals ahead: re-sent while it fires,
-// it stays; left alone, Alertmanager resolves it. disputed, stale and
-// observer_suspect fire once, for four resend intervals.
-func alertmanagerAlerts(al *types.Alert, dc, generator string, resend time.Duration, now time.Time) []amAlert {
+// it stays; left alone, Alertmanager resolves it. disputed and stale fire
+// the same way while the check's verdict stays so, and once it is over
+// (ended not zero) resolve with endsAt ended; observer_suspect fires once,
+// for four resend intervals.
+func alertmanagerAlerts(al *types.Alert, dc, generator string, resend time.Duration, now, ended time.Time) []amAlert {
 	at := time.UnixMilli(al.TimeMs).UTC()
 	labels := func(alertname, severity string) map[string]string {
 		l := map[string]string{"alertname": alertname, "severity": severity, "source": "bftmon"}
@@ -144,6 +146,9 @@ func alertmanagerAlerts(al *types.Alert, dc, generator string, resend time.Durat
 		out = append(out, amAlert{Labels: labels("BftmonObserverSuspect", "warning"), Annotations: ann, StartsAt: at, EndsAt: ends, GeneratorURL: generator})
 	default: // disputed, stale
 		name := "BftmonCheck" + strings.ToUpper(al.Kind[:1]) + al.Kind[1:]
+		if !ended.IsZero() {
+			ends = ended.UTC()
+		}
 		out = append(out, amAlert{Labels: labels(name, "warning"), Annotations: ann, StartsAt: at, EndsAt: ends, GeneratorURL: generator})
 	}
 	return out

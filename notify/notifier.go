@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -75,7 +76,16 @@ type Notifier struct {
 	entries  map[string]*entry        // by key
 	wake     map[string]chan struct{} // by receiver
 	disabled map[string]string        // receiver → why
-	wg       sync.WaitGroup
+	// marks are, by receiver and scope (see scope), the newest alert
+	// delivered or made moot: nothing older is sent (persisted).
+	marks map[string]map[string]mark
+	// newest is, by check and kind, the newest committed alert this node
+	// knows of (from the catch-up and every commit since).
+	newest map[string]map[string]pos
+	// from is, by receiver, the block time before which its alerts are not
+	// delivered (its since; zero: all), as the outbox first recorded it.
+	from map[string]time.Time
+	wg   sync.WaitGroup
 }
 
 // New opens the outbox and loads what it holds. Run delivers.
@@ -90,13 +100,34 @@ func New(o Options) (*Notifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	started := time.Now()
 	n := &Notifier{o: o, out: out, log: o.Logger.With("part", "notify"), entries: map[string]*entry{},
-		wake: map[string]chan struct{}{}, disabled: map[string]string{}}
+		wake: map[string]chan struct{}{}, disabled: map[string]string{}, newest: map[string]map[string]pos{},
+		from: map[string]time.Time{}}
 	for _, r := range o.Config.Receivers {
 		n.wake[r.Name] = make(chan struct{}, 1)
 	}
 	loaded, err := out.load()
+	if err == nil {
+		n.marks, err = out.marks()
+	}
+	var known map[string]seen
+	if err == nil {
+		known, err = out.seenReceivers()
+	}
 	if err != nil {
+		out.close()
+		return nil, err
+	}
+	for _, e := range loaded {
+		if e.Kind == "" { // written before entries had kind and position
+			var al types.Alert
+			if al.Unmarshal(e.Alert) == nil {
+				e.Kind, e.Pos = al.Kind, pos{Height: al.Height}
+			}
+		}
+	}
+	if err := n.startFrom(known, loaded, started); err != nil {
 		out.close()
 		return nil, err
 	}
@@ -125,6 +156,112 @@ func New(o Options) (*Notifier, error) {
 		n.log.Info("outbox loaded", "entries", len(n.entries))
 	}
 	return n, nil
+}
+
+// startFrom sets where each receiver starts: where the outbox recorded it
+// first, or for a receiver new to it, its since (default: started), which
+// it records.
+func (n *Notifier) startFrom(known map[string]seen, loaded []*entry, started time.Time) error {
+	for _, r := range n.o.Config.Receivers {
+		if s, ok := known[r.Name]; ok {
+			n.from[r.Name] = s.From
+			continue
+		}
+		var from time.Time
+		switch {
+		case slices.ContainsFunc(loaded, func(e *entry) bool { return e.Receiver == r.Name }):
+			// An outbox from before receivers were recorded: the
+			// receiver is not new.
+		case r.SinceAll:
+		case !r.Since.IsZero():
+			from = r.Since
+		default:
+			from = started
+		}
+		if err := n.out.putSeen(r.Name, seen{From: from}); err != nil {
+			return err
+		}
+		n.from[r.Name] = from
+		if !from.IsZero() {
+			n.log.Info("new receiver: alerts committed before its start are not caught up", "receiver", r.Name, "from", from)
+		}
+	}
+	return nil
+}
+
+// scope is what r's alerts are kept in order within: the check; for
+// Alertmanager, where each kind is an alert of its own (alertname), the
+// check and kind.
+func scope(r *Receiver, check, kind string) string {
+	if r.Format == FormatAlertmanager {
+		return check + " " + kind
+	}
+	return check
+}
+
+// noted records a committed alert of kind about check at p. n.mu is held.
+func (n *Notifier) noted(check, kind string, p pos) {
+	if check == "" {
+		return
+	}
+	if n.newest[check] == nil {
+		n.newest[check] = map[string]pos{}
+	}
+	if cur, ok := n.newest[check][kind]; !ok || cur.before(p) {
+		n.newest[check][kind] = p
+	}
+}
+
+// moot tells whether an alert of kind about check at p must not be sent
+// to r (first time): it is not newer than r's mark, or a newer alert
+// about check that r takes is committed. Alerts about no check never are.
+// n.mu is held.
+func (n *Notifier) moot(r *Receiver, check, kind string, p pos) bool {
+	if check == "" {
+		return false
+	}
+	if m, ok := n.marks[r.Name][scope(r, check, kind)]; ok && !m.Pos.before(p) {
+		return true
+	}
+	for k, np := range n.newest[check] {
+		if r.Format == FormatAlertmanager && k != kind || len(r.Kinds) > 0 && !slices.Contains(r.Kinds, k) {
+			continue
+		}
+		if p.before(np) {
+			return true
+		}
+	}
+	return false
+}
+
+// obsolete tells whether entry e must go: undelivered, it is moot; being
+// re-sent to Alertmanager, a newer alert of its kind took over. n.mu is
+// held.
+func (n *Notifier) obsolete(r *Receiver, e *entry) bool {
+	if !e.Delivered {
+		return n.moot(r, e.Check, e.Kind, e.Pos)
+	}
+	np, ok := n.newest[e.Check][e.Kind]
+	return e.Check != "" && ok && e.Pos.before(np)
+}
+
+// advance raises r's mark for e's scope to e, persisted. n.mu is held.
+func (n *Notifier) advance(r *Receiver, e *entry) {
+	if e.Check == "" {
+		return
+	}
+	sc := scope(r, e.Check, e.Kind)
+	if m, ok := n.marks[r.Name][sc]; ok && !m.Pos.before(e.Pos) {
+		return
+	}
+	if n.marks[r.Name] == nil {
+		n.marks[r.Name] = map[string]mark{}
+	}
+	m := mark{Pos: e.Pos, AlertID: e.AlertID}
+	n.marks[r.Name][sc] = m
+	if err := n.out.putMark(r.Name, sc, m); err != nil {
+		n.log.Error("outbox", "err", err)
+	}
 }
 
 func (n *Notifier) receiver(name string) *Receiver {
@@ -186,22 +323,25 @@ func (n *Notifier) Committed(alerts []types.Alert, deliveries []types.Delivery) 
 	}
 	now := time.Now()
 	for i := range alerts {
-		n.enqueue(q, &alerts[i], now, nil)
+		n.enqueue(q, &alerts[i], uint32(i), now, nil)
 	}
 	for _, d := range deliveries {
 		n.receipted(q, d)
 	}
 }
 
-// enqueue adds what the receivers are owed for al, due at this node's turn
-// counted from start; receivers that settled says are settled are skipped.
-func (n *Notifier) enqueue(q *app.Query, al *types.Alert, start time.Time, settled func(*Receiver) bool) {
+// enqueue adds what the receivers are owed for al (index idx among its
+// block's alerts), due at this node's turn counted from start; receivers
+// that settled says are settled are skipped, and so are those for which
+// al is moot (older than what they were sent about its check, or than a
+// committed alert about it) or older than their start.
+func (n *Notifier) enqueue(q *app.Query, al *types.Alert, idx uint32, start time.Time, settled func(*Receiver) bool) {
 	order, err := turns(q, al.Id)
 	if err != nil {
 		n.log.Error("read the observers' standing", "err", err)
 		return
 	}
-	pos := n.position(order)
+	turn := n.position(order)
 	bz, err := al.Marshal()
 	if err != nil {
 		n.log.Error("encode alert", "alert", al.Id, "err", err)
@@ -219,41 +359,54 @@ func (n *Notifier) enqueue(q *app.Query, al *types.Alert, start time.Time, settl
 			}
 		}
 	}
+	p := pos{Height: al.Height, Index: idx}
+	committed := time.UnixMilli(al.TimeMs)
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.noted(check, al.Kind, p)
 	for i := range n.o.Config.Receivers {
 		r := &n.o.Config.Receivers[i]
-		if !r.wants(al.Kind, al.Service, tags) || n.disabled[r.Name] != "" || settled != nil && settled(r) {
+		if !r.wants(al.Kind, al.Service, tags) || n.disabled[r.Name] != "" || committed.Before(n.from[r.Name]) {
 			continue
 		}
 		k := string(entryKey(al.Id, r.Name))
 		if n.entries[k] != nil {
 			continue
 		}
-		if al.Kind == "state_change" && check != "" {
-			n.supersede(r.Name, check)
+		n.supersede(r, check)
+		e := &entry{Alert: bz, AlertID: al.Id, Receiver: r.Name, Check: check, Kind: al.Kind, Pos: p, Committed: committed}
+		if settled != nil && settled(r) {
+			n.advance(r, e) // others delivered it: nothing older goes
+			continue
+		}
+		if n.moot(r, check, al.Kind, p) {
+			continue
 		}
 		due := start
 		if r.Mode == ModeOne {
-			due = due.Add(time.Duration(pos) * n.o.Config.HandoffDelay)
+			due = due.Add(time.Duration(turn) * n.o.Config.HandoffDelay)
 		}
-		e := &entry{Alert: bz, AlertID: al.Id, Receiver: r.Name, Check: check, Committed: time.UnixMilli(al.TimeMs), Due: due}
+		e.Due = due
 		if err := n.out.put(e); err != nil {
 			n.log.Error("outbox", "err", err)
 			continue
 		}
 		n.entries[k] = e
-		n.log.Debug("alert queued", "alert", al.Id, "receiver", r.Name, "turn", pos, "due", due)
+		n.log.Debug("alert queued", "alert", al.Id, "receiver", r.Name, "turn", turn, "due", due)
 		n.poke(r.Name)
 	}
 }
 
-// supersede drops the entries of receiver about check: a newer state
-// change replaces what they said (and stops their Alertmanager re-sends).
-// n.mu is held.
-func (n *Notifier) supersede(receiver, check string) {
+// supersede drops the entries of r about check that a newer committed
+// alert made obsolete: those not yet delivered, and the Alertmanager
+// re-sends of an alert of the same kind. n.mu is held.
+func (n *Notifier) supersede(r *Receiver, check string) {
+	if check == "" {
+		return
+	}
 	for k, e := range n.entries {
-		if e.Receiver == receiver && e.Check == check {
+		if e.Receiver == r.Name && e.Check == check && n.obsolete(r, e) {
+			n.advance(r, e)
 			n.out.delete(e)
 			delete(n.entries, k)
 		}
@@ -290,6 +443,7 @@ func (n *Notifier) receipted(q *app.Query, d types.Delivery) {
 	if !s.Settled {
 		return
 	}
+	n.advance(r, e)
 	n.out.delete(e)
 	delete(n.entries, k)
 	n.m.settled.WithLabelValues(r.Name).Inc()
@@ -353,6 +507,28 @@ func (n *Notifier) catchUp() error {
 	if err != nil {
 		return err
 	}
+	// Index of each alert among its block's, oldest first.
+	idx := make([]uint32, len(alerts))
+	for i := len(alerts) - 2; i >= 0; i-- {
+		if alerts[i].Height == alerts[i+1].Height {
+			idx[i] = idx[i+1] + 1
+		}
+	}
+	// Only the newest alert about a check is a candidate; what the outbox
+	// holds about a check with a newer alert goes.
+	n.mu.Lock()
+	for i := range alerts {
+		al := &alerts[i]
+		if al.Service != "" {
+			n.noted(app.CheckRef(al.Service, al.Instance, al.Check), al.Kind, pos{Height: al.Height, Index: idx[i]})
+		}
+	}
+	for _, e := range n.entries {
+		if r := n.receiver(e.Receiver); r != nil {
+			n.supersede(r, e.Check)
+		}
+	}
+	n.mu.Unlock()
 	oldest := time.Now().Add(-n.o.Config.MaxAge)
 	queued := 0
 	for i := len(alerts) - 1; i >= 0; i-- { // oldest first
@@ -364,11 +540,11 @@ func (n *Notifier) catchUp() error {
 		if err != nil {
 			return err
 		}
-		before := len(n.entries)
-		if err := n.enqueueUnsettled(q, al, ds); err != nil {
+		before := n.size()
+		if err := n.enqueueUnsettled(q, al, idx[i], ds); err != nil {
 			return err
 		}
-		queued += len(n.entries) - before
+		queued += n.size() - before
 	}
 	if queued > 0 {
 		n.log.Info("queued committed alerts not yet delivered", "entries", queued)
@@ -376,10 +552,17 @@ func (n *Notifier) catchUp() error {
 	return nil
 }
 
+// size is how many entries the outbox holds.
+func (n *Notifier) size() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.entries)
+}
+
 // enqueueUnsettled queues al for the receivers that this node's own
 // receipt (ds lists al's) does not settle, nor, in mode one, the
 // committed receipts together (app.Query.Settled).
-func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, ds []types.Delivery) error {
+func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, idx uint32, ds []types.Delivery) error {
 	settled := map[string]bool{}
 	for _, r := range n.o.Config.Receivers {
 		for _, d := range ds {
@@ -395,7 +578,7 @@ func (n *Notifier) enqueueUnsettled(q *app.Query, al *types.Alert, ds []types.De
 			settled[r.Name] = s.Settled
 		}
 	}
-	n.enqueue(q, al, time.UnixMilli(al.TimeMs), func(r *Receiver) bool { return settled[r.Name] })
+	n.enqueue(q, al, idx, time.UnixMilli(al.TimeMs), func(r *Receiver) bool { return settled[r.Name] })
 	return nil
 }
 
@@ -462,6 +645,18 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 		n.drop(e) // done re-sending
 		return
 	}
+	n.mu.Lock()
+	gone := n.entries[string(e.key())] == e && n.obsolete(r, e)
+	if gone {
+		n.advance(r, e)
+		n.out.delete(e)
+		delete(n.entries, string(e.key()))
+	}
+	n.mu.Unlock()
+	if gone {
+		log.Debug("alert superseded by a newer one about its check")
+		return
+	}
 	var al types.Alert
 	if err := al.Unmarshal(e.Alert); err != nil {
 		log.Error("outbox entry does not decode; dropped", "err", err)
@@ -487,11 +682,29 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 		}
 		if s.Settled {
 			n.m.settled.WithLabelValues(r.Name).Inc()
+			n.mu.Lock()
+			n.advance(r, e)
+			n.mu.Unlock()
 			n.drop(e)
 			return
 		}
 	}
-	req, err := n.request(r, q, &al, now)
+	if r.Format == FormatAlertmanager && flag(al.Kind) && e.Ended.IsZero() {
+		over, err := flagOver(q, &al)
+		if err != nil {
+			n.retry(r, e, err)
+			return
+		}
+		if over {
+			n.mu.Lock()
+			e.Ended = now
+			if e.Delivered {
+				e.Until = now.Add(n.o.Config.ResolvedFor)
+			}
+			n.mu.Unlock()
+		}
+	}
+	req, err := n.request(r, q, &al, now, e.Ended)
 	if err == nil && n.o.Name != "" {
 		req.Header.Set(HeaderNode, n.o.Name)
 	}
@@ -551,8 +764,37 @@ func (n *Notifier) checkAck(q *app.Query, r *Receiver, alertID, header string) [
 	return sig
 }
 
-// request builds the delivery of al to r.
-func (n *Notifier) request(r *Receiver, q *app.Query, al *types.Alert, now time.Time) (*http.Request, error) {
+// flag tells whether kind is an alert flagged beside a check's hard state,
+// which lasts while the check's verdict says so.
+func flag(kind string) bool { return kind == app.AlertDisputed || kind == app.AlertStale }
+
+// flagOver tells whether the disputed or stale verdict al raised is over
+// in the committed state q: the check's verdict is another, or became so
+// again after al (another episode), or the check is gone.
+func flagOver(q *app.Query, al *types.Alert) (bool, error) {
+	insts, err := q.Find(al.Service, app.Filter{})
+	if errors.Is(err, app.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read check %s: %w", app.CheckRef(al.Service, al.Instance, al.Check), err)
+	}
+	for _, iv := range insts {
+		if iv.Instance.Id != al.Instance {
+			continue
+		}
+		for _, cv := range iv.Checks {
+			if cv.Check.Id == al.Check {
+				return cv.State.Verdict != al.To || cv.State.VerdictHeight > al.Height, nil
+			}
+		}
+	}
+	return true, nil
+}
+
+// request builds the delivery of al to r at now; ended is when the
+// verdict of a disputed or stale alert was found over (zero: not yet).
+func (n *Notifier) request(r *Receiver, q *app.Query, al *types.Alert, now, ended time.Time) (*http.Request, error) {
 	names := map[string]string{}
 	for _, o := range q.Observers() {
 		names[o.Id] = o.Name
@@ -571,7 +813,7 @@ func (n *Notifier) request(r *Receiver, q *app.Query, al *types.Alert, now time.
 		}
 	}
 	gen := n.o.GeneratorURL + "/v1/alerts?service=" + al.Service
-	body, err := json.Marshal(alertmanagerAlerts(al, dc, gen, n.o.Config.ResendInterval, now))
+	body, err := json.Marshal(alertmanagerAlerts(al, dc, gen, n.o.Config.ResendInterval, now, ended))
 	if err != nil {
 		return nil, err
 	}
@@ -584,9 +826,10 @@ func (n *Notifier) request(r *Receiver, q *app.Query, al *types.Alert, now time.
 }
 
 // delivered records a successful attempt: the first commits a receipt
-// (with the receiver's verified acknowledgement ack, if any); an
-// Alertmanager entry stays to be re-sent while the alert fires (or, once
-// resolved, for ResolvedFor).
+// (with the receiver's verified acknowledgement ack, if any) and raises
+// the receiver's mark for the check; an Alertmanager entry of a state
+// change, disputed or stale alert stays to be re-sent while the alert
+// fires (or, once resolved, for ResolvedFor).
 func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.Duration, ack []byte) {
 	first := !e.Delivered
 	n.m.delivered.WithLabelValues(r.Name).Inc()
@@ -606,9 +849,12 @@ func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.D
 			}()
 		}
 	}
-	resend := r.Format == FormatAlertmanager && al.Kind == "state_change"
+	resend := r.Format == FormatAlertmanager && (al.Kind == app.AlertStateChange || flag(al.Kind))
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if first {
+		n.advance(r, e)
+	}
 	if n.entries[string(e.key())] != e {
 		return // superseded meanwhile
 	}
@@ -620,7 +866,7 @@ func (n *Notifier) delivered(r *Receiver, e *entry, al *types.Alert, took time.D
 	if first {
 		e.Delivered, e.Attempts = true, 0
 		e.Until = e.Committed.Add(n.o.Config.MaxAge)
-		if !firing(al.To) {
+		if al.Kind == app.AlertStateChange && !firing(al.To) || !e.Ended.IsZero() {
 			e.Until = time.Now().Add(n.o.Config.ResolvedFor)
 		}
 	}

@@ -212,7 +212,7 @@ func startNotifier(t *testing.T, c *chain, h *hooks, observer string, handoff ti
 		RetryBase: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond}
 	for _, r := range receivers {
 		cfg.Receivers = append(cfg.Receivers, Receiver{Name: r, URL: h.srv.URL + "/" + r, Format: FormatNative, Mode: ModeOne, Timeout: 5 * time.Second,
-			Kinds: []string{"state_change"}}) // the test service goes stale too: not these alerts
+			SinceAll: true, Kinds: []string{"state_change"}}) // the test service goes stale too: not these alerts
 	}
 	var mu sync.Mutex
 	var sent []sentReceipt
