@@ -15,6 +15,7 @@ import (
 	cmttime "github.com/cometbft/cometbft/types/time"
 	"github.com/spf13/viper"
 
+	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
@@ -43,6 +44,16 @@ type Settings struct {
 	FlushInterval Duration `json:"flush_interval"`
 	// MaxConcurrentProbes bounds the probes in flight.
 	MaxConcurrentProbes int `json:"max_concurrent_probes"`
+	// HTTPMaxConnections caps the HTTP API's open connections (default
+	// 2048); further clients wait until one closes.
+	HTTPMaxConnections int `json:"http_max_connections"`
+	// HTTPMaxBodyReads caps the request bodies the HTTP API reads at once
+	// (default 64); a request waits up to 2 s for a slot, then gets 503.
+	// Requests without a body, blocking queries among them, do not count.
+	HTTPMaxBodyReads int `json:"http_max_body_reads"`
+	// HTTPMaxBodyBytes caps the bytes of the bodies being read at once
+	// (default 64 MiB, at least 1 MiB: one transaction).
+	HTTPMaxBodyBytes int64 `json:"http_max_body_bytes"`
 	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
 	// them, to send different transactions to different nodes.
@@ -81,7 +92,13 @@ const DefaultDNSAddr = "127.0.0.1:8600"
 // DefaultSettings are what `init` starts from and what the keys a settings
 // file omits take.
 func DefaultSettings() Settings {
-	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64}
+	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64,
+		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes}
+}
+
+// httpLimits are the HTTP API's limits from the settings.
+func (st Settings) httpLimits() server.Limits {
+	return server.Limits{MaxConns: st.HTTPMaxConnections, MaxBodyReads: st.HTTPMaxBodyReads, MaxBodyBytes: st.HTTPMaxBodyBytes}
 }
 
 // InitOptions describe a one-node network to create.
