@@ -1,10 +1,16 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
@@ -17,6 +23,7 @@ import (
 
 	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/internal/jsonconf"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
 )
@@ -75,11 +82,11 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return err
+		return fmt.Errorf("%s: want a Go duration string such as \"1s\"", b)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("%q: want a Go duration such as \"1s\" or \"500ms\"", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -286,13 +293,40 @@ func ReadSettings(home string) (Settings, error) {
 	if err != nil {
 		return st, fmt.Errorf("read settings: %w (is %s a node home? create one with 'bftmon init --home %s')", err, home, home)
 	}
-	if err := json.Unmarshal(bz, &st); err != nil {
-		return st, fmt.Errorf("read %s: %w", filepath.Join(home, SettingsFile), err)
+	file := filepath.Join(home, SettingsFile)
+	pos, err := jsonconf.Decode(file, bz, &st)
+	if err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
 	}
-	if st.notify, err = st.Notify.Check(filepath.Join(home, SettingsFile), bz); err != nil {
-		return st, err
+	if err := st.check(file, pos); err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
+	}
+	if st.notify, err = st.Notify.Check(file, bz); err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
 	}
 	return st, nil
+}
+
+// check refuses values the node cannot run with, naming the setting and
+// where it is in file.
+func (st Settings) check(file string, pos jsonconf.Positions) error {
+	for _, c := range []struct {
+		key string
+		bad bool
+		why string
+	}{
+		{"http_addr", st.HTTPAddr == "", "empty: want a listen address such as 127.0.0.1:8500"},
+		{"flush_interval", st.FlushInterval <= 0, fmt.Sprintf("%s: want a positive duration such as \"1s\"", time.Duration(st.FlushInterval))},
+		{"max_concurrent_probes", st.MaxConcurrentProbes <= 0, fmt.Sprintf("%d: want at least 1 (default 64)", st.MaxConcurrentProbes)},
+		{"http_max_connections", st.HTTPMaxConnections <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxConnections, server.DefaultMaxConns)},
+		{"http_max_body_reads", st.HTTPMaxBodyReads <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxBodyReads, server.DefaultMaxBodyReads)},
+		{"http_max_body_bytes", st.HTTPMaxBodyBytes < server.MaxBody, fmt.Sprintf("%d: want at least %d, one transaction (default %d)", st.HTTPMaxBodyBytes, server.MaxBody, server.DefaultMaxBodyBytes)},
+	} {
+		if c.bad {
+			return fmt.Errorf("%s %s", pos.Where(file, c.key), c.why)
+		}
+	}
+	return nil
 }
 
 // LoadCometConfig reads config/config.toml of home.
@@ -311,4 +345,56 @@ func LoadCometConfig(home string) (*cmtcfg.Config, error) {
 		return nil, fmt.Errorf("CometBFT config in %s: %w", home, err)
 	}
 	return cfg, nil
+}
+
+// GenesisHashFile holds the sha256 of config/genesis.json as it was when
+// the home first started, to notice later edits.
+const GenesisHashFile = "data/genesis.sha256"
+
+// checkGenesis reads the genesis file and validates its app_state, with
+// errors naming the file's line.
+func checkGenesis(file string) ([]byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read genesis: %w (create a home with 'bftmon init')", err)
+	}
+	var doc struct {
+		AppState json.RawMessage `json:"app_state"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		if _, err := jsonconf.Decode(file, raw, &map[string]any{}); err != nil {
+			return nil, fmt.Errorf("read genesis: %w", err)
+		}
+		return nil, fmt.Errorf("read genesis %s: %w", file, err)
+	}
+	line := jsonconf.Keys(raw)["app_state"]
+	if _, err := app.ParseGenesisFile(file, line, doc.AppState); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// noteGenesis records the genesis' hash at a home's first start and, once
+// the chain has state, warns if the file was edited since: CometBFT reads
+// genesis only at height 0, so the edit changes nothing.
+func noteGenesis(home string, genesis []byte, height int64, log *slog.Logger) error {
+	sum := sha256.Sum256(genesis)
+	now := hex.EncodeToString(sum[:])
+	path := filepath.Join(home, GenesisHashFile)
+	recorded, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.WriteFile(path, []byte(now+"\n"), 0o600); err != nil {
+			return fmt.Errorf("record the genesis hash: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the recorded genesis hash: %w (remove %s to record the current genesis)", err, path)
+	}
+	if height > 0 && strings.TrimSpace(string(recorded)) != now {
+		log.Warn("config/genesis.json was edited after this home first started: the edit is ignored, the chain keeps the state it started from; "+
+			"to run a network from the new genesis, give every node a fresh home (bftmon init) or delete their data/ directories",
+			"file", filepath.Join(home, "config", "genesis.json"), "recorded_sha256", strings.TrimSpace(string(recorded)), "sha256", now, "height", height)
+	}
+	return nil
 }

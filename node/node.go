@@ -111,21 +111,28 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	genesis, err := checkGenesis(ccfg.GenesisFile())
+	if err != nil {
+		return nil, err
+	}
 	token, err := EnsureObserveToken(cfg.Home, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, settings: st, observeToken: token, log: cfg.Logger}
-	if err := n.start(ctx, ccfg); err != nil {
+	if err := n.start(ctx, ccfg, genesis); err != nil {
 		n.Stop()
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
+func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) error {
 	var err error
 	if n.store, err = store.Open(filepath.Join(n.cfg.Home, AppDataDir)); err != nil {
+		return err
+	}
+	if err := noteGenesis(n.cfg.Home, genesis, n.store.Version(), n.log); err != nil {
 		return err
 	}
 	if n.app, err = abci.New(n.store, n.log); err != nil {

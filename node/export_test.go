@@ -1,0 +1,7 @@
+package node
+
+// CheckGenesis and NoteGenesis let tests reach the start-up checks.
+var (
+	CheckGenesis = checkGenesis
+	NoteGenesis  = noteGenesis
+)
