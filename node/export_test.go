@@ -5,3 +5,6 @@ var (
 	CheckGenesis = checkGenesis
 	NoteGenesis  = noteGenesis
 )
+
+// CheckKeyFiles lets tests reach the key files' check.
+var CheckKeyFiles = checkKeyFiles

@@ -52,7 +52,6 @@ func TestCheckGenesis(t *testing.T) {
 	}
 }
 
-
 // TestNoteGenesis: an edit of genesis after the chain has state is warned
 // about; before it (height 0) or unchanged, nothing is said.
 func TestNoteGenesis(t *testing.T) {
@@ -85,6 +84,59 @@ func TestNoteGenesis(t *testing.T) {
 			}
 			if got := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "the edit is ignored"); got != tc.wantWarn {
 				t.Fatalf("warned %v, want %v: %s", got, tc.wantWarn, logs.String())
+			}
+		})
+	}
+}
+
+// TestCheckKeyFiles: after init, a missing validator or node key is an
+// error naming the file; a key file others may read is warned about.
+func TestCheckKeyFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name, file          string
+		remove              bool
+		mode                os.FileMode
+		wantErr, wantWarned string
+	}{
+		{"as created", "", false, 0, "", ""},
+		{"validator key gone", "config/priv_validator_key.json", true, 0, "priv_validator_key.json", ""},
+		{"node key gone", "config/node_key.json", true, 0, "node_key.json", ""},
+		{"operator key readable", node.OperatorKeyFile, false, 0o644, "", "operator_key.json"},
+		{"observe token readable", node.ObserveTokenFile, false, 0o640, "", "observe_token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			if err := node.Init(node.InitOptions{Home: home}); err != nil {
+				t.Fatal(err)
+			}
+			if tc.remove {
+				if err := os.Remove(filepath.Join(home, tc.file)); err != nil {
+					t.Fatal(err)
+				}
+			} else if tc.mode != 0 {
+				if err := os.Chmod(filepath.Join(home, tc.file), tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ccfg, err := node.LoadCometConfig(home)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := node.ReadSettings(home)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			err = node.CheckKeyFiles(home, ccfg, st, slog.New(slog.NewTextHandler(&logs, nil)))
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want it to name %s", err, tc.wantErr)
+			}
+			warned := strings.Contains(logs.String(), "chmod 600")
+			if warned != (tc.wantWarned != "") || !strings.Contains(logs.String(), tc.wantWarned) {
+				t.Fatalf("logs %q, want a chmod 600 warning naming %q", logs.String(), tc.wantWarned)
 			}
 		})
 	}

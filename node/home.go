@@ -398,3 +398,25 @@ func noteGenesis(home string, genesis []byte, height int64, log *slog.Logger) er
 	}
 	return nil
 }
+
+// checkKeyFiles refuses to start a home whose validator or node key is
+// missing (CometBFT would make new ones: a validator nobody knows, stuck
+// at height 0, or a new node id its peers do not dial) and warns about
+// key files that others than the owner may read.
+func checkKeyFiles(home string, ccfg *cmtcfg.Config, st Settings, log *slog.Logger) error {
+	for _, f := range []string{ccfg.PrivValidatorKeyFile(), ccfg.NodeKeyFile()} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("key file %s: %w: this home was created by 'bftmon init' and its key is gone; restore the file from a backup (a new key would not be the validator or node of this network)", f, err)
+		}
+	}
+	files := []string{ccfg.PrivValidatorKeyFile(), ccfg.NodeKeyFile(), filepath.Join(home, OperatorKeyFile), filepath.Join(home, ObserveTokenFile)}
+	if st.ObserverKey != "" {
+		files = append(files, filepath.Join(home, st.ObserverKey))
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("key file readable by others than its owner: run chmod 600 on it", "file", f, "mode", fi.Mode().Perm().String())
+		}
+	}
+	return nil
+}

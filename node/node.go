@@ -111,6 +111,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKeyFiles(cfg.Home, ccfg, st, cfg.Logger); err != nil {
+		return nil, err
+	}
 	genesis, err := checkGenesis(ccfg.GenesisFile())
 	if err != nil {
 		return nil, err
