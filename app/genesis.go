@@ -1,12 +1,13 @@
 package app
 
 import (
+	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"sort"
 
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/internal/jsonconf"
 )
 
 // Genesis is the application's part of the genesis file (its app_state).
@@ -30,13 +31,22 @@ type GenesisOperator struct {
 	Prefixes []string `json:"prefixes"`
 }
 
-// ParseGenesis decodes and validates app_state.
+// ParseGenesis decodes and validates app_state; an unknown key is an
+// error naming its line within app_state.
 func ParseGenesis(appState []byte) (*Genesis, error) {
+	return ParseGenesisFile("genesis app_state", 1, appState)
+}
+
+// ParseGenesisFile is ParseGenesis for the app_state of file, which starts
+// on line line of it: errors name the file's line.
+func ParseGenesisFile(file string, line int, appState []byte) (*Genesis, error) {
 	var g Genesis
-	if len(appState) == 0 {
-		return nil, fmt.Errorf("genesis app_state is empty: it must list at least one observer")
+	if len(bytes.TrimSpace(appState)) == 0 {
+		return nil, fmt.Errorf("%s: genesis app_state is empty: it must list at least one observer", file)
 	}
-	if err := json.Unmarshal(appState, &g); err != nil {
+	// Leading newlines shift the decoder's lines onto the file's.
+	padded := append(bytes.Repeat([]byte("\n"), max(line-1, 0)), appState...)
+	if _, err := jsonconf.Decode(file, padded, &g); err != nil {
 		return nil, fmt.Errorf("genesis app_state: %w", err)
 	}
 	if len(g.Observers) == 0 {

@@ -1,10 +1,16 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
@@ -15,7 +21,9 @@ import (
 	cmttime "github.com/cometbft/cometbft/types/time"
 	"github.com/spf13/viper"
 
+	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/internal/jsonconf"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
 )
@@ -43,6 +51,16 @@ type Settings struct {
 	FlushInterval Duration `json:"flush_interval"`
 	// MaxConcurrentProbes bounds the probes in flight.
 	MaxConcurrentProbes int `json:"max_concurrent_probes"`
+	// HTTPMaxConnections caps the HTTP API's open connections (default
+	// 2048); further clients wait until one closes.
+	HTTPMaxConnections int `json:"http_max_connections"`
+	// HTTPMaxBodyReads caps the request bodies the HTTP API reads at once
+	// (default 64); a request waits up to 2 s for a slot, then gets 503.
+	// Requests without a body, blocking queries among them, do not count.
+	HTTPMaxBodyReads int `json:"http_max_body_reads"`
+	// HTTPMaxBodyBytes caps the bytes of the bodies being read at once
+	// (default 64 MiB, at least 1 MiB: one transaction).
+	HTTPMaxBodyBytes int64 `json:"http_max_body_bytes"`
 	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
 	// them, to send different transactions to different nodes.
@@ -64,11 +82,11 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return err
+		return fmt.Errorf("%s: want a Go duration string such as \"1s\"", b)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("%q: want a Go duration such as \"1s\" or \"500ms\"", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -81,7 +99,13 @@ const DefaultDNSAddr = "127.0.0.1:8600"
 // DefaultSettings are what `init` starts from and what the keys a settings
 // file omits take.
 func DefaultSettings() Settings {
-	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64}
+	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64,
+		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes}
+}
+
+// httpLimits are the HTTP API's limits from the settings.
+func (st Settings) httpLimits() server.Limits {
+	return server.Limits{MaxConns: st.HTTPMaxConnections, MaxBodyReads: st.HTTPMaxBodyReads, MaxBodyBytes: st.HTTPMaxBodyBytes}
 }
 
 // InitOptions describe a one-node network to create.
@@ -269,13 +293,40 @@ func ReadSettings(home string) (Settings, error) {
 	if err != nil {
 		return st, fmt.Errorf("read settings: %w (is %s a node home? create one with 'bftmon init --home %s')", err, home, home)
 	}
-	if err := json.Unmarshal(bz, &st); err != nil {
-		return st, fmt.Errorf("read %s: %w", filepath.Join(home, SettingsFile), err)
+	file := filepath.Join(home, SettingsFile)
+	pos, err := jsonconf.Decode(file, bz, &st)
+	if err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
 	}
-	if st.notify, err = st.Notify.Check(filepath.Join(home, SettingsFile), bz); err != nil {
-		return st, err
+	if err := st.check(file, pos); err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
+	}
+	if st.notify, err = st.Notify.Check(file, bz); err != nil {
+		return st, fmt.Errorf("read settings: %w", err)
 	}
 	return st, nil
+}
+
+// check refuses values the node cannot run with, naming the setting and
+// where it is in file.
+func (st Settings) check(file string, pos jsonconf.Positions) error {
+	for _, c := range []struct {
+		key string
+		bad bool
+		why string
+	}{
+		{"http_addr", st.HTTPAddr == "", "empty: want a listen address such as 127.0.0.1:8500"},
+		{"flush_interval", st.FlushInterval <= 0, fmt.Sprintf("%s: want a positive duration such as \"1s\"", time.Duration(st.FlushInterval))},
+		{"max_concurrent_probes", st.MaxConcurrentProbes <= 0, fmt.Sprintf("%d: want at least 1 (default 64)", st.MaxConcurrentProbes)},
+		{"http_max_connections", st.HTTPMaxConnections <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxConnections, server.DefaultMaxConns)},
+		{"http_max_body_reads", st.HTTPMaxBodyReads <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxBodyReads, server.DefaultMaxBodyReads)},
+		{"http_max_body_bytes", st.HTTPMaxBodyBytes < server.MaxBody, fmt.Sprintf("%d: want at least %d, one transaction (default %d)", st.HTTPMaxBodyBytes, server.MaxBody, server.DefaultMaxBodyBytes)},
+	} {
+		if c.bad {
+			return fmt.Errorf("%s %s", pos.Where(file, c.key), c.why)
+		}
+	}
+	return nil
 }
 
 // LoadCometConfig reads config/config.toml of home.
@@ -294,4 +345,78 @@ func LoadCometConfig(home string) (*cmtcfg.Config, error) {
 		return nil, fmt.Errorf("CometBFT config in %s: %w", home, err)
 	}
 	return cfg, nil
+}
+
+// GenesisHashFile holds the sha256 of config/genesis.json as it was when
+// the home first started, to notice later edits.
+const GenesisHashFile = "data/genesis.sha256"
+
+// checkGenesis reads the genesis file and validates its app_state, with
+// errors naming the file's line.
+func checkGenesis(file string) ([]byte, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read genesis: %w (create a home with 'bftmon init')", err)
+	}
+	var doc struct {
+		AppState json.RawMessage `json:"app_state"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		if _, err := jsonconf.Decode(file, raw, &map[string]any{}); err != nil {
+			return nil, fmt.Errorf("read genesis: %w", err)
+		}
+		return nil, fmt.Errorf("read genesis %s: %w", file, err)
+	}
+	line := jsonconf.Keys(raw)["app_state"]
+	if _, err := app.ParseGenesisFile(file, line, doc.AppState); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// noteGenesis records the genesis' hash at a home's first start and, once
+// the chain has state, warns if the file was edited since: CometBFT reads
+// genesis only at height 0, so the edit changes nothing.
+func noteGenesis(home string, genesis []byte, height int64, log *slog.Logger) error {
+	sum := sha256.Sum256(genesis)
+	now := hex.EncodeToString(sum[:])
+	path := filepath.Join(home, GenesisHashFile)
+	recorded, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.WriteFile(path, []byte(now+"\n"), 0o600); err != nil {
+			return fmt.Errorf("record the genesis hash: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the recorded genesis hash: %w (remove %s to record the current genesis)", err, path)
+	}
+	if height > 0 && strings.TrimSpace(string(recorded)) != now {
+		log.Warn("config/genesis.json was edited after this home first started: the edit is ignored, the chain keeps the state it started from; "+
+			"to run a network from the new genesis, give every node a fresh home (bftmon init) or delete their data/ directories",
+			"file", filepath.Join(home, "config", "genesis.json"), "recorded_sha256", strings.TrimSpace(string(recorded)), "sha256", now, "height", height)
+	}
+	return nil
+}
+
+// checkKeyFiles refuses to start a home whose validator or node key is
+// missing (CometBFT would make new ones: a validator nobody knows, stuck
+// at height 0, or a new node id its peers do not dial) and warns about
+// key files that others than the owner may read.
+func checkKeyFiles(home string, ccfg *cmtcfg.Config, st Settings, log *slog.Logger) error {
+	for _, f := range []string{ccfg.PrivValidatorKeyFile(), ccfg.NodeKeyFile()} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("key file %s: %w: this home was created by 'bftmon init' and its key is gone; restore the file from a backup (a new key would not be the validator or node of this network)", f, err)
+		}
+	}
+	files := []string{ccfg.PrivValidatorKeyFile(), ccfg.NodeKeyFile(), filepath.Join(home, OperatorKeyFile), filepath.Join(home, ObserveTokenFile)}
+	if st.ObserverKey != "" {
+		files = append(files, filepath.Join(home, st.ObserverKey))
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("key file readable by others than its owner: run chmod 600 on it", "file", f, "mode", fi.Mode().Perm().String())
+		}
+	}
+	return nil
 }

@@ -125,6 +125,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKeyFiles(cfg.Home, ccfg, st, cfg.Logger); err != nil {
+		return nil, err
+	}
+	genesis, err := checkGenesis(ccfg.GenesisFile())
+	if err != nil {
+		return nil, err
+	}
 	token, err := EnsureObserveToken(cfg.Home, cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -133,16 +140,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("start %s: %w", cfg.Home, err)
 	}
 	n := &Node{cfg: cfg, settings: st, observeToken: token, log: cfg.Logger}
-	if err := n.start(ctx, ccfg); err != nil {
+	if err := n.start(ctx, ccfg, genesis); err != nil {
 		n.Stop()
 		return nil, err
 	}
 	return n, nil
 }
 
-func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
+func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) error {
 	var err error
 	if n.store, err = store.Open(filepath.Join(n.cfg.Home, AppDataDir)); err != nil {
+		return err
+	}
+	if err := noteGenesis(n.cfg.Home, genesis, n.store.Version(), n.log); err != nil {
 		return err
 	}
 	if n.app, err = abci.New(n.store, n.log); err != nil {
@@ -213,27 +223,27 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config) error {
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken}, n.log)
+	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken, Limits: n.settings.httpLimits()}, n.log)
+	n.httpLn = apiSrv.Limit(n.httpLn)
 	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bftmon_http_blocking_queries", Help: "Blocking queries of the HTTP API waiting for a change now.",
 	}, func() float64 { return float64(apiSrv.Parked()) }))
+	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bftmon_http_connections", Help: "Open connections of the HTTP API (at most http_max_connections).",
+	}, func() float64 { return float64(apiSrv.Connections()) }))
+	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bftmon_http_body_reads", Help: "Request bodies of the HTTP API being read now (at most http_max_body_reads).",
+	}, func() float64 { return float64(apiSrv.BodyReads()) }))
+	n.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bftmon_http_bodies_refused_total", Help: "Requests with a body answered 503 because the HTTP API was reading as many bodies as it may.",
+	}, func() float64 { return float64(apiSrv.BodiesRefused()) }))
 	mux.Handle("GET /metrics", metricsHandler(n.metrics, n.cometMetrics))
 	if n.faults != nil {
 		mux.Handle("/v1/debug/unreachable", n.faults)
 	}
 	n.app.OnCommit(func(b abci.Block) { apiSrv.Committed(b.Changes) })
 	mux.Handle("/", apiSrv)
-	n.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Bodies are small (a transaction, a passive result): a client that
-		// has not sent one in a minute is cut.
-		ReadTimeout: time.Minute,
-		// Blocking queries answer within their capped, jittered wait.
-		WriteTimeout:   server.MaxWait + server.MaxWait/16 + 30*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-	}
+	n.http = server.HTTPServer(mux)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

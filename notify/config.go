@@ -19,13 +19,14 @@ package notify
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/bftmon/bftmon/internal/jsonconf"
 )
 
 // Formats and modes of receivers.
@@ -124,7 +125,7 @@ var AlertKinds = []string{"state_change", "disputed", "stale", "observer_suspect
 // came from (may be nil); errors name the receiver and the line of the file
 // it starts on, so that an operator finds it.
 func (s Settings) Check(file string, raw []byte) (Config, error) {
-	cfg := Config{}
+	cfg, pos := Config{}, jsonconf.Keys(raw)
 	for _, d := range []struct {
 		name string
 		v    string
@@ -140,17 +141,13 @@ func (s Settings) Check(file string, raw []byte) (Config, error) {
 	} {
 		v, err := duration(d.v, d.def)
 		if err != nil {
-			return cfg, fmt.Errorf("%s: notify.%s: %w", file, d.name, err)
+			return cfg, fmt.Errorf("%s: %w", pos.Where(file, "notify."+d.name), err)
 		}
 		*d.to = v
 	}
-	lines := receiverLines(raw)
 	seen := map[string]bool{}
 	for i, rs := range s.Receivers {
-		where := fmt.Sprintf("%s: notify.receivers[%d]", file, i)
-		if i < len(lines) {
-			where = fmt.Sprintf("%s:%d: notify.receivers[%d]", file, lines[i], i)
-		}
+		where := pos.Where(file, fmt.Sprintf("notify.receivers[%d]", i))
 		if rs.Name != "" {
 			where += fmt.Sprintf(" (%s)", rs.Name)
 		}
@@ -265,67 +262,6 @@ func validName(s string) error {
 		}
 	}
 	return nil
-}
-
-// receiverLines finds, in a settings file, the line on which each element
-// of notify.receivers starts (nil if the file does not parse).
-func receiverLines(raw []byte) []int {
-	if len(raw) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	var path []string // keys of the enclosing objects
-	var lines []int
-	depth := 0 // of arrays inside notify.receivers
-	key := ""
-	expectKey := false
-	var stack []json.Delim
-	for {
-		off := dec.InputOffset()
-		tok, err := dec.Token()
-		if err != nil {
-			return lines
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			inReceivers := len(path) == 2 && path[0] == "notify" && path[1] == "receivers" && len(stack) > 0 && stack[len(stack)-1] == '['
-			switch t {
-			case '{', '[':
-				if t == '{' && inReceivers && depth == 0 {
-					// The offset is before any whitespace: skip to the brace.
-					i := int(off)
-					for i < len(raw) && raw[i] != '{' {
-						i++
-					}
-					lines = append(lines, 1+bytes.Count(raw[:i], []byte("\n")))
-				}
-				if len(stack) > 0 && stack[len(stack)-1] == '{' {
-					path = append(path, key)
-				} else if inReceivers {
-					depth++
-				}
-				stack = append(stack, t)
-				expectKey = t == '{'
-			case '}', ']':
-				stack = stack[:len(stack)-1]
-				if len(stack) > 0 && stack[len(stack)-1] == '{' {
-					path = path[:len(path)-1]
-					expectKey = true
-				} else if len(path) == 2 && path[0] == "notify" && path[1] == "receivers" && depth > 0 {
-					depth--
-				}
-			}
-		default:
-			if len(stack) > 0 && stack[len(stack)-1] == '{' {
-				if expectKey {
-					key, _ = t.(string)
-					expectKey = false
-				} else {
-					expectKey = true
-				}
-			}
-		}
-	}
 }
 
 // wants tells whether r takes alerts of kind about service (with the

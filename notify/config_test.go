@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/internal/jsonconf"
 )
 
 // TestCheckSettings: bad receivers are refused naming the file, the line
@@ -29,7 +30,8 @@ func TestCheckSettings(t *testing.T) {
 		{Name: "pager", URL: "http://127.0.0.1:9000/hook", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
 		{Name: "am", URL: "http://127.0.0.1:9093", Format: "alertmanager", Kinds: []string{"state_change"}},
 	}}
-	if got := receiverLines([]byte(raw)); len(got) != 3 || got[0] != 6 || got[1] != 7 || got[2] != 11 {
+	pos := jsonconf.Keys([]byte(raw))
+	if got := []int{pos["notify.receivers[0]"], pos["notify.receivers[1]"], pos["notify.receivers[2]"]}; got[0] != 6 || got[1] != 7 || got[2] != 11 {
 		t.Fatalf("receiver lines %v, want [6 7 11]", got)
 	}
 	cfg, err := s.Check("bftmon.json", []byte(raw))

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -57,6 +56,9 @@ type Config struct {
 	// node's config/observe_token). Empty, every passive result is
 	// refused.
 	ObserveToken string
+	// Limits bound connections and the request bodies read at once
+	// (zero fields: defaults).
+	Limits Limits
 }
 
 // Server is the HTTP API of a node. Commits reach it through Committed,
@@ -70,6 +72,10 @@ type Server struct {
 
 	parked atomic.Int64 // blocking queries waiting for a change
 	cache  answerCache
+
+	limits Limits       // cfg.Limits with defaults
+	bodies *bodyLimiter // request bodies being read
+	conns  atomic.Int64 // open connections of Limit's listeners
 }
 
 // Parked is the number of blocking queries waiting for a change now.
@@ -77,7 +83,8 @@ func (s *Server) Parked() int { return int(s.parked.Load()) }
 
 // New returns the API server.
 func New(b Backend, cfg Config, logger *slog.Logger) *Server {
-	s := &Server{b: b, cfg: cfg, log: logger, hub: newHub()}
+	s := &Server{b: b, cfg: cfg, log: logger, hub: newHub(), limits: cfg.Limits.withDefaults()}
+	s.bodies = newBodyLimiter(s.limits)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/v1/status", http.StatusFound)
@@ -109,7 +116,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 		}
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts, /v1/observers, /v1/receivers)", r.Method, r.URL.Path))
 	})
-	s.h = s.logged(mux)
+	s.h = s.logged(s.limitBodies(mux))
 	return s
 }
 
@@ -314,7 +321,7 @@ func observerIndex(list []types.Observer) map[string]string {
 }
 
 func (s *Server) txs(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readBody(w, r, MaxBody)
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -351,6 +358,18 @@ func (s *Server) tx(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// readBody reads r's body, at most limit bytes, into a buffer sized from
+// its Content-Length: what limitBodies reserved for it is what it takes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	size := limit
+	if r.ContentLength >= 0 && r.ContentLength < limit {
+		size = r.ContentLength
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	return buf.Bytes(), err
 }
 
 // observe takes a passive result from a client on this machine: the node's

@@ -231,6 +231,14 @@ func TestObserveRefusals(t *testing.T) {
 }
 
 func newServer(t *testing.T) (*api.Client, string) {
+	srv := httptest.NewServer(server.New(newBackend(t), server.Config{}, slog.New(slog.DiscardHandler)))
+	t.Cleanup(srv.Close)
+	return api.NewClient(srv.URL), srv.URL
+}
+
+// newBackend is a backend over a memory store with one observer and one
+// operator.
+func newBackend(t *testing.T) *backend {
 	st := store.NewMemory()
 	a, err := app.New(st)
 	if err != nil {
@@ -244,9 +252,7 @@ func newServer(t *testing.T) (*api.Client, string) {
 	if err := a.InitChain("srv-test", g); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(server.New(&backend{st: st, a: a}, server.Config{}, slog.New(slog.DiscardHandler)))
-	t.Cleanup(srv.Close)
-	return api.NewClient(srv.URL), srv.URL
+	return &backend{st: st, a: a}
 }
 
 func TestRoutes(t *testing.T) {

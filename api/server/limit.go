@@ -1,0 +1,251 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// Defaults of Limits. Together they bound what unauthenticated clients can
+// make the server hold: MaxBodyBytes of request bodies, and per open
+// connection its goroutine, buffers and at most MaxHeaderBytes of headers.
+const (
+	// DefaultMaxConns is well above the 1,000 parked blocking queries of
+	// the interop test, and each idle connection costs a few KiB.
+	DefaultMaxConns     = 2048
+	DefaultMaxBodyReads = 64
+	DefaultMaxBodyBytes = 64 << 20
+	// DefaultBodyWait is how long a request with a body waits for a read
+	// slot before it is answered 503.
+	DefaultBodyWait = 2 * time.Second
+	// DefaultBodyTimeout cuts a body that has not arrived in full: 1 MiB in
+	// 20 s is 50 KiB/s.
+	DefaultBodyTimeout = 20 * time.Second
+	// MaxHeaderBytes caps a request's headers.
+	MaxHeaderBytes = 64 << 10
+)
+
+// Limits bound the resources clients can hold. Zero fields take the
+// defaults above.
+type Limits struct {
+	// MaxConns caps the open connections; further clients wait in the
+	// kernel's accept queue until one closes.
+	MaxConns int
+	// MaxBodyReads caps the request bodies being read at once. Requests
+	// without a body (reads, blocking queries) do not count.
+	MaxBodyReads int
+	// MaxBodyBytes caps the bytes reserved by the bodies being read at once:
+	// each reserves its Content-Length (MaxBody when unknown).
+	MaxBodyBytes int64
+	// BodyWait is how long a request waits for a slot before a 503 with
+	// Retry-After.
+	BodyWait time.Duration
+	// BodyTimeout is how long a body may take to arrive once its slot is
+	// given; a stalled body is cut.
+	BodyTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if l.MaxBodyReads <= 0 {
+		l.MaxBodyReads = DefaultMaxBodyReads
+	}
+	if l.MaxBodyBytes <= 0 {
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	l.MaxBodyBytes = max(l.MaxBodyBytes, MaxBody) // one largest body always fits
+	if l.BodyWait <= 0 {
+		l.BodyWait = DefaultBodyWait
+	}
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = DefaultBodyTimeout
+	}
+	return l
+}
+
+// HTTPServer is the http.Server for h with the API's timeouts: headers
+// within 10 s, a whole request within a minute (bodies are also cut at
+// Limits.BodyTimeout), answers within the longest blocking wait. Serve it
+// on a listener from Server.Limit.
+func HTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		// The read deadline covers headers and body only: once a request
+		// without a body is being handled, net/http clears it, so a
+		// blocking query is not cut.
+		ReadTimeout: time.Minute,
+		// Blocking queries answer within their capped, jittered wait.
+		WriteTimeout:   MaxWait + MaxWait/16 + 30*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: MaxHeaderBytes,
+	}
+}
+
+// Limit wraps ln so that at most Limits.MaxConns connections are open at
+// once: Accept waits for one to close.
+func (s *Server) Limit(ln net.Listener) net.Listener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, s.limits.MaxConns), done: make(chan struct{}), open: &s.conns}
+}
+
+// Connections is the number of open connections of listeners from Limit.
+func (s *Server) Connections() int { return int(s.conns.Load()) }
+
+// BodyReads is the number of request bodies being read now.
+func (s *Server) BodyReads() int { return int(s.bodies.reading.Load()) }
+
+// BodiesRefused is how many requests were answered 503 because
+// Limits.MaxBodyReads or MaxBodyBytes were reached.
+func (s *Server) BodiesRefused() int64 { return s.bodies.refused.Load() }
+
+// limitListener is netutil.LimitListener with a count of open connections.
+type limitListener struct {
+	net.Listener
+	slots     chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	open      *atomic.Int64
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	l.open.Add(1)
+	return &limitConn{Conn: c, release: func() { l.open.Add(-1); <-l.slots }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// bodyLimiter bounds the request bodies read at once, in number and in
+// reserved bytes.
+type bodyLimiter struct {
+	lim     Limits
+	slots   chan struct{}
+	bytes   *semaphore.Weighted
+	reading atomic.Int64
+	peak    atomic.Int64 // highest reading seen
+	refused atomic.Int64
+}
+
+func newBodyLimiter(l Limits) *bodyLimiter {
+	return &bodyLimiter{lim: l, slots: make(chan struct{}, l.MaxBodyReads), bytes: semaphore.NewWeighted(l.MaxBodyBytes)}
+}
+
+// limitBodies lets a request with a body reach h only once it holds a read
+// slot and its bytes; it answers 413 for a declared body above MaxBody and
+// 503 with Retry-After when no slot comes within BodyWait.
+func (s *Server) limitBodies(h http.Handler) http.Handler {
+	bl := s.bodies
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > MaxBody {
+			w.Header().Set("Connection", "close")
+			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes: above %d, the most the API takes", r.ContentLength, MaxBody))
+			return
+		}
+		n := r.ContentLength
+		if n < 0 { // chunked: reserve the most it may be
+			n = MaxBody
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), bl.lim.BodyWait)
+		release, ok := bl.acquire(ctx, n)
+		cancel()
+		if !ok {
+			bl.refused.Add(1)
+			s.log.Debug("HTTP API busy: request body refused", "remote", r.RemoteAddr, "path", r.URL.Path, "reading", bl.reading.Load())
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(bl.lim.BodyWait/time.Second))))
+			w.Header().Set("Connection", "close")
+			writeErr(w, http.StatusServiceUnavailable, fmt.Sprintf("the node is reading %d request bodies already: retry later", bl.lim.MaxBodyReads))
+			return
+		}
+		// The slot is given back once the body has been read (a
+		// transaction then waits for its commit without holding one), or
+		// when the handler returns.
+		rb := &releasingBody{ReadCloser: r.Body, release: release}
+		defer rb.done()
+		r.Body = rb
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bl.lim.BodyTimeout))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// releasingBody gives its read slot back at the end of the body, at the
+// first read error, or at Close.
+type releasingBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releasingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.done()
+	}
+	return n, err
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+func (b *releasingBody) done() { b.once.Do(b.release) }
+
+// acquire takes a slot and n bytes, or gives up when ctx ends.
+func (bl *bodyLimiter) acquire(ctx context.Context, n int64) (release func(), ok bool) {
+	select {
+	case bl.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	if err := bl.bytes.Acquire(ctx, n); err != nil {
+		<-bl.slots
+		return nil, false
+	}
+	cur := bl.reading.Add(1)
+	for p := bl.peak.Load(); cur > p && !bl.peak.CompareAndSwap(p, cur); p = bl.peak.Load() {
+	}
+	return func() {
+		bl.reading.Add(-1)
+		bl.bytes.Release(n)
+		<-bl.slots
+	}, true
+}

@@ -1,0 +1,209 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/internal/testutil"
+)
+
+// serveLimited serves a server with limits on a real listener, as the
+// node does, and returns it and its address.
+func serveLimited(t *testing.T, lim server.Limits) (*server.Server, string) {
+	t.Helper()
+	s := server.New(newBackend(t), server.Config{Limits: lim}, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := server.HTTPServer(s)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(s.Limit(ln))
+	}()
+	t.Cleanup(func() {
+		_ = hs.Close()
+		<-done
+	})
+	return s, ln.Addr().String()
+}
+
+// stallBody opens a connection that POSTs a transaction of MaxBody bytes,
+// sends all but its last byte and stalls. The connection is closed at the
+// end of the test.
+func stallBody(t *testing.T, addr string, payload []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Errorf("dial %s: %v", addr, err)
+		return
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		fmt.Fprintf(c, "POST /v1/txs HTTP/1.1\r\nHost: node\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", server.MaxBody)
+		_, _ = c.Write(payload) // blocks until read or refused; the error of a refused one is expected
+	}()
+}
+
+// TestStalledBodiesBounded is the stalled-body attack of issue 14: many
+// connections each send most of a large body and stall. The bodies read at
+// once never exceed the cap, the others are refused with 503, the heap
+// stays within what the caps allow, and a read still answers.
+func TestStalledBodiesBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		attackers int
+		lim       server.Limits
+	}{
+		{"count cap", 300, server.Limits{MaxConns: 400, MaxBodyReads: 20, MaxBodyBytes: 64 << 20, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
+		{"bytes cap", 300, server.Limits{MaxConns: 400, MaxBodyReads: 100, MaxBodyBytes: 10 * server.MaxBody, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, addr := serveLimited(t, tc.lim)
+			// At most this many bodies of MaxBody fit at once.
+			holders := min(tc.lim.MaxBodyReads, int(tc.lim.MaxBodyBytes/server.MaxBody))
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			base := ms.HeapInuse
+			// Bodies held, twice for the collector's slack, and per open
+			// connection its goroutines, buffers and headers.
+			bound := base + 2*uint64(holders)*(server.MaxBody+bytes.MinRead) + uint64(tc.attackers)*128<<10
+			var peakHeap uint64
+			sample := func() {
+				runtime.ReadMemStats(&ms)
+				peakHeap = max(peakHeap, ms.HeapInuse)
+			}
+
+			payload := bytes.Repeat([]byte{'x'}, server.MaxBody-1)
+			for range tc.attackers {
+				stallBody(t, addr, payload)
+			}
+			testutil.WaitFor(t, "every attacker holding a read slot or refused", time.Minute, func() (bool, error) {
+				sample()
+				if peakHeap > bound {
+					return true, nil // fails below
+				}
+				reading, refused := s.BodyReads(), s.BodiesRefused()
+				return reading == holders && refused == int64(tc.attackers-holders),
+					fmt.Errorf("%d bodies being read, %d refused, want %d and %d", reading, refused, holders, tc.attackers-holders)
+			})
+			sample()
+			if p := s.BodyReadsPeak(); p > holders {
+				t.Errorf("%d bodies were read at once, want at most %d", p, holders)
+			}
+			if peakHeap > bound {
+				t.Errorf("heap in use reached %d MiB under the attack, want at most %d MiB (base %d MiB)", peakHeap>>20, bound>>20, base>>20)
+			}
+			t.Logf("heap in use: base %d MiB, peak %d MiB under %d stalled bodies (bound %d MiB)", base>>20, peakHeap>>20, tc.attackers, bound>>20)
+
+			// A read has no body: it answers during the attack.
+			resp, err := http.Get("http://" + addr + "/v1/status")
+			if err != nil {
+				t.Fatalf("GET /v1/status during the attack: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /v1/status during the attack: %s, want 200", resp.Status)
+			}
+			// A transaction is told clearly to come back later.
+			resp, err = http.Post("http://"+addr+"/v1/txs", "application/octet-stream", strings.NewReader("tx"))
+			if err != nil {
+				t.Fatalf("POST /v1/txs during the attack: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Errorf("POST /v1/txs during the attack: %s (Retry-After %q) %s, want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"), body)
+			}
+		})
+	}
+}
+
+// TestStalledBodyCut: a body that stops arriving is cut at BodyTimeout and
+// its slot given back.
+func TestStalledBodyCut(t *testing.T) {
+	s, addr := serveLimited(t, server.Limits{MaxBodyReads: 1, BodyTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/txs HTTP/1.1\r\nHost: node\r\nContent-Length: 1000\r\n\r\npartial")
+	testutil.WaitFor(t, "the body being read", 30*time.Second, func() (bool, error) {
+		return s.BodyReadsPeak() == 1, fmt.Errorf("peak %d", s.BodyReadsPeak())
+	})
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read the answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("stalled body: %s, want 400", resp.Status)
+	}
+	testutil.WaitFor(t, "the slot given back", 30*time.Second, func() (bool, error) {
+		return s.BodyReads() == 0, fmt.Errorf("%d bodies being read", s.BodyReads())
+	})
+}
+
+// TestConnectionCap: beyond MaxConns, connections are not served until
+// others close, and the open count never exceeds the cap.
+func TestConnectionCap(t *testing.T) {
+	const limit, clients = 10, 30
+	s, addr := serveLimited(t, server.Limits{MaxConns: limit})
+	var mu sync.Mutex
+	answered, maxOpen := 0, 0
+	release := make(chan struct{}) // closed: served clients hang up
+	for range clients {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			answered++
+			mu.Unlock()
+			<-release
+			c.Close()
+		}()
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		maxOpen = max(maxOpen, s.Connections())
+		return answered
+	}
+	testutil.WaitFor(t, fmt.Sprintf("%d connections served", limit), 30*time.Second, func() (bool, error) {
+		return count() == limit, fmt.Errorf("%d answered, %d open", count(), s.Connections())
+	})
+	// The served connections stay open (keep-alive): nobody else is let in.
+	if n := s.Connections(); n != limit {
+		t.Errorf("%d connections open, want %d", n, limit)
+	}
+	close(release)
+	testutil.WaitFor(t, "the waiting clients served once others closed", 30*time.Second, func() (bool, error) {
+		return count() == clients, fmt.Errorf("%d of %d answered", count(), clients)
+	})
+	if maxOpen > limit {
+		t.Errorf("%d connections were open at once, want at most %d", maxOpen, limit)
+	}
+}

@@ -1,0 +1,10 @@
+package node
+
+// CheckGenesis and NoteGenesis let tests reach the start-up checks.
+var (
+	CheckGenesis = checkGenesis
+	NoteGenesis  = noteGenesis
+)
+
+// CheckKeyFiles lets tests reach the key files' check.
+var CheckKeyFiles = checkKeyFiles
