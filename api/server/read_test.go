@@ -433,3 +433,19 @@ func TestBlockingQuery(t *testing.T) {
 		t.Fatalf("catalog index %s, want %d (db's registration)", got, other.Height)
 	}
 }
+
+// TestReadsSayTheirHeight: every read says the committed height it was read
+// at, that block's time, and its age, whatever route and cache served it.
+func TestReadsSayTheirHeight(t *testing.T) {
+	n := newReadNet(t)
+	for _, path := range []string{"/v1/services", "/v1/services/web", "/v1/health/service/web", "/v1/sd/prometheus", "/v1/services/web"} {
+		var out any
+		resp := n.get(path, &out)
+		h, _ := strconv.ParseInt(resp.Header.Get(server.HeaderHeight), 10, 64)
+		bt, err := time.Parse(time.RFC3339Nano, resp.Header.Get(server.HeaderBlockTime))
+		age, aerr := strconv.ParseFloat(resp.Header.Get(server.HeaderAge), 64)
+		if h < 1 || err != nil || bt.IsZero() || aerr != nil || age < 0 {
+			t.Fatalf("%s: height %q, block time %q, age %q", path, resp.Header.Get(server.HeaderHeight), resp.Header.Get(server.HeaderBlockTime), resp.Header.Get(server.HeaderAge))
+		}
+	}
+}

@@ -158,6 +158,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 		if !b.on || ans.index > b.index {
 			release()
 			mark(w.Header(), ans.index)
+			heightHeaders(w.Header(), q)
 			writeBody(w, http.StatusOK, ans.body)
 			return
 		}
@@ -170,6 +171,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 			s.parked.Add(-1)
 			release()
 			mark(w.Header(), ans.index)
+			heightHeaders(w.Header(), q)
 			writeBody(w, http.StatusOK, ans.body)
 			return
 		case <-r.Context().Done():
@@ -178,6 +180,23 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 			return
 		}
 	}
+}
+
+// Headers of every read: the committed height it was read at, that block's
+// time, and how long ago that was, so that a client can tell an old answer
+// (from a node that stopped committing) from a current one.
+const (
+	HeaderHeight    = "X-Bftmon-Height"
+	HeaderBlockTime = "X-Bftmon-Block-Time"
+	HeaderAge       = "X-Bftmon-Age"
+)
+
+func heightHeaders(h http.Header, q *app.Query) {
+	info := q.Info()
+	bt := time.UnixMilli(info.BlockTime)
+	h.Set(HeaderHeight, strconv.FormatInt(info.Height, 10))
+	h.Set(HeaderBlockTime, bt.UTC().Format(time.RFC3339Nano))
+	h.Set(HeaderAge, strconv.FormatFloat(max(0, time.Since(bt).Seconds()), 'f', 1, 64))
 }
 
 // bftmonIndex sets X-Bftmon-Index.
