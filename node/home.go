@@ -331,8 +331,12 @@ func (st Settings) check(file string, pos jsonconf.Positions) error {
 
 // LoadCometConfig reads config/config.toml of home.
 func LoadCometConfig(home string) (*cmtcfg.Config, error) {
+	path := filepath.Join(home, "config", "config.toml")
+	if err := checkCometConfig(path); err != nil {
+		return nil, err
+	}
 	v := viper.New()
-	v.SetConfigFile(filepath.Join(home, "config", "config.toml"))
+	v.SetConfigFile(path)
 	if err := v.ReadInConfig(); err != nil {
 		return nil, fmt.Errorf("read CometBFT config: %w", err)
 	}
