@@ -244,7 +244,7 @@ func (s *Server) consulCatalogService(w http.ResponseWriter, r *http.Request) {
 	s.consulFind(w, r, func(insts []app.InstanceView, index int64) any {
 		out := make([]consulCatalogService, 0, len(insts))
 		for i := range insts {
-			n, svc := consulEntry(&insts[i], index)
+			n, svc := consulEntry(&insts[i])
 			out = append(out, consulCatalogService{
 				Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta,
 				ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, ServiceAddress: svc.Address, ServiceMeta: svc.Meta,
@@ -301,9 +301,32 @@ type consulServiceEntry struct {
 	Checks  []consulCheck
 }
 
-// consulEntry is an instance as a Consul node and service.
-func consulEntry(iv *app.InstanceView, index int64) (consulNode, consulService) {
+// instanceModifyIndex is the height at which what an entry shows of iv
+// last changed: its registration, or a check's verdict or hard status.
+// Approximated: bftmon records no height for a re-registration that keeps
+// the instance's checks (new tags, address or meta), so such an update does
+// not move it; a re-registration that changes a check does, through that
+// check's fresh state.
+func instanceModifyIndex(iv *app.InstanceView) int64 {
+	index := iv.Instance.RegisteredHeight
+	for i := range iv.Checks {
+		index = max(index, checkModifyIndex(&iv.Checks[i], iv.Instance.RegisteredHeight))
+	}
+	return index
+}
+
+// checkModifyIndex is the height at which a check's agreed state last
+// moved, and at least created, its instance's registration height.
+func checkModifyIndex(cv *app.CheckView, created int64) int64 {
+	return max(cv.State.VerdictHeight, cv.State.HardHeight, created)
+}
+
+// consulEntry is an instance as a Consul node and service. Each carries its
+// own indexes (see instanceModifyIndex), as in Consul, so that a change to
+// one instance changes no other entry.
+func consulEntry(iv *app.InstanceView) (consulNode, consulService) {
 	si := &iv.Instance
+	index := instanceModifyIndex(iv)
 	n := consulNode{
 		Node: si.Id, Address: si.Address, Datacenter: si.Datacenter,
 		TaggedAddresses: map[string]string{"lan": si.Address, "wan": si.Address},
@@ -332,7 +355,7 @@ func (s *Server) consulHealthService(w http.ResponseWriter, r *http.Request) {
 		out := make([]consulServiceEntry, 0, len(insts))
 		for i := range insts {
 			iv := &insts[i]
-			n, svc := consulEntry(iv, index)
+			n, svc := consulEntry(iv)
 			e := consulServiceEntry{Node: n, Service: svc, Checks: []consulCheck{}}
 			for j := range iv.Checks {
 				cv := &iv.Checks[j]
@@ -343,7 +366,7 @@ func (s *Server) consulHealthService(w http.ResponseWriter, r *http.Request) {
 					Output: fmt.Sprintf("bftmon: %s (verdict %s since height %d, hard %s since height %d)",
 						cv.State.Hard.Name(), cv.State.Verdict.Name(), cv.State.VerdictHeight, cv.State.Hard.Name(), cv.State.HardHeight),
 					ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, Type: cv.Check.Kind,
-					CreateIndex: n.CreateIndex, ModifyIndex: max(cv.State.VerdictHeight, cv.State.HardHeight, n.CreateIndex),
+					CreateIndex: n.CreateIndex, ModifyIndex: checkModifyIndex(cv, n.CreateIndex),
 				})
 			}
 			out = append(out, e)
