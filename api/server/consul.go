@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,7 +25,9 @@ import (
 // check's Output.
 //
 // As in Consul, ?dc= selects a datacenter's catalog: here, the instances
-// registered in that datacenter. Consul's parameters that do not change an
+// registered in that datacenter. A datacenter that is neither an observer's
+// nor an instance's is answered as Consul answers one it has no route to:
+// HTTP 500, "No path to datacenter". Consul's parameters that do not change an
 // answer here (stale, consistent, cached, ns, partition) are accepted and
 // ignored; filter and node-meta, which would, are refused.
 
@@ -75,6 +78,36 @@ func datacenters(q *app.Query, insts []types.ServiceInstance) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// errNoDCPath is Consul's answer for a datacenter it does not know
+// (structs.ErrNoDCPath), which its clients and tools match on.
+const errNoDCPath = "No path to datacenter"
+
+// consulKnownDC tells whether dc (from ?dc=; empty: this node's) is one
+// bftmon knows: this node's, an observer's or an instance's. If not, it
+// answers as Consul does, 500 with a plain-text body.
+func (s *Server) consulKnownDC(w http.ResponseWriter, r *http.Request, dc string) bool {
+	if dc == "" {
+		return true
+	}
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	insts, err := q.Instances()
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	if slices.Contains(datacenters(q, insts), dc) || dc == s.datacenter(r, q) {
+		return true
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = io.WriteString(w, errNoDCPath)
+	return false
 }
 
 type consulSelf struct {
@@ -148,7 +181,7 @@ func (s *Server) consulDatacenters(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
 	var dc string
 	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
-	if !ok {
+	if !ok || !s.consulKnownDC(w, r, dc) {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
@@ -189,7 +222,7 @@ func (s *Server) consulFind(w http.ResponseWriter, r *http.Request, read func(in
 		f.Tags, f.Datacenter, f.Near = p.list("tag"), p.str("dc"), p.str("near")
 		passing = p.flag("passing")
 	})
-	if !ok {
+	if !ok || !s.consulKnownDC(w, r, f.Datacenter) {
 		return
 	}
 	s.read(w, r, serviceTopic(name), b, func(q *app.Query) (int64, any, error) {
