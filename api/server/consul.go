@@ -272,6 +272,7 @@ type consulCatalogService struct {
 	ServiceAddress  string
 	ServiceMeta     map[string]string
 	ServicePort     int
+	ServiceWeights  consulWeights
 	CreateIndex     int64
 	ModifyIndex     int64
 }
@@ -284,7 +285,7 @@ func (s *Server) consulCatalogService(w http.ResponseWriter, r *http.Request) {
 			out = append(out, consulCatalogService{
 				Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta,
 				ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, ServiceAddress: svc.Address, ServiceMeta: svc.Meta,
-				ServicePort: svc.Port, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
+				ServicePort: svc.Port, ServiceWeights: svc.Weights, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
 			})
 		}
 		return out
@@ -314,6 +315,9 @@ type consulService struct {
 	ModifyIndex int64
 }
 
+// consulWeights are Consul's DNS SRV weights of a service instance by its
+// health. bftmon has no weights of its own, so every instance has Consul's
+// defaults, the same in health and catalog answers.
 type consulWeights struct{ Passing, Warning int }
 
 type consulCheck struct {

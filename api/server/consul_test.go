@@ -176,3 +176,30 @@ func TestConsulEndpoints(t *testing.T) {
 		t.Errorf("health/state/pending: HTTP %d %q, want 400 Bad check state", resp.StatusCode, bz)
 	}
 }
+
+// TestConsulCatalogWeights checks that catalog/service gives each instance
+// the weights health/service gives it, through Consul's client.
+func TestConsulCatalogWeights(t *testing.T) {
+	n := newReadNet(t)
+	c := n.consulClient()
+	catalog, _, err := c.Catalog().Service("web", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health, _, err := c.Health().Service("web", "", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(catalog) != 3 || len(health) != 3 {
+		t.Fatalf("%d catalog entries, %d health entries, want 3", len(catalog), len(health))
+	}
+	for i, cs := range catalog {
+		hs := health[i].Service
+		if cs.ServiceID != hs.ID || cs.ServiceWeights != consulapi.Weights(hs.Weights) || cs.ServiceWeights != (consulapi.Weights{Passing: 1, Warning: 1}) {
+			t.Errorf("%s: catalog weights %+v, health %s weights %+v; want both {1 1}", cs.ServiceID, cs.ServiceWeights, hs.ID, hs.Weights)
+		}
+		if cs.ModifyIndex != hs.ModifyIndex || cs.CreateIndex != hs.CreateIndex {
+			t.Errorf("%s: catalog indexes %d/%d, health %d/%d", cs.ServiceID, cs.CreateIndex, cs.ModifyIndex, hs.CreateIndex, hs.ModifyIndex)
+		}
+	}
+}
