@@ -13,9 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/consul/api/watch"
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/discovery"
@@ -195,5 +199,91 @@ func TestPrometheusConsulDiscovery(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no health answer at or above height %d among %+v", height, rec.calls)
+	}
+}
+
+// TestConsulWatchService runs Consul's own watch (api/watch, a "service"
+// plan, as `consul watch -type=service` and consul-template use it) against
+// a real node: one instance's health changing once fires the handler once,
+// and the other instance's entry keeps its ModifyIndex, as in Consul.
+func TestConsulWatchService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn := startNode(ctx, t)
+	var failing atomic.Bool
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+		}
+	}))
+	defer flaky.Close()
+	one := tn.instance("web", "web-1", "10.1.0.1", 8080, nil)
+	one.Checks[0].Http.Url = flaky.URL
+	tn.register(ctx, t, one)
+	tn.register(ctx, t, tn.instance("web", "web-2", "10.1.0.2", 8080, nil))
+	tn.waitPassing(ctx, t, "web", 2)
+
+	client, err := consulapi.NewClient(&consulapi.Config{Address: tn.httpAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := watch.Parse(map[string]any{"type": "service", "service": "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fires := make(chan []*consulapi.ServiceEntry, 100)
+	plan.Handler = func(_ uint64, raw any) {
+		if entries, ok := raw.([]*consulapi.ServiceEntry); ok {
+			fires <- entries
+		}
+	}
+	go func() { _ = plan.RunWithClientAndHclog(client, hclog.NewNullLogger()) }()
+	defer plan.Stop()
+
+	// entry finds id among entries.
+	entry := func(entries []*consulapi.ServiceEntry, id string) *consulapi.ServiceEntry {
+		for _, e := range entries {
+			if e.Service.ID == id {
+				return e
+			}
+		}
+		return nil
+	}
+	// next waits for the handler's next call.
+	next := func(what string) []*consulapi.ServiceEntry {
+		t.Helper()
+		select {
+		case entries := <-fires:
+			return entries
+		case <-time.After(60 * time.Second):
+			t.Fatalf("timed out waiting for the watch to fire: %s", what)
+			return nil
+		}
+	}
+	first := next("the first answer")
+	if len(first) != 2 || first[0].Checks.AggregatedStatus() != consulapi.HealthPassing || first[1].Checks.AggregatedStatus() != consulapi.HealthPassing {
+		t.Fatalf("first answer: %d entries, want web-1 and web-2 passing", len(first))
+	}
+	web2 := entry(first, "web-2")
+
+	// web-1 turns critical: one fire.
+	failing.Store(true)
+	got := next("web-1 critical")
+	if e := entry(got, "web-1"); e == nil || e.Checks.AggregatedStatus() != consulapi.HealthCritical {
+		t.Fatalf("the fire after web-1 failed: %+v, want web-1 critical", e)
+	}
+	// Then an unrelated change, web-3's registration: the next fire brings
+	// it, so nothing fired between for web-1's one change.
+	tn.register(ctx, t, tn.instance("web", "web-3", "10.1.0.3", 8080, nil))
+	after := next("web-3 registered")
+	if entry(after, "web-3") == nil {
+		e := entry(after, "web-1")
+		t.Fatalf("the watch fired again before web-3 came (web-1's one change fired twice): web-1 %s, ModifyIndex %d (was %d)",
+			e.Checks.AggregatedStatus(), e.Service.ModifyIndex, entry(got, "web-1").Service.ModifyIndex)
+	}
+	for _, entries := range [][]*consulapi.ServiceEntry{got, after} {
+		if e := entry(entries, "web-2"); e == nil || e.Service.ModifyIndex != web2.Service.ModifyIndex || e.Node.ModifyIndex != web2.Node.ModifyIndex {
+			t.Errorf("web-2 unchanged, but its entry's ModifyIndex moved from %d: %+v", web2.Service.ModifyIndex, e.Service)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,7 +25,9 @@ import (
 // check's Output.
 //
 // As in Consul, ?dc= selects a datacenter's catalog: here, the instances
-// registered in that datacenter. Consul's parameters that do not change an
+// registered in that datacenter. A datacenter that is neither an observer's
+// nor an instance's is answered as Consul answers one it has no route to:
+// HTTP 500, "No path to datacenter". Consul's parameters that do not change an
 // answer here (stale, consistent, cached, ns, partition) are accepted and
 // ignored; filter and node-meta, which would, are refused.
 
@@ -35,6 +38,11 @@ func (s *Server) consulRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/catalog/services", s.consulCatalogServices)
 	mux.HandleFunc("GET /v1/catalog/service/{name}", s.consulCatalogService)
 	mux.HandleFunc("GET /v1/health/service/{name}", s.consulHealthService)
+	mux.HandleFunc("GET /v1/health/checks/{name}", s.consulHealthChecks)
+	mux.HandleFunc("GET /v1/health/state/{state}", s.consulHealthState)
+	mux.HandleFunc("GET /v1/agent/services", s.consulAgentServices)
+	mux.HandleFunc("GET /v1/catalog/nodes", s.consulCatalogNodes)
+	mux.HandleFunc("GET /v1/status/peers", s.consulPeers)
 }
 
 // consulIndex sets the headers Consul's clients read with every answer.
@@ -75,6 +83,34 @@ func datacenters(q *app.Query, insts []types.ServiceInstance) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// errNoDCPath is Consul's answer for a datacenter it does not know
+// (structs.ErrNoDCPath), which its clients and tools match on.
+const errNoDCPath = "No path to datacenter"
+
+// consulKnownDC tells whether dc (from ?dc=; empty: this node's) is one
+// bftmon knows: this node's, an observer's or an instance's. If not, it
+// answers as Consul does, 500 with a plain-text body.
+func (s *Server) consulKnownDC(w http.ResponseWriter, r *http.Request, dc string) bool {
+	if dc == "" {
+		return true
+	}
+	q, err := s.b.Read()
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	insts, err := q.Instances()
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	if slices.Contains(datacenters(q, insts), dc) || dc == s.datacenter(r, q) {
+		return true
+	}
+	consulText(w, http.StatusInternalServerError, errNoDCPath)
+	return false
 }
 
 type consulSelf struct {
@@ -148,7 +184,7 @@ func (s *Server) consulDatacenters(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
 	var dc string
 	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
-	if !ok {
+	if !ok || !s.consulKnownDC(w, r, dc) {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
@@ -189,7 +225,7 @@ func (s *Server) consulFind(w http.ResponseWriter, r *http.Request, read func(in
 		f.Tags, f.Datacenter, f.Near = p.list("tag"), p.str("dc"), p.str("near")
 		passing = p.flag("passing")
 	})
-	if !ok {
+	if !ok || !s.consulKnownDC(w, r, f.Datacenter) {
 		return
 	}
 	s.read(w, r, serviceTopic(name), b, func(q *app.Query) (int64, any, error) {
@@ -236,6 +272,7 @@ type consulCatalogService struct {
 	ServiceAddress  string
 	ServiceMeta     map[string]string
 	ServicePort     int
+	ServiceWeights  consulWeights
 	CreateIndex     int64
 	ModifyIndex     int64
 }
@@ -244,11 +281,11 @@ func (s *Server) consulCatalogService(w http.ResponseWriter, r *http.Request) {
 	s.consulFind(w, r, func(insts []app.InstanceView, index int64) any {
 		out := make([]consulCatalogService, 0, len(insts))
 		for i := range insts {
-			n, svc := consulEntry(&insts[i], index)
+			n, svc := consulEntry(&insts[i])
 			out = append(out, consulCatalogService{
 				Node: n.Node, Address: n.Address, Datacenter: n.Datacenter, TaggedAddresses: n.TaggedAddresses, NodeMeta: n.Meta,
 				ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, ServiceAddress: svc.Address, ServiceMeta: svc.Meta,
-				ServicePort: svc.Port, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
+				ServicePort: svc.Port, ServiceWeights: svc.Weights, CreateIndex: svc.CreateIndex, ModifyIndex: svc.ModifyIndex,
 			})
 		}
 		return out
@@ -278,6 +315,9 @@ type consulService struct {
 	ModifyIndex int64
 }
 
+// consulWeights are Consul's DNS SRV weights of a service instance by its
+// health. bftmon has no weights of its own, so every instance has Consul's
+// defaults, the same in health and catalog answers.
 type consulWeights struct{ Passing, Warning int }
 
 type consulCheck struct {
@@ -301,13 +341,37 @@ type consulServiceEntry struct {
 	Checks  []consulCheck
 }
 
-// consulEntry is an instance as a Consul node and service.
-func consulEntry(iv *app.InstanceView, index int64) (consulNode, consulService) {
+// instanceModifyIndex is the height at which what an entry shows of iv
+// last changed: its registration, or a check's verdict or hard status.
+// Approximated: bftmon records no height for a re-registration that keeps
+// the instance's checks (new tags, address or meta), so such an update does
+// not move it; a re-registration that changes a check does, through that
+// check's fresh state.
+func instanceModifyIndex(iv *app.InstanceView) int64 {
+	index := iv.Instance.RegisteredHeight
+	for i := range iv.Checks {
+		index = max(index, checkModifyIndex(&iv.Checks[i], iv.Instance.RegisteredHeight))
+	}
+	return index
+}
+
+// checkModifyIndex is the height at which a check's agreed state last
+// moved, and at least created, its instance's registration height.
+func checkModifyIndex(cv *app.CheckView, created int64) int64 {
+	return max(cv.State.VerdictHeight, cv.State.HardHeight, created)
+}
+
+// consulEntry is an instance as a Consul node and service. Each carries its
+// own indexes, as in Consul, so that a change to one instance changes no
+// other entry: the service's move with its checks (instanceModifyIndex);
+// the node's, which shows no health, is its registration's.
+func consulEntry(iv *app.InstanceView) (consulNode, consulService) {
 	si := &iv.Instance
+	index := instanceModifyIndex(iv)
 	n := consulNode{
 		Node: si.Id, Address: si.Address, Datacenter: si.Datacenter,
 		TaggedAddresses: map[string]string{"lan": si.Address, "wan": si.Address},
-		Meta:            map[string]string{}, CreateIndex: si.RegisteredHeight, ModifyIndex: index,
+		Meta:            map[string]string{}, CreateIndex: si.RegisteredHeight, ModifyIndex: si.RegisteredHeight,
 	}
 	meta := map[string]string{}
 	for _, p := range si.Meta {
@@ -328,26 +392,198 @@ func consulEntry(iv *app.InstanceView, index int64) (consulNode, consulService) 
 }
 
 func (s *Server) consulHealthService(w http.ResponseWriter, r *http.Request) {
-	s.consulFind(w, r, func(insts []app.InstanceView, index int64) any {
+	s.consulFind(w, r, func(insts []app.InstanceView, _ int64) any {
 		out := make([]consulServiceEntry, 0, len(insts))
 		for i := range insts {
 			iv := &insts[i]
-			n, svc := consulEntry(iv, index)
-			e := consulServiceEntry{Node: n, Service: svc, Checks: []consulCheck{}}
-			for j := range iv.Checks {
-				cv := &iv.Checks[j]
-				e.Checks = append(e.Checks, consulCheck{
-					Node: n.Node, CheckID: "service:" + svc.ID + ":" + cv.Check.Id, Name: cv.Check.Id,
-					Status: consulStatus(cv.State.Hard),
-					Notes:  "agreed by bftmon's observers",
-					Output: fmt.Sprintf("bftmon: %s (verdict %s since height %d, hard %s since height %d)",
-						cv.State.Hard.Name(), cv.State.Verdict.Name(), cv.State.VerdictHeight, cv.State.Hard.Name(), cv.State.HardHeight),
-					ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, Type: cv.Check.Kind,
-					CreateIndex: n.CreateIndex, ModifyIndex: max(cv.State.VerdictHeight, cv.State.HardHeight, n.CreateIndex),
-				})
-			}
-			out = append(out, e)
+			n, svc := consulEntry(iv)
+			out = append(out, consulServiceEntry{Node: n, Service: svc, Checks: consulChecks(iv, n, svc)})
 		}
 		return out
 	})
+}
+
+// consulChecks are iv's checks as Consul service checks of node n and
+// service svc, each with its own indexes.
+func consulChecks(iv *app.InstanceView, n consulNode, svc consulService) []consulCheck {
+	out := make([]consulCheck, 0, len(iv.Checks))
+	for j := range iv.Checks {
+		cv := &iv.Checks[j]
+		out = append(out, consulCheck{
+			Node: n.Node, CheckID: "service:" + svc.ID + ":" + cv.Check.Id, Name: cv.Check.Id,
+			Status: consulStatus(cv.State.Hard),
+			Notes:  "agreed by bftmon's observers",
+			Output: fmt.Sprintf("bftmon: %s (verdict %s since height %d, hard %s since height %d)",
+				cv.State.Hard.Name(), cv.State.Verdict.Name(), cv.State.VerdictHeight, cv.State.Hard.Name(), cv.State.HardHeight),
+			ServiceID: svc.ID, ServiceName: svc.Service, ServiceTags: svc.Tags, Type: cv.Check.Kind,
+			CreateIndex: n.CreateIndex, ModifyIndex: checkModifyIndex(cv, n.CreateIndex),
+		})
+	}
+	return out
+}
+
+// consulHealthChecks answers /v1/health/checks/{service}: the checks of the
+// service's instances, with the same parameters as /v1/health/service.
+func (s *Server) consulHealthChecks(w http.ResponseWriter, r *http.Request) {
+	s.consulFind(w, r, func(insts []app.InstanceView, _ int64) any {
+		out := []consulCheck{}
+		for i := range insts {
+			n, svc := consulEntry(&insts[i])
+			out = append(out, consulChecks(&insts[i], n, svc)...)
+		}
+		return out
+	})
+}
+
+// consulHealthState answers /v1/health/state/{state}: every check whose
+// Consul status is state (any: all), across services. bftmon has no
+// node-level checks (Consul's serfHealth), so only service checks are
+// listed.
+func (s *Server) consulHealthState(w http.ResponseWriter, r *http.Request) {
+	state := r.PathValue("state")
+	if !slices.Contains([]string{"any", "passing", "warning", "critical"}, state) {
+		consulText(w, http.StatusBadRequest, "Bad check state")
+		return
+	}
+	var dc string
+	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
+	if !ok || !s.consulKnownDC(w, r, dc) {
+		return
+	}
+	s.read(w, r, topicState, b, func(q *app.Query) (int64, any, error) {
+		list, err := q.Services()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []consulCheck{}
+		for _, sum := range list {
+			insts, err := q.Find(sum.Name, app.Filter{Datacenter: dc})
+			if err != nil && !errors.Is(err, app.ErrNotFound) {
+				return 0, nil, err
+			}
+			for i := range insts {
+				n, svc := consulEntry(&insts[i])
+				for _, c := range consulChecks(&insts[i], n, svc) {
+					if state == "any" || c.Status == state {
+						out = append(out, c)
+					}
+				}
+			}
+		}
+		return q.Indexes().State, out, nil
+	}, consulIndex)
+}
+
+// consulText answers with a plain-text body, as Consul's errors are.
+func consulText(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+type consulAgentService struct {
+	ID                string
+	Service           string
+	Tags              []string
+	Meta              map[string]string
+	Port              int
+	Address           string
+	TaggedAddresses   map[string]consulServiceAddress
+	Weights           consulWeights
+	EnableTagOverride bool
+	Datacenter        string
+}
+
+type consulServiceAddress struct {
+	Address string
+	Port    int
+}
+
+// consulAgentServices answers /v1/agent/services, a map of service id to
+// service. Approximated: a bftmon node has no services of its own (no
+// agent-local registrations); every node holds the whole agreed catalog,
+// so its "agent" lists every registered instance, in every datacenter. An
+// instance's id is unique within its service only: ids that two services
+// share are keyed, and shown, as service/id.
+func (s *Server) consulAgentServices(w http.ResponseWriter, r *http.Request) {
+	b, ok := parse(w, r, true, consulParams)
+	if !ok {
+		return
+	}
+	b.on = false // Consul blocks here on a content hash (?hash=), not an index
+	s.read(w, r, topicState, b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Instances()
+		if err != nil {
+			return 0, nil, err
+		}
+		count := map[string]int{}
+		for i := range insts {
+			count[insts[i].Id]++
+		}
+		list, err := q.Services()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := map[string]consulAgentService{}
+		for _, sum := range list {
+			views, err := q.Find(sum.Name, app.Filter{})
+			if err != nil && !errors.Is(err, app.ErrNotFound) {
+				return 0, nil, err
+			}
+			for j := range views {
+				_, svc := consulEntry(&views[j])
+				id := svc.ID
+				if count[id] > 1 {
+					id = svc.Service + "/" + svc.ID
+				}
+				out[id] = consulAgentService{
+					ID: id, Service: svc.Service, Tags: svc.Tags, Meta: svc.Meta, Port: svc.Port, Address: svc.Address,
+					TaggedAddresses: map[string]consulServiceAddress{
+						"lan_ipv4": {Address: svc.Address, Port: svc.Port}, "wan_ipv4": {Address: svc.Address, Port: svc.Port},
+					},
+					Weights: svc.Weights, Datacenter: views[j].Instance.Datacenter,
+				}
+			}
+		}
+		return q.Indexes().State, out, nil
+	}, consulIndex)
+}
+
+// consulCatalogNodes answers /v1/catalog/nodes: each instance is a node of
+// its own (see consulEntry), sorted by name as Consul sorts them. ?near is
+// accepted and does not change the order. Approximated: instances of two
+// services that share an id show as two nodes of that name (Consul's node
+// names are unique), ordered by datacenter and address.
+func (s *Server) consulCatalogNodes(w http.ResponseWriter, r *http.Request) {
+	var dc string
+	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc"); p.str("near") })
+	if !ok || !s.consulKnownDC(w, r, dc) {
+		return
+	}
+	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Instances()
+		if err != nil {
+			return 0, nil, err
+		}
+		out := []consulNode{}
+		for i := range insts {
+			if dc != "" && insts[i].Datacenter != dc {
+				continue
+			}
+			n, _ := consulEntry(&app.InstanceView{Instance: insts[i]})
+			out = append(out, n)
+		}
+		slices.SortFunc(out, func(a, b consulNode) int {
+			return cmp.Or(cmp.Compare(a.Node, b.Node), cmp.Compare(a.Datacenter, b.Datacenter), cmp.Compare(a.Address, b.Address))
+		})
+		return q.Indexes().Catalog, out, nil
+	}, consulIndex)
+}
+
+// consulPeers answers /v1/status/peers, Consul's raft peers as ip:port.
+// Approximated: the API does not know the other validators' addresses, so
+// it lists this node only, as it is addressed (the same as
+// /v1/status/leader).
+func (s *Server) consulPeers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, []string{r.Host})
 }
