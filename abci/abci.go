@@ -68,7 +68,13 @@ type Application struct {
 
 	snaps   *snapshot.Manager  // nil: no snapshots taken or served
 	restore *snapshot.Restorer // the state-sync restore under way
+	retain  int64              // blocks CometBFT keeps (0: all)
 }
+
+// RetainBlocks makes Commit ask CometBFT to keep only the last n blocks
+// (0: all), never pruning past the newest snapshot when snapshots are used.
+// Call it before the node starts.
+func (a *Application) RetainBlocks(n int64) { a.retain = n }
 
 // UseSnapshots makes the application take snapshots with m after commits
 // and serve them to syncing peers. Call it before the node starts.
@@ -276,7 +282,22 @@ func (a *Application) Commit(context.Context, *abci.RequestCommit) (*abci.Respon
 			fn(*blk)
 		}
 	}
-	return &abci.ResponseCommit{}, nil
+	return &abci.ResponseCommit{RetainHeight: a.retainHeight(height)}, nil
+}
+
+// retainHeight is the lowest height CometBFT must keep after committing
+// height (0: keep all).
+func (a *Application) retainHeight(height int64) int64 {
+	if a.retain <= 0 || height <= a.retain {
+		return 0
+	}
+	h := height - a.retain
+	if a.snaps != nil && a.snaps.Interval() > 0 {
+		// A node syncing from the newest snapshot needs the blocks from its
+		// height on; with no snapshot yet, nothing is pruned.
+		h = min(h, a.snaps.Latest())
+	}
+	return h
 }
 
 // Query reads a raw key of the replicated state at a height (0: latest):
