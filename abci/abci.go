@@ -5,6 +5,7 @@ package abci
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
+	"github.com/bftmon/bftmon/snapshot"
 	"github.com/bftmon/bftmon/store"
 )
 
@@ -63,7 +65,20 @@ type Application struct {
 	mu       sync.Mutex
 	onCommit []func(Block)
 	pending  *Block // FinalizeBlock's results, until Commit
+
+	snaps   *snapshot.Manager  // nil: no snapshots taken or served
+	restore *snapshot.Restorer // the state-sync restore under way
+	retain  int64              // blocks CometBFT keeps (0: all)
 }
+
+// RetainBlocks makes Commit ask CometBFT to keep only the last n blocks
+// (0: all), never pruning past the newest snapshot when snapshots are used.
+// Call it before the node starts.
+func (a *Application) RetainBlocks(n int64) { a.retain = n }
+
+// UseSnapshots makes the application take snapshots with m after commits
+// and serve them to syncing peers. Call it before the node starts.
+func (a *Application) UseSnapshots(m *snapshot.Manager) { a.snaps = m }
 
 var _ abci.Application = (*Application)(nil)
 
@@ -251,8 +266,12 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 
 // Commit persists the block's state atomically and tells the listeners.
 func (a *Application) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
-	if _, _, err := a.store.Commit(); err != nil {
+	_, height, err := a.store.Commit()
+	if err != nil {
 		return nil, err
+	}
+	if a.snaps != nil {
+		a.snaps.Committed(height)
 	}
 	a.mu.Lock()
 	blk, fns := a.pending, append([]func(Block){}, a.onCommit...)
@@ -263,7 +282,22 @@ func (a *Application) Commit(context.Context, *abci.RequestCommit) (*abci.Respon
 			fn(*blk)
 		}
 	}
-	return &abci.ResponseCommit{}, nil
+	return &abci.ResponseCommit{RetainHeight: a.retainHeight(height)}, nil
+}
+
+// retainHeight is the lowest height CometBFT must keep after committing
+// height (0: keep all).
+func (a *Application) retainHeight(height int64) int64 {
+	if a.retain <= 0 || height <= a.retain {
+		return 0
+	}
+	h := height - a.retain
+	if a.snaps != nil && a.snaps.Interval() > 0 {
+		// A node syncing from the newest snapshot needs the blocks from its
+		// height on; with no snapshot yet, nothing is pruned.
+		h = min(h, a.snaps.Latest())
+	}
+	return h
 }
 
 // Query reads a raw key of the replicated state at a height (0: latest):
@@ -294,4 +328,98 @@ func (a *Application) Read() (*app.Query, error) {
 		return nil, err
 	}
 	return app.NewQuery(r)
+}
+
+// ListSnapshots lists the snapshots this node serves.
+func (a *Application) ListSnapshots(context.Context, *abci.RequestListSnapshots) (*abci.ResponseListSnapshots, error) {
+	if a.snaps == nil {
+		return &abci.ResponseListSnapshots{}, nil
+	}
+	list, err := a.snaps.List()
+	if err != nil {
+		return nil, err
+	}
+	res := &abci.ResponseListSnapshots{}
+	for _, s := range list {
+		res.Snapshots = append(res.Snapshots, &abci.Snapshot{Height: s.Height, Format: s.Format, Chunks: s.Chunks, Hash: s.Hash, Metadata: s.Metadata})
+	}
+	return res, nil
+}
+
+// LoadSnapshotChunk returns one chunk of a snapshot this node serves.
+func (a *Application) LoadSnapshotChunk(_ context.Context, req *abci.RequestLoadSnapshotChunk) (*abci.ResponseLoadSnapshotChunk, error) {
+	if a.snaps == nil {
+		return &abci.ResponseLoadSnapshotChunk{}, nil
+	}
+	bz, err := a.snaps.LoadChunk(req.Height, req.Format, req.Chunk)
+	if err != nil {
+		return nil, err
+	}
+	return &abci.ResponseLoadSnapshotChunk{Chunk: bz}, nil
+}
+
+// OfferSnapshot starts restoring a snapshot a peer offers, if its format
+// is known and this node's state is empty; req.AppHash is the app hash the
+// light client verified at the snapshot's height.
+func (a *Application) OfferSnapshot(_ context.Context, req *abci.RequestOfferSnapshot) (*abci.ResponseOfferSnapshot, error) {
+	if req.Snapshot == nil {
+		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT}, nil
+	}
+	if a.restore != nil {
+		a.restore.Close()
+		a.restore = nil
+	}
+	s := req.Snapshot
+	r, err := snapshot.NewRestorer(a.store, snapshot.Info{Height: s.Height, Format: s.Format, Chunks: s.Chunks, Hash: s.Hash, Metadata: s.Metadata}, req.AppHash)
+	switch {
+	case errors.Is(err, snapshot.ErrFormat):
+		a.log.Info("snapshot offer refused", "height", s.Height, "err", err)
+		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT_FORMAT}, nil
+	case err != nil:
+		a.log.Warn("snapshot offer refused", "height", s.Height, "err", err)
+		return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_REJECT}, nil
+	}
+	a.restore = r
+	a.log.Info("restoring snapshot", "height", s.Height, "chunks", s.Chunks)
+	return &abci.ResponseOfferSnapshot{Result: abci.ResponseOfferSnapshot_ACCEPT}, nil
+}
+
+// ApplySnapshotChunk imports one chunk of the snapshot being restored: a
+// chunk whose hash is not the metadata's is fetched again from another
+// peer; after the last, the restored root must be the agreed app hash and
+// the application reloads its derived state from it.
+func (a *Application) ApplySnapshotChunk(_ context.Context, req *abci.RequestApplySnapshotChunk) (*abci.ResponseApplySnapshotChunk, error) {
+	if a.restore == nil {
+		return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_RETRY_SNAPSHOT}, nil
+	}
+	done, err := a.restore.Apply(req.Index, req.Chunk)
+	switch {
+	case errors.Is(err, snapshot.ErrChunkHash):
+		a.log.Warn("snapshot chunk refused", "index", req.Index, "sender", req.Sender, "err", err)
+		res := &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_RETRY, RefetchChunks: []uint32{req.Index}}
+		if req.Sender != "" {
+			res.RejectSenders = []string{req.Sender}
+		}
+		return res, nil
+	case errors.Is(err, snapshot.ErrSnapshot):
+		a.log.Warn("snapshot refused", "index", req.Index, "err", err)
+		a.restore.Close()
+		a.restore = nil
+		return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_REJECT_SNAPSHOT}, nil
+	case err != nil:
+		a.log.Error("snapshot restore failed", "index", req.Index, "err", err)
+		a.restore = nil
+		return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_ABORT}, nil
+	}
+	if !done {
+		return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_ACCEPT}, nil
+	}
+	a.restore = nil
+	na, err := app.New(a.store)
+	if err != nil {
+		return nil, fmt.Errorf("load restored state at %d: %w (empty the data directory and sync again)", a.store.Version(), err)
+	}
+	a.app = na
+	a.log.Info("snapshot restored", "height", a.store.Version())
+	return &abci.ResponseApplySnapshotChunk{Result: abci.ResponseApplySnapshotChunk_ACCEPT}, nil
 }

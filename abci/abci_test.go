@@ -40,6 +40,13 @@ func newApp(t testing.TB) *abci.Application {
 	if err != nil {
 		t.Fatal(err)
 	}
+	initChain(t, a)
+	return a
+}
+
+// initChain initialises a with the test genesis.
+func initChain(t testing.TB, a *abci.Application) {
+	t.Helper()
 	g := app.Genesis{Operators: []app.GenesisOperator{{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}}}}
 	for i, o := range observers {
 		g.Observers = append(g.Observers, app.GenesisObserver{Name: o, PubKey: pub64(key(o)), Datacenter: fmt.Sprintf("dc%d", i%2+1), Weight: 1})
@@ -48,7 +55,6 @@ func newApp(t testing.TB) *abci.Application {
 	if _, err := a.InitChain(context.Background(), &abcitypes.RequestInitChain{ChainId: chainID, AppStateBytes: bz}); err != nil {
 		t.Fatal(err)
 	}
-	return a
 }
 
 var genesisTime = time.Unix(1_700_000_000, 0)

@@ -26,6 +26,7 @@ import (
 	"github.com/bftmon/bftmon/internal/jsonconf"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
+	"github.com/bftmon/bftmon/store"
 )
 
 // Files of a node home, relative to it. CometBFT's own files keep their
@@ -35,6 +36,7 @@ const (
 	ObserverKeyFile = "config/observer_key.json"
 	OperatorKeyFile = "config/operator_key.json"
 	AppDataDir      = "data/app"
+	SnapshotDir     = "data/snapshots"
 )
 
 // Settings are bftmon's own settings of a node (config/bftmon.json).
@@ -61,6 +63,18 @@ type Settings struct {
 	// HTTPMaxBodyBytes caps the bytes of the bodies being read at once
 	// (default 64 MiB, at least 1 MiB: one transaction).
 	HTTPMaxBodyBytes int64 `json:"http_max_body_bytes"`
+	// RetainBlocks is how many recent blocks CometBFT keeps (default
+	// 100000, about 14 h at 0.5 s blocks; 0: all). Older blocks and their
+	// states are pruned, but never past the newest snapshot, so that a node
+	// state-syncing from it can still fetch the blocks after it.
+	RetainBlocks int64 `json:"retain_blocks"`
+	// SnapshotInterval is how many heights apart state-sync snapshots are
+	// taken (default 1000; 0: none). The last 2 are kept in data/snapshots.
+	SnapshotInterval int64 `json:"snapshot_interval"`
+	// KeepVersions is how many versions of the application state are kept
+	// for queries at past heights, proofs and snapshots being written
+	// (default 1000).
+	KeepVersions int64 `json:"keep_versions"`
 	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
 	// them, to send different transactions to different nodes.
@@ -100,8 +114,15 @@ const DefaultDNSAddr = "127.0.0.1:8600"
 // file omits take.
 func DefaultSettings() Settings {
 	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64,
-		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes}
+		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes,
+		RetainBlocks: DefaultRetainBlocks, SnapshotInterval: DefaultSnapshotInterval, KeepVersions: store.KeepVersions}
 }
+
+// Retention defaults (Settings.RetainBlocks, SnapshotInterval).
+const (
+	DefaultRetainBlocks     = 100_000
+	DefaultSnapshotInterval = 1000
+)
 
 // httpLimits are the HTTP API's limits from the settings.
 func (st Settings) httpLimits() server.Limits {
@@ -320,6 +341,9 @@ func (st Settings) check(file string, pos jsonconf.Positions) error {
 		{"max_concurrent_probes", st.MaxConcurrentProbes <= 0, fmt.Sprintf("%d: want at least 1 (default 64)", st.MaxConcurrentProbes)},
 		{"http_max_connections", st.HTTPMaxConnections <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxConnections, server.DefaultMaxConns)},
 		{"http_max_body_reads", st.HTTPMaxBodyReads <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxBodyReads, server.DefaultMaxBodyReads)},
+		{"retain_blocks", st.RetainBlocks < 0, fmt.Sprintf("%d: want 0 (keep every block) or more (default %d)", st.RetainBlocks, DefaultRetainBlocks)},
+		{"snapshot_interval", st.SnapshotInterval < 0, fmt.Sprintf("%d: want 0 (no snapshots) or more (default %d)", st.SnapshotInterval, DefaultSnapshotInterval)},
+		{"keep_versions", st.KeepVersions < 1, fmt.Sprintf("%d: want at least 1 (default %d)", st.KeepVersions, store.KeepVersions)},
 		{"http_max_body_bytes", st.HTTPMaxBodyBytes < server.MaxBody, fmt.Sprintf("%d: want at least %d, one transaction (default %d)", st.HTTPMaxBodyBytes, server.MaxBody, server.DefaultMaxBodyBytes)},
 	} {
 		if c.bad {

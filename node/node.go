@@ -34,6 +34,7 @@ import (
 	"github.com/bftmon/bftmon/dns"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/notify"
+	"github.com/bftmon/bftmon/snapshot"
 	"github.com/bftmon/bftmon/store"
 )
 
@@ -65,6 +66,7 @@ type Node struct {
 	log          *slog.Logger
 
 	store    *store.Store
+	snaps    *snapshot.Manager
 	app      *abci.Application
 	comet    *cmtnode.Node
 	bcast    *broadcaster
@@ -155,9 +157,15 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	if err := noteGenesis(n.cfg.Home, genesis, n.store.Version(), n.log); err != nil {
 		return err
 	}
+	n.store.SetKeepVersions(n.settings.KeepVersions)
 	if n.app, err = abci.New(n.store, n.log); err != nil {
 		return err
 	}
+	if n.snaps, err = snapshot.NewManager(filepath.Join(n.cfg.Home, SnapshotDir), n.store, n.settings.SnapshotInterval, n.log); err != nil {
+		return err
+	}
+	n.app.UseSnapshots(n.snaps)
+	n.app.RetainBlocks(n.settings.RetainBlocks)
 	nodeKey, err := p2p.LoadOrGenNodeKey(ccfg.NodeKeyFile())
 	if err != nil {
 		return fmt.Errorf("load node key: %w", err)
@@ -353,6 +361,9 @@ func (n *Node) Stop() error {
 				errs = append(errs, fmt.Errorf("stop CometBFT: %w", err))
 			}
 			n.comet.Wait()
+		}
+		if n.snaps != nil {
+			n.snaps.Wait() // a snapshot being written reads the store
 		}
 		for _, db := range n.extraDBs {
 			errs = append(errs, db.Close())

@@ -25,6 +25,10 @@ func TestReadSettingsErrors(t *testing.T) {
 		{"bad duration", "{\n\n  \"flush_interval\": \"soon\"\n}", `bftmon.json:3: flush_interval: "soon": want a Go duration`},
 		{"negative probes", "{\n  \"max_concurrent_probes\": -5\n}", "bftmon.json:2: max_concurrent_probes -5: want at least 1"},
 		{"zero connections", "{\n  \"http_max_connections\": 0\n}", "bftmon.json:2: http_max_connections 0: want at least 1"},
+		{"negative retention", "{\n  \"retain_blocks\": -1\n}", "bftmon.json:2: retain_blocks -1: want 0 (keep every block) or more"},
+		{"negative snapshot interval", "{\n\n  \"snapshot_interval\": -10\n}", "bftmon.json:3: snapshot_interval -10: want 0 (no snapshots) or more"},
+		{"no versions kept", "{\n  \"keep_versions\": 0\n}", "bftmon.json:2: keep_versions 0: want at least 1"},
+		{"retention off", "{\n  \"retain_blocks\": 0, \"snapshot_interval\": 0\n}", ""},
 		{"receiver value", "{\"notify\": {\n  \"handoff_delay\": \"-1s\"}}", "bftmon.json:2: notify.handoff_delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

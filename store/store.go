@@ -16,7 +16,8 @@ import (
 	idb "github.com/cosmos/iavl/db"
 )
 
-// KeepVersions is how many committed versions are kept for reads and proofs.
+// KeepVersions is how many committed versions are kept for reads and proofs
+// unless SetKeepVersions says otherwise.
 const KeepVersions = 1000
 
 const cacheSize = 100_000
@@ -34,6 +35,7 @@ type Store struct {
 	// whose next use crashes the process without naming the disk), so
 	// every later commit fails with it instead.
 	broken error
+	keep   int64 // versions kept (KeepVersions unless set)
 }
 
 // Open opens (or creates) the store in dir.
@@ -65,7 +67,7 @@ func newStore(db idb.DB) (*Store, error) {
 	if _, err := tree.Load(); err != nil {
 		return nil, fmt.Errorf("load tree: %w", err)
 	}
-	return &Store{tree: tree, db: db}, nil
+	return &Store{tree: tree, db: db, keep: KeepVersions}, nil
 }
 
 // Get reads a key from the working version (nil if absent).
@@ -134,12 +136,103 @@ func (s *Store) Commit() ([]byte, int64, error) {
 		s.broken = fmt.Errorf("commit version %d: %w (a full or failing disk? the store takes no more writes until the node restarts)", s.tree.Version()+1, err)
 		return nil, 0, s.broken
 	}
-	if version > KeepVersions && version%100 == 0 {
-		if err := s.tree.DeleteVersionsTo(version - KeepVersions); err != nil {
-			return nil, 0, fmt.Errorf("prune versions to %d: %w", version-KeepVersions, err)
+	if version > s.keep && version%100 == 0 {
+		if err := s.tree.DeleteVersionsTo(version - s.keep); err != nil {
+			return nil, 0, fmt.Errorf("prune versions to %d: %w", version-s.keep, err)
 		}
 	}
 	return hash, version, nil
+}
+
+// SetKeepVersions sets how many committed versions are kept for reads,
+// proofs and snapshots being exported (at least 1).
+func (s *Store) SetKeepVersions(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keep = max(n, 1)
+}
+
+// ExportNode is one node of the tree as a snapshot carries it.
+type ExportNode = iavl.ExportNode
+
+// Export calls fn with every node of committed version, in the order
+// Import takes them. It takes the store's lock only for each node read, so
+// blocks keep committing meanwhile; the version must stay kept (see
+// SetKeepVersions) until Export returns.
+func (s *Store) Export(version int64, fn func(*ExportNode) error) error {
+	s.mu.RLock()
+	t, err := s.tree.GetImmutable(version)
+	s.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("export version %d: %w: %v", version, ErrNoVersion, err)
+	}
+	ex, err := t.Export()
+	if err != nil {
+		return fmt.Errorf("export version %d: %w", version, err)
+	}
+	defer ex.Close()
+	for {
+		s.mu.RLock()
+		n, err := ex.Next()
+		s.mu.RUnlock()
+		if errors.Is(err, iavl.ErrorExportDone) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("export version %d: %w", version, err)
+		}
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+}
+
+// Importer writes an exported tree into an empty store.
+type Importer struct {
+	s   *Store
+	imp *iavl.Importer
+}
+
+// Import starts importing version into the store, which must hold no
+// version yet (a fresh data directory).
+func (s *Store) Import(version int64) (*Importer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v := s.tree.Version(); v != 0 {
+		return nil, fmt.Errorf("import version %d: the store already holds version %d (restore only into an empty data directory)", version, v)
+	}
+	imp, err := s.tree.Import(version)
+	if err != nil {
+		return nil, fmt.Errorf("import version %d: %w", version, err)
+	}
+	return &Importer{s: s, imp: imp}, nil
+}
+
+// Add adds the next exported node.
+func (im *Importer) Add(n *ExportNode) error {
+	im.s.mu.Lock()
+	defer im.s.mu.Unlock()
+	if err := im.imp.Add(n); err != nil {
+		return fmt.Errorf("import node: %w", err)
+	}
+	return nil
+}
+
+// Commit writes the imported tree and makes its version the store's latest.
+func (im *Importer) Commit() error {
+	im.s.mu.Lock()
+	defer im.s.mu.Unlock()
+	if err := im.imp.Commit(); err != nil {
+		return fmt.Errorf("commit imported tree: %w", err)
+	}
+	return nil
+}
+
+// Close abandons an import not committed.
+func (im *Importer) Close() {
+	im.s.mu.Lock()
+	defer im.s.mu.Unlock()
+	im.imp.Close()
 }
 
 // Version is the last committed version (0 if none).
