@@ -89,6 +89,23 @@ func datacenters(q *app.Query, insts []types.ServiceInstance) []string {
 // (structs.ErrNoDCPath), which its clients and tools match on.
 const errNoDCPath = "No path to datacenter"
 
+// consulParseDC parses a Consul read's parameters, its ?dc= and the
+// accepted-but-unused ones named in ignored, and answers an unknown
+// datacenter as Consul does. ok is false when it has answered.
+func (s *Server) consulParseDC(w http.ResponseWriter, r *http.Request, ignored ...string) (b blocking, dc string, ok bool) {
+	b, ok = parse(w, r, true, func(p *params) {
+		consulParams(p)
+		dc = p.str("dc")
+		for _, name := range ignored {
+			p.str(name)
+		}
+	})
+	if !ok || !s.consulKnownDC(w, r, dc) {
+		return b, dc, false
+	}
+	return b, dc, true
+}
+
 // consulKnownDC tells whether dc (from ?dc=; empty: this node's) is one
 // bftmon knows: this node's, an observer's or an instance's. If not, it
 // answers as Consul does, 500 with a plain-text body.
@@ -182,9 +199,8 @@ func (s *Server) consulDatacenters(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
-	var dc string
-	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
-	if !ok || !s.consulKnownDC(w, r, dc) {
+	b, dc, ok := s.consulParseDC(w, r)
+	if !ok {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
@@ -445,9 +461,8 @@ func (s *Server) consulHealthState(w http.ResponseWriter, r *http.Request) {
 		consulText(w, http.StatusBadRequest, "Bad check state")
 		return
 	}
-	var dc string
-	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc") })
-	if !ok || !s.consulKnownDC(w, r, dc) {
+	b, dc, ok := s.consulParseDC(w, r)
+	if !ok {
 		return
 	}
 	s.read(w, r, topicState, b, func(q *app.Query) (int64, any, error) {
@@ -555,9 +570,8 @@ func (s *Server) consulAgentServices(w http.ResponseWriter, r *http.Request) {
 // services that share an id show as two nodes of that name (Consul's node
 // names are unique), ordered by datacenter and address.
 func (s *Server) consulCatalogNodes(w http.ResponseWriter, r *http.Request) {
-	var dc string
-	b, ok := parse(w, r, true, func(p *params) { consulParams(p); dc = p.str("dc"); p.str("near") })
-	if !ok || !s.consulKnownDC(w, r, dc) {
+	b, dc, ok := s.consulParseDC(w, r, "near")
+	if !ok {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
