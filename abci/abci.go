@@ -144,9 +144,7 @@ func (a *Application) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abc
 			return nil, err
 		}
 		if req.Type == abci.CheckTxType_Recheck {
-			if body, _, derr := types.DecodeUnverified(req.Tx); derr == nil {
-				a.shares.done(string(body.Signer), hash) // evicted
-			}
+			a.shares.done(hash) // evicted
 		}
 		return &abci.ResponseCheckTx{Code: uint32(code), Log: err.Error(), Codespace: "bftmon"}, nil
 	}
@@ -224,9 +222,8 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	a.shares.height = req.Height
 	for i, tx := range req.Txs {
-		if body, _, derr := types.DecodeUnverified(tx); derr == nil {
-			a.shares.done(string(body.Signer), types.TxHash(tx))
-		}
+		hash := types.TxHash(tx)
+		a.shares.done(hash)
 		log, err := a.app.DeliverTx(tx)
 		code := app.CodeOf(err)
 		if code == app.CodeInternal {
@@ -240,7 +237,7 @@ func (a *Application) FinalizeBlock(_ context.Context, req *abci.RequestFinalize
 			results[i].Codespace = "bftmon"
 		}
 		content, _ := types.ContentID(tx)
-		blk.Txs[i] = TxOutcome{Hash: types.TxHash(tx), Content: content, Code: uint32(code), Log: log}
+		blk.Txs[i] = TxOutcome{Hash: hash, Content: content, Code: uint32(code), Log: log}
 	}
 	alerts, hash, err := a.app.EndBlock()
 	if err != nil {

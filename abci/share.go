@@ -21,6 +21,7 @@ const shareExpiry = 5
 type shares struct {
 	height  int64                       // of the last committed block
 	pending map[string]map[string]int64 // signer → tx hash → height last seen
+	signer  map[string]string           // tx hash → its signer, for done
 }
 
 // full tells whether signer's share has no room for tx (which it does not
@@ -34,6 +35,7 @@ func (s *shares) full(signer, hash string) bool {
 	for h, seen := range txs {
 		if seen < s.height-shareExpiry {
 			delete(txs, h)
+			delete(s.signer, h)
 		}
 	}
 	return len(txs) >= MempoolShare
@@ -46,7 +48,7 @@ func (s *shares) admit(signer, hash string) bool {
 		return false
 	}
 	if s.pending == nil {
-		s.pending = map[string]map[string]int64{}
+		s.pending, s.signer = map[string]map[string]int64{}, map[string]string{}
 	}
 	txs := s.pending[signer]
 	if txs == nil {
@@ -54,12 +56,18 @@ func (s *shares) admit(signer, hash string) bool {
 		s.pending[signer] = txs
 	}
 	txs[hash] = s.height
+	s.signer[hash] = signer
 	return true
 }
 
-// done takes tx of signer out of its share: committed, or evicted by a
-// recheck.
-func (s *shares) done(signer, hash string) {
+// done takes the tx with hash out of its signer's share: committed, or
+// evicted by a recheck.
+func (s *shares) done(hash string) {
+	signer, ok := s.signer[hash]
+	if !ok {
+		return
+	}
+	delete(s.signer, hash)
 	if txs := s.pending[signer]; txs != nil {
 		delete(txs, hash)
 		if len(txs) == 0 {
