@@ -311,15 +311,9 @@ func (a *App) checkMsg(body *types.TxBody) error {
 // observer or an operator: nobody else may write anything, not even a nonce)
 // and that its nonce is fresh.
 func (a *App) precheck(tx []byte) (*types.TxBody, error) {
-	if len(tx) > types.MaxTxBytes {
-		return nil, refuse(CodeTooLarge, "tx is %d bytes, over the %d-byte limit", len(tx), types.MaxTxBytes)
-	}
-	body, err := a.decode(tx)
+	body, err := a.decodeKnown(tx)
 	if err != nil {
 		return nil, err
-	}
-	if a.byPub[string(body.Signer)] == nil && a.operators[string(body.Signer)] == nil {
-		return nil, refuse(CodeUnauthorized, "signer %s is neither an observer nor an operator of this chain", types.KeyID(body.Signer))
 	}
 	ns, err := a.signerNonces(body.Signer)
 	if err != nil {
@@ -352,6 +346,19 @@ func (a *App) decode(tx []byte) (*types.TxBody, error) {
 		a.verified = make(map[[32]byte]struct{}, 1024)
 	}
 	a.verified[sum] = struct{}{}
+	return body, nil
+}
+
+// decodeKnown is decode, and refuses a signer that is neither an observer
+// nor an operator of the chain.
+func (a *App) decodeKnown(tx []byte) (*types.TxBody, error) {
+	body, err := a.decode(tx)
+	if err != nil {
+		return nil, err
+	}
+	if a.byPub[string(body.Signer)] == nil && a.operators[string(body.Signer)] == nil {
+		return nil, refuse(CodeUnauthorized, "signer %s is neither an observer nor an operator of this chain", types.KeyID(body.Signer))
+	}
 	return body, nil
 }
 

@@ -128,7 +128,7 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 		own := make([][][]byte, nObs) // txs of each faulty observer, to replay
 		var alertIDs []string
 		honestReceipts := map[string]map[int]bool{} // alert id → honest observers that sent a receipt
-		report := func(_ int, st types.Status, at int64) types.Observation {
+		report := func(st types.Status, at int64) types.Observation {
 			return types.Observation{Service: "web", Status: st, Output: st.Name(), ObservedAtMs: at}
 		}
 		for blk := range rapid.IntRange(6, 25).Draw(rt, "blocks") {
@@ -143,15 +143,15 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 					var o types.Observation
 					switch {
 					case !faulty[i]:
-						o = report(i, c.truth, now-rapid.Int64Range(0, 500).Draw(rt, "lag"))
+						o = report(c.truth, now-rapid.Int64Range(0, 500).Draw(rt, "lag"))
 					case behave[i] == behaveLie:
-						o = report(i, types.Status(rapid.IntRange(1, 4).Draw(rt, "lie")), now)
+						o = report(types.Status(rapid.IntRange(1, 4).Draw(rt, "lie")), now)
 					case behave[i] == behaveInvert || behave[i] == behaveReceipt || behave[i] == behaveReplay:
-						o = report(i, opposite(c.truth), now)
+						o = report(opposite(c.truth), now)
 					case behave[i] == behaveOld:
-						o = report(i, opposite(c.truth), now-rapid.Int64Range(2000, 60000).Draw(rt, "old"))
+						o = report(opposite(c.truth), now-rapid.Int64Range(2000, 60000).Draw(rt, "old"))
 					case behave[i] == behaveFuture:
-						o = report(i, opposite(c.truth), now+rapid.Int64Range(0, 120000).Draw(rt, "ahead"))
+						o = report(opposite(c.truth), now+rapid.Int64Range(0, 120000).Draw(rt, "ahead"))
 					default: // silent
 						continue
 					}
