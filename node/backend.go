@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
@@ -50,19 +49,11 @@ func (b *backend) BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, err
 	return api.TxResult{Hash: r.Hash, Height: r.Height, Code: r.Code, Log: r.Log}, err
 }
 
-func (b *backend) Tx(ctx context.Context, hash string) (api.TxResult, error) {
-	raw, err := hex.DecodeString(hash)
-	if err != nil {
+func (b *backend) Tx(_ context.Context, hash string) (api.TxResult, error) {
+	if _, err := hex.DecodeString(hash); err != nil {
 		return api.TxResult{}, fmt.Errorf("tx hash %q: %v: %w", hash, err, api.ErrBadRequest)
 	}
-	r, err := b.n.bcast.rpc.Tx(ctx, raw, false)
-	if err != nil {
-		if strings.Contains(err.Error(), "not found") {
-			return api.TxResult{}, fmt.Errorf("no committed block holds tx %s (yet): %w", hash, api.ErrNotFound)
-		}
-		return api.TxResult{}, fmt.Errorf("look up tx %s: %w", hash, err)
-	}
-	return api.TxResult{Hash: hash, Height: r.Height, Code: r.TxResult.Code, Log: r.TxResult.Log}, nil
+	return b.n.lookupTx(hash)
 }
 
 func (b *backend) Observe(_ context.Context, r api.PassiveResult) (api.ObserveAck, error) {

@@ -37,6 +37,12 @@ const (
 	OperatorKeyFile = "config/operator_key.json"
 	AppDataDir      = "data/app"
 	SnapshotDir     = "data/snapshots"
+	// TxIndexDB is bftmon's own index of committed tx outcomes
+	// (package txindex): the goleveldb database txs.db in data/.
+	TxIndexDB = "data/txs.db"
+	// CometTxIndexDB is CometBFT's kv tx index, which bftmon no longer
+	// writes (its indexer is "null"); an older home may still hold it.
+	CometTxIndexDB = "data/tx_index.db"
 )
 
 // Settings are bftmon's own settings of a node (config/bftmon.json).
@@ -75,6 +81,10 @@ type Settings struct {
 	// for queries at past heights, proofs and snapshots being written
 	// (default 1000).
 	KeepVersions int64 `json:"keep_versions"`
+	// TxIndexRetainBlocks is how many recent heights the node's index of
+	// committed transactions (data/txs.db, GET /v1/txs/{hash}) keeps
+	// (default 100000, as retain_blocks; 0: all).
+	TxIndexRetainBlocks int64 `json:"tx_index_retain_blocks"`
 	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
 	// them, to send different transactions to different nodes.
@@ -115,13 +125,16 @@ const DefaultDNSAddr = "127.0.0.1:8600"
 func DefaultSettings() Settings {
 	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64,
 		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes,
-		RetainBlocks: DefaultRetainBlocks, SnapshotInterval: DefaultSnapshotInterval, KeepVersions: store.KeepVersions}
+		RetainBlocks: DefaultRetainBlocks, SnapshotInterval: DefaultSnapshotInterval, KeepVersions: store.KeepVersions,
+		TxIndexRetainBlocks: DefaultTxIndexRetainBlocks}
 }
 
-// Retention defaults (Settings.RetainBlocks, SnapshotInterval).
+// Retention defaults (Settings.RetainBlocks, SnapshotInterval,
+// TxIndexRetainBlocks).
 const (
-	DefaultRetainBlocks     = 100_000
-	DefaultSnapshotInterval = 1000
+	DefaultRetainBlocks        = 100_000
+	DefaultSnapshotInterval    = 1000
+	DefaultTxIndexRetainBlocks = DefaultRetainBlocks
 )
 
 // httpLimits are the HTTP API's limits from the settings.
@@ -221,6 +234,9 @@ func prepareHome(opts InitOptions, tune func(*cmtcfg.Config)) (*nodeHome, error)
 	// (it would rewrite config/addrbook.json after the node stopped).
 	cfg.P2P.PexReactor = false
 	cfg.Instrumentation.Prometheus = false
+	// The node indexes transactions itself (TxIndexDB), pruned; CometBFT's
+	// kv indexer cannot be (v0.40).
+	cfg.TxIndex.Indexer = "null"
 	tune(cfg)
 	for _, dir := range []string{"config", "data"} {
 		if err := os.MkdirAll(filepath.Join(opts.Home, dir), 0o700); err != nil {
@@ -343,6 +359,7 @@ func (st Settings) check(file string, pos jsonconf.Positions) error {
 		{"http_max_body_reads", st.HTTPMaxBodyReads <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxBodyReads, server.DefaultMaxBodyReads)},
 		{"retain_blocks", st.RetainBlocks < 0, fmt.Sprintf("%d: want 0 (keep every block) or more (default %d)", st.RetainBlocks, DefaultRetainBlocks)},
 		{"snapshot_interval", st.SnapshotInterval < 0, fmt.Sprintf("%d: want 0 (no snapshots) or more (default %d)", st.SnapshotInterval, DefaultSnapshotInterval)},
+		{"tx_index_retain_blocks", st.TxIndexRetainBlocks < 0, fmt.Sprintf("%d: want 0 (index every block) or more (default %d)", st.TxIndexRetainBlocks, DefaultTxIndexRetainBlocks)},
 		{"keep_versions", st.KeepVersions < 1, fmt.Sprintf("%d: want at least 1 (default %d)", st.KeepVersions, store.KeepVersions)},
 		{"http_max_body_bytes", st.HTTPMaxBodyBytes < server.MaxBody, fmt.Sprintf("%d: want at least %d, one transaction (default %d)", st.HTTPMaxBodyBytes, server.MaxBody, server.DefaultMaxBodyBytes)},
 	} {

@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	dbm "github.com/cometbft/cometbft-db"
 	abcitypes "github.com/cometbft/cometbft/abci/types"
 	cmtcfg "github.com/cometbft/cometbft/config"
 	cmtnode "github.com/cometbft/cometbft/node"
@@ -36,6 +35,7 @@ import (
 	"github.com/bftmon/bftmon/notify"
 	"github.com/bftmon/bftmon/snapshot"
 	"github.com/bftmon/bftmon/store"
+	"github.com/bftmon/bftmon/txindex"
 )
 
 // Config says which home to run and overrides of its settings.
@@ -82,9 +82,10 @@ type Node struct {
 	notifier     *notify.Notifier // nil without receivers
 	nodeID       string
 	rpcAddr      string
+	// txs indexes committed transactions by hash (GET /v1/txs/{hash}).
+	txs *txindex.Index
 
 	health   *commitHealth
-	extraDBs []dbm.DB
 	stopping atomic.Bool
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -127,6 +128,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	noCometTxIndex(cfg.Home, ccfg, cfg.Logger)
 	if err := checkKeyFiles(cfg.Home, ccfg, st, cfg.Logger); err != nil {
 		return nil, err
 	}
@@ -178,6 +180,10 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	n.metrics = newRegistry()
 	n.health = newCommitHealth(n.cfg.Home, n.store.Version())
 	n.app.OnCommit(n.health.committed)
+	if err := n.openTxIndex(); err != nil {
+		return err
+	}
+	appHeight := n.store.Version() // before CometBFT's handshake replays blocks
 	var abciApp abcitypes.Application = n.app
 	if slices.Contains(n.cfg.Byzantine, ByzStuffBlocks) {
 		abciApp = newStuffingApp(n.app, n.metrics, n.log)
@@ -185,7 +191,7 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	n.comet, err = cmtnode.NewNodeWithContext(ctx, ccfg, pv, nodeKey,
 		proxy.NewLocalClientCreator(abciApp),
 		cmtnode.DefaultGenesisDocProviderFunc(ccfg),
-		n.dbProvider,
+		cmtcfg.DefaultDBProvider,
 		cometProvider,
 		newCometLogger(n.log, &n.stopping, n.health.consensusFailed))
 	if err != nil {
@@ -202,6 +208,11 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	n.bcast.commitSeconds = newCommitHistogram(n.metrics)
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.fillTxIndex(runCtx, n.bcast.rpc, appHeight)
+	}()
 	if n.settings.ObserverKey != "" {
 		key, err := keys.Load(filepath.Join(n.cfg.Home, n.settings.ObserverKey))
 		if err != nil {
@@ -273,17 +284,6 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	}
 	n.log.Info("node started", "home", n.cfg.Home, "chain_id", n.app.ChainID(), "http", n.HTTPAddr(), "dns", n.DNSAddr(), "height", n.store.Version())
 	return nil
-}
-
-// dbProvider opens CometBFT's databases and remembers the tx indexer's,
-// which CometBFT's Stop leaves open (it would lock a restart in the same
-// process).
-func (n *Node) dbProvider(ctx *cmtcfg.DBContext) (dbm.DB, error) {
-	db, err := cmtcfg.DefaultDBProvider(ctx)
-	if err == nil && ctx.ID == "tx_index" {
-		n.extraDBs = append(n.extraDBs, db)
-	}
-	return db, err
 }
 
 // HTTPAddr is the address the HTTP API listens on.
@@ -365,8 +365,8 @@ func (n *Node) Stop() error {
 		if n.snaps != nil {
 			n.snaps.Wait() // a snapshot being written reads the store
 		}
-		for _, db := range n.extraDBs {
-			errs = append(errs, db.Close())
+		if n.txs != nil { // after CometBFT: its commits feed the index
+			errs = append(errs, n.txs.Close())
 		}
 		if n.store != nil {
 			errs = append(errs, n.store.Close())

@@ -27,6 +27,8 @@ func TestReadSettingsErrors(t *testing.T) {
 		{"zero connections", "{\n  \"http_max_connections\": 0\n}", "bftmon.json:2: http_max_connections 0: want at least 1"},
 		{"negative retention", "{\n  \"retain_blocks\": -1\n}", "bftmon.json:2: retain_blocks -1: want 0 (keep every block) or more"},
 		{"negative snapshot interval", "{\n\n  \"snapshot_interval\": -10\n}", "bftmon.json:3: snapshot_interval -10: want 0 (no snapshots) or more"},
+		{"negative tx index retention", "{\n  \"tx_index_retain_blocks\": -1\n}", "bftmon.json:2: tx_index_retain_blocks -1: want 0 (index every block) or more"},
+		{"tx index keeps all", "{\n  \"tx_index_retain_blocks\": 0\n}", ""},
 		{"no versions kept", "{\n  \"keep_versions\": 0\n}", "bftmon.json:2: keep_versions 0: want at least 1"},
 		{"retention off", "{\n  \"retain_blocks\": 0, \"snapshot_interval\": 0\n}", ""},
 		{"receiver value", "{\"notify\": {\n  \"handoff_delay\": \"-1s\"}}", "bftmon.json:2: notify.handoff_delay"},
