@@ -58,17 +58,18 @@ not counted.`,
 	observer.Flags().IntVar(&concurrent, "max-concurrent", 64, "probes in flight at most (the node setting max_concurrent_probes)")
 	nodeCmd.Flags().DurationVar(&block, "block-interval", 500*time.Millisecond, "consensus timeout_commit (bftmon dev's default)")
 	var instances, conns int
+	var readDuration time.Duration // its own: sharing duration let read's default overwrite observer's and node's
 	read := &cobra.Command{
 		Use:   "read",
 		Short: "A one-node network with many instances: HTTP (with wrk) and DNS read throughput and latency",
 		Args:  cobra.NoArgs,
 		RunE: withTargets(func(ctx context.Context, t *bench.Targets) error {
-			return bench.Read(ctx, os.Stdout, t, bench.ReadConfig{Instances: instances, Connections: conns, Duration: duration})
+			return bench.Read(ctx, os.Stdout, t, bench.ReadConfig{Instances: instances, Connections: conns, Duration: readDuration})
 		}),
 	}
 	read.Flags().IntVar(&instances, "instances", 100, "instances of the service web")
 	read.Flags().IntVar(&conns, "connections", 16, "concurrent HTTP connections (wrk -c) and DNS clients")
-	read.Flags().DurationVar(&duration, "duration", 15*time.Second, "how long to load each query")
+	read.Flags().DurationVar(&readDuration, "duration", 15*time.Second, "how long to load each query")
 	serve := &cobra.Command{
 		Use:    "serve-targets",
 		Hidden: true,
