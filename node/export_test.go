@@ -11,10 +11,11 @@ var (
 // CheckKeyFiles lets tests reach the key files' check.
 var CheckKeyFiles = checkKeyFiles
 
-// WaitPeerNames and SetLookupHost let tests reach the wait for the peers'
-// host names with a resolver of their own.
+// WaitPeerNames lets tests reach the wait for the peers' host names.
 var WaitPeerNames = waitPeerNames
 
+// SetLookupHost gives that wait a resolver of the test's own, until
+// restore is called.
 func SetLookupHost(f func(ctx context.Context, host string) ([]string, error)) (restore func()) {
 	old := lookupHost
 	lookupHost = f
