@@ -1,5 +1,5 @@
 # The handful of commands a developer needs.
-.PHONY: build test proto lint bench fuzz dev
+.PHONY: build test proto lint bench fuzz dev image
 
 build:
 	CGO_ENABLED=0 go build -o bin/bftmon ./cmd/bftmon
@@ -24,3 +24,8 @@ fuzz:
 
 dev:
 	go run ./cmd/bftmon dev
+
+# The image bftmon:local FROM scratch (static binary built here first), for
+# docker-compose.yml: make image && docker-compose up -d
+image:
+	./networks/local/build.sh

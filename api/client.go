@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -22,6 +23,26 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
+	// wait is how long one request keeps retrying while the node cannot
+	// answer yet (WithWait); progress, if set, gets a line about it.
+	wait     time.Duration
+	progress io.Writer
+}
+
+// WithWait returns a copy of c whose requests, for up to wait each, wait
+// for a node that cannot answer yet and try again: a node not listening yet
+// (connection refused, a host name that does not resolve yet), and a node
+// answering 503 that it took nothing (Retry-After: catching up with its
+// peers, or busy reading other bodies) or, to a read, that it is not
+// committing. Each retry writes a progress line to progress (nil: none),
+// at most one every few seconds unless the reason changes. A request the
+// node may have taken is never sent twice by this; signed transactions
+// are the same bytes when sent again (Register and the like), which the
+// network commits at most once. wait 0 fails at once, as NewClient does.
+func (c *Client) WithWait(wait time.Duration, progress io.Writer) *Client {
+	cp := *c
+	cp.wait, cp.progress = wait, progress
+	return &cp
 }
 
 // NewClient returns a client of the node at addr ("host:port" or a URL).
@@ -53,11 +74,104 @@ type request struct {
 	contentType string
 	// token, if set, is sent as Authorization: Bearer token.
 	token string
+	// status, if set, receives the body of a 503 from GET /v1/status.
+	status *Status
 }
 
 // call sends r and decodes the answer into out, returning the response's
-// query meta.
+// query meta; while the node cannot answer yet it waits and retries, for up
+// to c.wait (WithWait).
 func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error) {
+	start := time.Now()
+	deadline := start.Add(c.wait)
+	var lastReason string
+	var lastLine time.Time
+	for attempt := 0; ; attempt++ {
+		meta, err := c.callOnce(ctx, r, out)
+		reason, retry := c.retryable(r, err)
+		if !retry || c.wait <= 0 {
+			return meta, err
+		}
+		pause := min(200*time.Millisecond<<min(attempt, 4), 2*time.Second)
+		if time.Now().Add(pause).After(deadline) {
+			return meta, fmt.Errorf("%w (waited %s for the node; wait longer with --wait)", err, time.Since(start).Round(time.Second))
+		}
+		if c.progress != nil && (reason != lastReason || time.Since(lastLine) >= progressEvery) {
+			fmt.Fprintf(c.progress, "waiting for node at %s: %s (%s of %s) ...\n", c.base, reason,
+				time.Since(start).Round(time.Second), c.wait.Round(time.Second))
+			lastReason, lastLine = reason, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return meta, fmt.Errorf("%w (gave up waiting for the node: %v)", err, ctx.Err())
+		case <-time.After(pause):
+		}
+	}
+}
+
+// progressEvery is how often a client that keeps waiting for the same
+// reason says so again.
+const progressEvery = 5 * time.Second
+
+// notReadyError is a 503 the node answered: it could not take the request
+// now. taken tells whether it may have taken it all the same (no
+// Retry-After).
+type notReadyError struct {
+	msg    string
+	status *Status // the body of GET /v1/status, if that was the request
+	taken  bool
+}
+
+func (e *notReadyError) Error() string { return e.msg }
+
+// Unwrap makes a 503 that took nothing match ErrNotReady.
+func (e *notReadyError) Unwrap() error {
+	if e.taken {
+		return nil
+	}
+	return ErrNotReady
+}
+
+// retryable tells whether r may be sent again after err, and why the node
+// could not answer, for the progress line.
+func (c *Client) retryable(r request, err error) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		// Nothing was sent.
+		var dnsErr *net.DNSError
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return "connection refused (not listening yet)", true
+		case errors.As(err, &dnsErr):
+			return "host name " + dnsErr.Name + " does not resolve (yet)", true
+		}
+		return op.Err.Error(), true
+	}
+	var nr *notReadyError
+	if !errors.As(err, &nr) || nr.taken {
+		return "", false
+	}
+	if st := nr.status; st != nil {
+		switch {
+		case st.CatchingUp:
+			h := fmt.Sprintf("height %d", st.Height)
+			if st.PeerHeight > st.Height {
+				h += fmt.Sprintf(" of %d", st.PeerHeight)
+			}
+			return fmt.Sprintf("catching up (%s, %d of %d peers connected)", h, st.Peers, st.ExpectedPeers), true
+		case st.Peers < st.ExpectedPeers && st.ExpectedPeers > 0:
+			return fmt.Sprintf("not committing at height %d, %d of %d peers connected", st.Height, st.Peers, st.ExpectedPeers), true
+		}
+	}
+	return nr.msg, true
+}
+
+// callOnce sends r once and decodes the answer into out, returning the
+// response's query meta.
+func (c *Client) callOnce(ctx context.Context, r request, out any) (QueryMeta, error) {
 	method, path := r.method, r.path
 	var meta QueryMeta
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(r.body))
@@ -77,7 +191,7 @@ func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return meta, fmt.Errorf("cannot reach bftmon at %s (is a node running? start one with 'bftmon dev' or set --addr/BFTMON_ADDR)", c.base)
+			return meta, fmt.Errorf("cannot reach bftmon at %s (is a node running? start one with 'bftmon dev' or set --addr/BFTMON_ADDR): %w", c.base, err)
 		}
 		return meta, fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -102,6 +216,20 @@ func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error
 			return meta, &statusError{msg, ErrBadRequest}
 		case http.StatusUnauthorized:
 			return meta, &statusError{msg, ErrUnauthorized}
+		case http.StatusServiceUnavailable:
+			// A read takes nothing; a write answered without Retry-After
+			// may have been taken.
+			nr := &notReadyError{msg: fmt.Sprintf("%s %s: HTTP 503: %s", method, path, msg), taken: method != http.MethodGet && resp.Header.Get("Retry-After") == ""}
+			if path == statusPath {
+				var st Status
+				if json.Unmarshal(bz, &st) == nil && st.ChainID != "" {
+					nr.status = &st
+					if r.status != nil {
+						*r.status = st
+					}
+				}
+			}
+			return meta, nr
 		}
 		return meta, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, msg)
 	}
@@ -113,10 +241,15 @@ func (c *Client) call(ctx context.Context, r request, out any) (QueryMeta, error
 	return meta, nil
 }
 
-// Status returns the node's status.
+// statusPath is the route of the node's status.
+const statusPath = "/v1/status"
+
+// Status returns the node's status. A node that is not committing answers
+// with an error (errors.Is(err, ErrNotReady)) and its status all the same.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	_, err := c.call(ctx, request{method: http.MethodGet, path: statusPath, status: &s}, &s)
+	return s, err
 }
 
 // Services lists the services; opts may filter them (Status, Tags,
@@ -209,13 +342,7 @@ func (c *Client) send(ctx context.Context, what string, key ed25519.PrivateKey, 
 	if err != nil {
 		return TxResult{}, fmt.Errorf("%s: %w", what, err)
 	}
-	res, err := c.BroadcastTx(ctx, tx)
-	if err != nil && !isRefusal(err) {
-		// The node went away (a crash, a restart) before it answered: the
-		// transaction may have been committed all the same. Ask by hash
-		// until the node answers again or ctx ends.
-		res, err = c.recheck(ctx, types.TxHash(tx), err)
-	}
+	res, err := c.sendSigned(ctx, tx)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", what, err)
 	}
@@ -225,6 +352,52 @@ func (c *Client) send(ctx context.Context, what string, key ed25519.PrivateKey, 
 	}
 	return res, nil
 }
+
+// sendSigned sends the signed tx and returns its outcome. Where the node
+// may have taken tx without answering (it went away mid-request, or it
+// could not commit it in time), the client asks by hash whether it was
+// committed and, while c.wait lasts, sends the very same bytes again: the
+// nonce inside makes the network execute them once at most, and a node
+// that holds them already waits for their commit instead of taking them
+// twice. A tx never goes out re-signed.
+func (c *Client) sendSigned(ctx context.Context, tx []byte) (TxResult, error) {
+	hash := types.TxHash(tx)
+	deadline := time.Now().Add(c.wait)
+	for sent := 1; ; sent++ {
+		res, err := c.BroadcastTx(ctx, tx)
+		switch {
+		case err == nil && res.Code == ReplayCode && sent > 1:
+			// Its own earlier copy was committed meanwhile: report that.
+			if r, terr := c.Tx(ctx, hash); terr == nil {
+				return r, nil
+			}
+			return res, nil
+		case err == nil, isRefusal(err):
+			return res, err
+		}
+		// The node went away (a crash, a restart) before it answered, or
+		// took tx and did not commit it in time: it may be committed all
+		// the same. Ask by hash until the node answers again or ctx ends.
+		res, err = c.recheck(ctx, hash, err)
+		var nc *notCommittedError
+		if err == nil || !errors.As(err, &nc) || c.wait <= 0 || time.Now().After(deadline) {
+			return res, err
+		}
+		if c.progress != nil {
+			fmt.Fprintf(c.progress, "node at %s has not committed tx %s: sending the same signed transaction again (it executes at most once)\n", c.base, hash)
+		}
+	}
+}
+
+// ReplayCode is the result code of a transaction whose signer's nonce was
+// used already (app.CodeReplay; the client does not import the app).
+const ReplayCode = 3
+
+// notCommittedError is recheck's answer that the node is back and has not
+// committed the transaction.
+type notCommittedError struct{ error }
+
+func (e *notCommittedError) Unwrap() error { return e.error }
 
 // isRefusal tells whether err is the node's answer (a 4xx), not a failure to
 // get one.
@@ -244,7 +417,7 @@ func (c *Client) recheck(ctx context.Context, hash string, cause error) (TxResul
 			return res, nil
 		case errors.Is(err, ErrNotFound):
 			if notFound++; notFound >= 10 { // about two seconds of blocks after the node is back
-				return TxResult{Hash: hash}, fmt.Errorf("%w; the node is back and has not committed tx %s: send it again", cause, hash)
+				return TxResult{Hash: hash}, &notCommittedError{fmt.Errorf("%w; the node is back and has not committed tx %s: send it again", cause, hash)}
 			}
 		}
 		select {

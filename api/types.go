@@ -28,6 +28,19 @@ type Status struct {
 	Committing bool      `json:"committing"`
 	LastCommit time.Time `json:"last_commit"`
 	Problem    string    `json:"problem,omitempty"`
+	// CatchingUp is true while the node is still fetching blocks from its
+	// peers (CometBFT's block sync) rather than taking part in consensus:
+	// it takes no transactions then (POST /v1/txs answers 503 with
+	// Retry-After). A node whose peers are not up yet stays here.
+	CatchingUp bool `json:"catching_up"`
+	// Peers is how many peers the node is connected to, of ExpectedPeers
+	// (its persistent peers).
+	Peers         int `json:"peers"`
+	ExpectedPeers int `json:"expected_peers"`
+	// PeerHeight is the highest height a connected peer has committed, as
+	// far as this node knows (0: none known): how far a node catching up
+	// has to go.
+	PeerHeight int64 `json:"peer_height,omitempty"`
 }
 
 // ServiceSummary is one service in the service list.
@@ -214,6 +227,12 @@ type ObserveAck struct {
 
 // ErrBadRequest matches errors for requests the node refuses as invalid.
 var ErrBadRequest = errors.New("bad request")
+
+// ErrNotReady matches errors for requests the node could not take yet and
+// did not take at all (it is catching up, or starting): the same request,
+// the same signed transaction included, may be sent again. The API answers
+// them 503 with Retry-After.
+var ErrNotReady = errors.New("node not ready")
 
 // ErrUnauthorized matches errors for requests that lack the credentials a
 // route requires (POST /v1/observe: the node's observe token).

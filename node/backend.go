@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
+
+	rpccore "github.com/cometbft/cometbft/rpc/core"
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app"
@@ -33,6 +36,7 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 	if problem != nil {
 		st.Problem = problem.Error()
 	}
+	st.CatchingUp, st.Peers, st.ExpectedPeers, st.PeerHeight = b.n.syncState()
 	if o := b.n.observer; o != nil {
 		st.ObserverID, st.ObserverName = o.key.ID(), o.key.Name
 		for _, ob := range q.Observers() {
@@ -46,6 +50,12 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 
 func (b *backend) BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error) {
 	r, err := b.n.bcast.Commit(ctx, tx)
+	if errors.Is(err, rpccore.ErrEndpointClosedCatchingUp) {
+		// CometBFT refused it before its mempool saw it: nothing was taken.
+		_, peers, expected, peerHeight := b.n.syncState()
+		return api.TxResult{}, fmt.Errorf("the node is catching up (%s, %d of %d peers connected) and takes no transactions yet: send it again later: %w",
+			heightText(b.n.store.Version(), peerHeight), peers, expected, api.ErrNotReady)
+	}
 	return api.TxResult{Hash: r.Hash, Height: r.Height, Code: r.Code, Log: r.Log}, err
 }
 

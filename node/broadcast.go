@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/cometbft/cometbft/mempool"
 	rpclocal "github.com/cometbft/cometbft/rpc/client/local"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -87,7 +89,14 @@ func (b *broadcaster) Commit(ctx context.Context, tx []byte) (TxResult, error) {
 	defer b.forget(key, ch)
 	start := time.Now()
 	res, err := b.Submit(ctx, tx)
-	if err != nil {
+	switch {
+	case errors.Is(err, mempool.ErrTxInCache):
+		// The same signed bytes again (a client retrying after it lost
+		// the answer): the mempool holds them already, or a block
+		// committed them. Wait for that commit like the first sender;
+		// the nonce makes sure it executes once.
+		res, err = TxResult{Hash: hash}, nil
+	case err != nil:
 		return res, err
 	}
 	if res.Code != 0 {

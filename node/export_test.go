@@ -1,5 +1,7 @@
 package node
 
+import "context"
+
 // CheckGenesis and NoteGenesis let tests reach the start-up checks.
 var (
 	CheckGenesis = checkGenesis
@@ -8,3 +10,14 @@ var (
 
 // CheckKeyFiles lets tests reach the key files' check.
 var CheckKeyFiles = checkKeyFiles
+
+// WaitPeerNames lets tests reach the wait for the peers' host names.
+var WaitPeerNames = waitPeerNames
+
+// SetLookupHost gives that wait a resolver of the test's own, until
+// restore is called.
+func SetLookupHost(f func(ctx context.Context, host string) ([]string, error)) (restore func()) {
+	old := lookupHost
+	lookupHost = f
+	return func() { lookupHost = old }
+}

@@ -143,6 +143,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := checkDisk(cfg.Home); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cfg.Home, err)
 	}
+	if err := waitPeerNames(ctx, splitPeers(ccfg.P2P.PersistentPeers), PeerNameWait, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Home, err)
+	}
 	n := &Node{cfg: cfg, settings: st, observeToken: token, log: cfg.Logger}
 	if err := n.start(ctx, ccfg, genesis); err != nil {
 		n.Stop()
@@ -236,6 +239,11 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	if err := n.startNotifier(runCtx); err != nil {
 		return err
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.watchPeers(runCtx, peerProgress)
+	}()
 
 	n.httpLn, err = net.Listen("tcp", n.settings.HTTPAddr)
 	if err != nil {

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	cmtcfg "github.com/cometbft/cometbft/config"
 
 	"github.com/bftmon/bftmon/keys"
+	"github.com/bftmon/bftmon/notify"
 )
 
 // TestnetOptions describe a multi-node network on one machine.
@@ -26,6 +29,42 @@ type TestnetOptions struct {
 	// BasePort is the first port; node K uses BasePort+10K (P2P), +1 (RPC),
 	// +2 (HTTP API) and +3 (DNS, UDP and TCP), all on 127.0.0.1.
 	BasePort int
+	// Docker writes the homes for containers named node0 … node<N-1> on
+	// one container network instead (docker-compose.yml): every node
+	// listens on 0.0.0.0 at the same ports (DockerPorts), and finds its
+	// peers by container name. BasePort is then unused.
+	Docker bool
+	// Hosts, with Docker, are the addresses (host names or IPs) at which
+	// the nodes reach node0 … node<N-1> (default: their container names).
+	// docker-compose.yml gives the nodes fixed backbone addresses and
+	// passes them here, so that a peer's address stays the same across
+	// restarts and network disconnects, and no name has to resolve.
+	Hosts []string
+	// WebhookURL, if set, adds a native receiver named WebhookReceiver
+	// with this URL to every node's notify settings, signed with a new
+	// secret written to Out/webhook_secret (WebhookSecretFile).
+	WebhookURL string
+}
+
+// Ports of a node in a container (TestnetOptions.Docker).
+const (
+	DockerP2PPort  = 26656
+	DockerRPCPort  = 26657
+	DockerHTTPPort = 8500
+	DockerDNSPort  = 8600
+)
+
+// The webhook receiver a testnet can be written with (TestnetOptions.WebhookURL).
+const (
+	WebhookReceiver   = "webhook"
+	WebhookSecretFile = "webhook_secret"
+)
+
+// TestnetExists tells whether out holds a testnet already (its node0 and
+// operator key).
+func TestnetExists(out string) bool {
+	_, err := os.Stat(filepath.Join(out, testnetOperatorKeyFile))
+	return err == nil && Initialized(filepath.Join(out, "node0"))
 }
 
 // TestnetNode is one node of a testnet as written.
@@ -68,13 +107,19 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 	if opts.BasePort == 0 {
 		opts.BasePort = testnetDefaultBasePort
 	}
-	if last := opts.BasePort + 10*(opts.Nodes-1) + 3; opts.BasePort < 1024 || last > 65535 {
+	if last := opts.BasePort + 10*(opts.Nodes-1) + 3; !opts.Docker && (opts.BasePort < 1024 || last > 65535) {
 		return nil, fmt.Errorf("testnet: --base-port %d: the ports %d..%d must lie in 1024..65535", opts.BasePort, opts.BasePort, last)
+	}
+	if len(opts.Hosts) > 0 && (!opts.Docker || len(opts.Hosts) != opts.Nodes) {
+		return nil, fmt.Errorf("testnet: --hosts names %d hosts: want one per node (%d), with --docker", len(opts.Hosts), opts.Nodes)
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("testnet: %w", err)
 	}
 	nodes := make([]TestnetNode, opts.Nodes)
+	// listen[i] is where node i listens, nodes[i] where the others (and
+	// clients on this machine, or in the containers' network) reach it.
+	listen := make([]TestnetNode, opts.Nodes)
 	for i := range nodes {
 		port := opts.BasePort + 10*i
 		nodes[i] = TestnetNode{
@@ -86,13 +131,45 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 			HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", port+2),
 			DNSAddr:    fmt.Sprintf("127.0.0.1:%d", port+3),
 		}
+		listen[i] = nodes[i]
+		if opts.Docker {
+			host := nodes[i].Name
+			if len(opts.Hosts) > 0 {
+				host = opts.Hosts[i]
+			}
+			nodes[i].P2PAddr = fmt.Sprintf("%s:%d", host, DockerP2PPort)
+			nodes[i].RPCAddr = fmt.Sprintf("%s:%d", host, DockerRPCPort)
+			nodes[i].HTTPAddr = fmt.Sprintf("%s:%d", host, DockerHTTPPort)
+			nodes[i].DNSAddr = fmt.Sprintf("%s:%d", host, DockerDNSPort)
+			listen[i].P2PAddr = fmt.Sprintf("0.0.0.0:%d", DockerP2PPort)
+			listen[i].RPCAddr = fmt.Sprintf("0.0.0.0:%d", DockerRPCPort)
+			listen[i].HTTPAddr = fmt.Sprintf("0.0.0.0:%d", DockerHTTPPort)
+			listen[i].DNSAddr = fmt.Sprintf("0.0.0.0:%d", DockerDNSPort)
+		}
+	}
+	var webhook *notify.ReceiverSettings
+	if opts.WebhookURL != "" {
+		secret, err := writeWebhookSecret(filepath.Join(opts.Out, WebhookSecretFile))
+		if err != nil {
+			return nil, err
+		}
+		webhook = &notify.ReceiverSettings{Name: WebhookReceiver, URL: opts.WebhookURL, Secret: secret}
 	}
 	homes := make([]*nodeHome, len(nodes))
-	for i, n := range nodes {
+	for i, n := range listen {
 		h, err := prepareHome(InitOptions{Home: n.Home, ChainID: opts.ChainID, Datacenter: n.Datacenter, Moniker: n.Name,
 			HTTPAddr: n.HTTPAddr, RPCAddr: "tcp://" + n.RPCAddr, P2PAddr: "tcp://" + n.P2PAddr, DNSAddr: n.DNSAddr}, tuneLoopback)
 		if err != nil {
 			return nil, err
+		}
+		if webhook != nil {
+			h.settings.Notify.Receivers = []notify.ReceiverSettings{*webhook}
+		}
+		if opts.Docker {
+			// What the node tells its peers to dial it back at: a peer
+			// that lost the connection it had accepted from this node
+			// redials this, not the 0.0.0.0 it listens on.
+			h.cfg.P2P.ExternalAddress = "tcp://" + nodes[i].P2PAddr
 		}
 		homes[i], nodes[i].NodeID = h, h.nodeID
 	}
@@ -120,6 +197,20 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 		return nil, err
 	}
 	return nodes, nil
+}
+
+// writeWebhookSecret writes a new Standard Webhooks secret to path (mode
+// 0600) and returns it.
+func writeWebhookSecret(path string) (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("testnet: webhook secret: %w", err)
+	}
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("testnet: write the webhook secret: %w", err)
+	}
+	return secret, nil
 }
 
 // tuneLoopback sets the consensus timeouts of a loopback testnet.

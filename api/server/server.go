@@ -357,6 +357,10 @@ func (s *Server) txs(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := s.b.BroadcastTx(ctx, body)
 	if err != nil {
+		if errors.Is(err, api.ErrNotReady) {
+			// Nothing was taken: the client may send the same bytes again.
+			w.Header().Set("Retry-After", "1")
+		}
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,9 +22,10 @@ func newCheckCmd() *cobra.Command {
 }
 
 func newCheckRunCmd() *cobra.Command {
-	var file, only string
+	var file, only, httpURL string
+	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "run -f FILE [--check ID]",
+		Use:   "run -f FILE [--check ID] | --http URL",
 		Short: "Run a service file's checks once and print Nagios-style lines (exit 0 ok, 1 warning, 2 critical, 3 unknown)",
 		Long: `Run the checks of a service file once, from this machine, without a node,
 and print one line per check as a Nagios plugin would:
@@ -34,21 +36,30 @@ The exit code is the Nagios code of the worst result, so 'bftmon check run'
 can itself serve as a Nagios plugin.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" {
-				return fmt.Errorf("give the service file with -f FILE (see docs/service.example.yaml)")
-			}
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return err
-			}
-			si, err := api.ParseServiceFile(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", file, err)
-			}
 			var run []types.Check
-			for _, c := range si.Checks {
-				if only == "" || c.Id == only {
-					run = append(run, c)
+			switch {
+			case file != "" && httpURL != "":
+				return fmt.Errorf("give -f FILE or --http URL, not both")
+			case httpURL != "":
+				// One GET, any 2xx or 3xx passing: what a container's
+				// health check needs, without a shell or a file.
+				run = []types.Check{{Id: "http", Kind: "http", Http: &types.HTTPParams{Url: httpURL, Method: "GET"},
+					IntervalMs: max(timeout, time.Second).Milliseconds(), TimeoutMs: timeout.Milliseconds()}}
+			case file == "":
+				return fmt.Errorf("give the service file with -f FILE (see docs/service.example.yaml), or a URL with --http")
+			default:
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				si, err := api.ParseServiceFile(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", file, err)
+				}
+				for _, c := range si.Checks {
+					if only == "" || c.Id == only {
+						run = append(run, c)
+					}
 				}
 			}
 			switch {
@@ -80,6 +91,8 @@ can itself serve as a Nagios plugin.`,
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "service file (YAML or JSON)")
 	cmd.Flags().StringVar(&only, "check", "", "run only the check with this id")
+	cmd.Flags().StringVar(&httpURL, "http", "", "instead of a file: GET this URL once, passing on any 2xx or 3xx")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "with --http: the request's timeout")
 	return cmd
 }
 

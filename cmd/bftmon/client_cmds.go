@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
 )
@@ -25,23 +26,45 @@ import (
 type clientFlags struct {
 	addr   string
 	output string
+	// wait is --wait: how long to wait for a node that is not up, or
+	// still catching up, before failing.
+	wait time.Duration
+	cmd  *cobra.Command
 }
 
-func (f *clientFlags) add(cmd *cobra.Command) {
+// writeWait is the default --wait of the commands that send transactions:
+// long enough for a network started together with them to come up.
+const writeWait = 60 * time.Second
+
+// add adds the client flags to cmd; reads fail at once when the node is
+// not up (--wait 0), unless told to wait.
+func (f *clientFlags) add(cmd *cobra.Command) { f.addWait(cmd, 0) }
+
+// addWait adds the client flags with wait as --wait's default.
+func (f *clientFlags) addWait(cmd *cobra.Command, wait time.Duration) {
 	addr := os.Getenv("BFTMON_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:8500"
 	}
+	f.cmd = cmd
 	cmd.Flags().StringVar(&f.addr, "addr", addr, "node HTTP API address (env BFTMON_ADDR)")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().DurationVar(&f.wait, "wait", wait, "wait this long for a node that is not up yet or still catching up, saying so on stderr (0: fail at once)")
 }
 
 func (f *clientFlags) client() (*api.Client, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, fmt.Errorf("--output %q: want table or json", f.output)
 	}
-	return api.NewClient(f.addr), nil
+	if f.wait < 0 {
+		return nil, fmt.Errorf("--wait %s: want 0 (fail at once) or a positive duration such as 60s", f.wait)
+	}
+	return api.NewClient(f.addr).WithWait(f.wait, f.cmd.ErrOrStderr()), nil
 }
+
+// sendTimeout bounds a command that sends a transaction: the wait for the
+// node, then up to a minute for the commit.
+func (f *clientFlags) sendTimeout() time.Duration { return f.wait + 60*time.Second }
 
 // table starts a table on cmd's output, coloured on a terminal.
 func (f *clientFlags) table(cmd *cobra.Command, header ...string) *table {
@@ -82,46 +105,64 @@ func newServiceCmd() *cobra.Command {
 
 func newServiceRegisterCmd() *cobra.Command {
 	var f clientFlags
-	var file, key string
+	var files []string
+	var key string
 	cmd := &cobra.Command{
-		Use:   "register -f FILE",
-		Short: "Register or update a service instance from a YAML or JSON file",
-		Args:  cobra.NoArgs,
+		Use:   "register -f FILE [-f FILE...]",
+		Short: "Register or update service instances from YAML or JSON files",
+		Long: `Register or update one service instance per file, in the order given, each
+as one signed transaction. Files are all read and checked before anything is
+sent. With --wait (default 60s) a node that is not up yet, or still catching
+up with its peers, is waited for with a progress line on stderr.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			if file == "" {
+			if len(files) == 0 {
 				return errors.New("no service file: pass -f FILE (see docs/service.example.yaml)")
 			}
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return fmt.Errorf("read service file: %w", err)
-			}
-			inst, err := api.ParseServiceFile(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", file, err)
+			var insts []types.ServiceInstance
+			for _, file := range files {
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return fmt.Errorf("read service file: %w", err)
+				}
+				inst, err := api.ParseServiceFile(data)
+				if err != nil {
+					return fmt.Errorf("%s: %w", file, err)
+				}
+				insts = append(insts, inst)
 			}
 			k, err := loadOperatorKey(key)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
-			defer cancel()
-			res, err := c.Register(ctx, k.Private, inst)
-			if err != nil {
-				return err
+			var results []api.TxResult
+			for _, inst := range insts {
+				ctx, cancel := context.WithTimeout(cmd.Context(), f.sendTimeout())
+				res, err := c.Register(ctx, k.Private, inst)
+				cancel()
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+				if f.output != "json" {
+					fmt.Fprintf(cmd.OutOrStdout(), "registered %s/%s at height %d\n", inst.Name, inst.Id, res.Height)
+				}
 			}
 			if f.output == "json" {
-				return printJSON(cmd.OutOrStdout(), res)
+				if len(results) == 1 {
+					return printJSON(cmd.OutOrStdout(), results[0])
+				}
+				return printJSON(cmd.OutOrStdout(), results)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "registered %s/%s at height %d\n", inst.Name, inst.Id, res.Height)
 			return nil
 		},
 	}
-	f.add(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "service definition file (YAML or JSON)")
+	f.addWait(cmd, writeWait)
+	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, "service definition file (YAML or JSON; repeatable)")
 	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY; default $BFTMON_HOME/config/operator_key.json)")
 	return cmd
 }
@@ -142,7 +183,7 @@ func newServiceDeregisterCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.sendTimeout())
 			defer cancel()
 			res, err := c.Deregister(ctx, k.Private, args[0], args[1])
 			if err != nil {
@@ -155,7 +196,7 @@ func newServiceDeregisterCmd() *cobra.Command {
 			return nil
 		},
 	}
-	f.add(cmd)
+	f.addWait(cmd, writeWait)
 	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY)")
 	return cmd
 }

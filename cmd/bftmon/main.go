@@ -1,6 +1,7 @@
 // Command bftmon is the one binary of bftmon: it runs nodes (dev, init,
-// start), talks to them (service, services, health, observers, alerts, receiver, version), and runs or submits
-// check results as an observer (check run, submit).
+// start, testnet), talks to them (status, service, services, health, observers, alerts, receiver, webhook,
+// version), runs or submits check results as an observer (check run, submit), and stands in for the
+// services of a local cluster (demo-target, webhook receive).
 package main
 
 import (
@@ -34,9 +35,11 @@ func newRootCmd() *cobra.Command {
 		// Node commands (node_cmds.go).
 		newDevCmd(), newInitCmd(), newStartCmd(), newTestnetCmd(),
 		// Client commands (client_cmds.go).
-		newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newReceiverCmd(), newVersionCmd(),
+		newStatusCmd(), newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newReceiverCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
 		newCheckCmd(), newSubmitCmd(),
+		// Stand-ins for a local cluster's services (demo_cmds.go).
+		newDemoTargetCmd(),
 		// Benchmarks (bench_cmds.go).
 		newBenchCmd(),
 	)

@@ -105,7 +105,7 @@ func newStartCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dnsAddr, "dns", "", "DNS interface listen address, UDP and TCP (default: the home's config/bftmon.json; --dns '' for none)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	// Test-only flags, hidden from help (docs/TESTING.md).
-	cmd.Flags().StringVar(&byz, "byzantine", "", "make this node's observer misbehave on purpose: "+strings.Join(node.ByzantineModes, ", "))
+	cmd.Flags().StringVar(&byz, "byzantine", os.Getenv("BFTMON_BYZANTINE"), "make this node's observer misbehave on purpose (env BFTMON_BYZANTINE): "+strings.Join(node.ByzantineModes, ", "))
 	cmd.Flags().BoolVar(&faults, "fault-injection", false, "serve /v1/debug/unreachable, to tell the observer which targets it cannot reach")
 	_ = cmd.Flags().MarkHidden("byzantine")
 	_ = cmd.Flags().MarkHidden("fault-injection")
@@ -114,6 +114,7 @@ func newStartCmd() *cobra.Command {
 
 func newTestnetCmd() *cobra.Command {
 	var opts node.TestnetOptions
+	var keep bool
 	cmd := &cobra.Command{
 		Use:   "testnet --nodes N --dcs D --out DIR",
 		Short: "Write the homes of an N-node network on this machine (validators, observers over D datacenters, one genesis)",
@@ -123,14 +124,28 @@ and 2 datacenters, node0 and node1 are in dc1), an operator key allowed every
 service (DIR/operator_key.json, also in each home), persistent peers, and
 ports on 127.0.0.1: node K uses BASE+10K for P2P, +1 for RPC, +2 for the HTTP
 API, +3 for DNS. Consensus timeouts suit loopback (docs/TESTING.md). Run each node with
-'bftmon start --home DIR/nodeK'.`,
+'bftmon start --home DIR/nodeK'.
+
+With --docker the homes are for containers named node0 … node<N-1> sharing a
+container network (docker-compose.yml): every node listens on 0.0.0.0 at
+26656 (P2P), 26657 (RPC), 8500 (HTTP API) and 8600 (DNS), and dials its peers
+by container name, or at the addresses --hosts gives (docker-compose.yml
+gives the nodes fixed addresses: they stay the same across restarts and
+'docker network disconnect/connect'). --webhook URL adds a signed native receiver "webhook" to
+every node, its secret in DIR/webhook_secret. --keep-existing makes a DIR that
+holds a testnet already a success, unchanged (a compose one-shot runs this at
+every 'up').`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			w := cmd.OutOrStdout()
+			if keep && node.TestnetExists(opts.Out) {
+				fmt.Fprintf(w, "%s holds a testnet already: kept as it is (remove it to start afresh)\n", opts.Out)
+				return nil
+			}
 			nodes, err := node.Testnet(opts)
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "wrote %d nodes in %s (chain %s, operator key %s):\n", len(nodes), opts.Out, orDefaultStr(opts.ChainID, "bftmon-testnet"), filepath.Join(opts.Out, "operator_key.json"))
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tDATACENTER\tHTTP API\tRPC\tP2P\tDNS")
@@ -148,6 +163,10 @@ API, +3 for DNS. Consensus timeouts suit loopback (docs/TESTING.md). Run each no
 	f.StringVar(&opts.Out, "out", "", "directory to write the node homes into (required)")
 	f.IntVar(&opts.BasePort, "base-port", 27000, "first port; node K uses BASE+10K .. BASE+10K+3")
 	f.StringVar(&opts.ChainID, "chain-id", "bftmon-testnet", "chain id")
+	f.BoolVar(&opts.Docker, "docker", false, "write the homes for containers named nodeK on one network (listen on 0.0.0.0, peers by name)")
+	f.StringSliceVar(&opts.Hosts, "hosts", nil, "with --docker: the addresses the nodes reach node0 … nodeN-1 at, comma-separated (default: their names)")
+	f.StringVar(&opts.WebhookURL, "webhook", "", "add a signed native webhook receiver with this URL to every node (secret in DIR/webhook_secret)")
+	f.BoolVar(&keep, "keep-existing", false, "if DIR holds a testnet already, keep it and succeed")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -50,7 +49,7 @@ func newReceiverRegisterCmd() *cobra.Command {
 			return sendReceiver(cmd, c, &f, key, args[0], pk)
 		},
 	}
-	f.add(cmd)
+	f.addWait(cmd, writeWait)
 	cmd.Flags().StringVar(&pub, "pub-key", "", "the receiver's ed25519 public key, base64 (32 bytes)")
 	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY; default $BFTMON_HOME/config/operator_key.json)")
 	return cmd
@@ -71,7 +70,7 @@ func newReceiverRemoveCmd() *cobra.Command {
 			return sendReceiver(cmd, c, &f, key, args[0], nil)
 		},
 	}
-	f.add(cmd)
+	f.addWait(cmd, writeWait)
 	cmd.Flags().StringVar(&key, "key", "", "operator key file (env BFTMON_KEY)")
 	return cmd
 }
@@ -83,7 +82,7 @@ func sendReceiver(cmd *cobra.Command, c *api.Client, f *clientFlags, keyFlag, na
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.sendTimeout())
 	defer cancel()
 	res, err := c.RegisterReceiver(ctx, k.Private, name, pub)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 func newWebhookCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "webhook", Short: "Work with the webhooks bftmon sends"}
-	cmd.AddCommand(newWebhookVerifyCmd())
+	cmd.AddCommand(newWebhookVerifyCmd(), newWebhookReceiveCmd())
 	return cmd
 }
 

@@ -1,0 +1,86 @@
+# Shared by the fault scripts of the local cluster (docker-compose.yml at the
+# top of the repository). Sourced, not run. Honours COMPOSE_PROJECT_NAME and
+# COMPOSE_FILE like compose does; runs compose from the repository's top.
+
+set -euo pipefail
+BFTMON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+NODES=(node0 node1 node2 node3)
+DCS=(dc1 dc2)
+TARGETS=(target-dc1 target-dc2)
+declare -A DC_NODES=([dc1]="node0 node1" [dc2]="node2 node3")
+
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+# compose runs docker-compose (1.29) or, without it, the docker compose plugin.
+compose() {
+	if command -v docker-compose >/dev/null; then
+		(cd "$BFTMON_ROOT" && docker-compose "$@")
+	else
+		(cd "$BFTMON_ROOT" && docker compose "$@")
+	fi
+}
+
+# one_of WHAT VALUE LIST...: VALUE must be in LIST, else say which exist.
+one_of() {
+	local what=$1 v=$2
+	shift 2
+	for x in "$@"; do [ "$x" = "$v" ] && return 0; done
+	die "unknown $what '$v': the local cluster has $*"
+}
+
+# container SERVICE: the id of the service's container (it must exist).
+container() {
+	local id
+	id="$(compose ps -q "$1" 2>/dev/null | head -n1)"
+	[ -n "$id" ] || die "no container for $1: is the cluster up? (docker-compose up -d)"
+	echo "$id"
+}
+
+# network NAME: the compose network NAME (dc1, dc2, backbone) of this project.
+network() {
+	local project id
+	project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$(container node0)")"
+	id="$(docker network ls -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.network=$1")"
+	[ -n "$id" ] || die "no network $1 in compose project $project"
+	echo "$id"
+}
+
+# attached SERVICE NETWORK: whether the service's container is on the network.
+attached() {
+	docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$v.NetworkID}} {{end}}' "$(container "$1")" | grep -q "$(network "$2")"
+}
+
+# address SERVICE NETWORK: the fixed address docker-compose.yml gives the
+# service on the network (keep the two in step).
+address() {
+	local net host
+	case $2 in backbone) net=0 ;; dc1) net=1 ;; dc2) net=2 ;; *) die "no network $2" ;; esac
+	case $1 in
+	node[0-9]) host=1${1#node} ;;
+	target-dc1) host=21 ;;
+	target-dc2) host=22 ;;
+	webhook) host=30 ;;
+	*) die "no fixed address for $1" ;;
+	esac
+	echo "${BFTMON_NET:-10.213}.$net.$host"
+}
+
+# disconnect SERVICE NETWORK, connect SERVICE NETWORK: idempotent; connect
+# gives the container back its fixed address (the peers dial it there) and
+# the service name as its alias (the probes and the webhook resolve it).
+disconnect() {
+	if attached "$1" "$2"; then
+		docker network disconnect "$(network "$2")" "$(container "$1")"
+		echo "disconnected $1 from $2"
+	else
+		echo "$1 is not on $2 already"
+	fi
+}
+connect() {
+	if attached "$1" "$2"; then
+		echo "$1 is on $2 already"
+	else
+		docker network connect --ip "$(address "$1" "$2")" --alias "$1" "$(network "$2")" "$(container "$1")"
+		echo "connected $1 to $2"
+	fi
+}
