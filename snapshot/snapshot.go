@@ -108,7 +108,8 @@ func (m *Manager) Latest() int64 {
 
 // Committed is called after each commit: at a multiple of the interval it
 // starts taking a snapshot of that height in the background, unless one is
-// still being taken. It never blocks.
+// still being taken, and holds that version of the store from pruning until
+// the snapshot is written. It never blocks.
 func (m *Manager) Committed(height int64) {
 	if m.interval <= 0 || height%m.interval != 0 {
 		return
@@ -119,10 +120,18 @@ func (m *Manager) Committed(height int64) {
 		m.log.Warn("snapshot skipped: the previous one is still being written", "height", height)
 		return
 	}
+	// Hold the version now, in the commit that made it: the goroutine may
+	// start after the next commits, one of which could prune it.
+	release, err := m.st.Hold(height)
+	if err != nil {
+		m.log.Error("snapshot failed", "height", height, "err", err)
+		return
+	}
 	m.busy = true
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
+		defer release()
 		err := m.Take(height)
 		m.mu.Lock()
 		m.busy = false
