@@ -5,6 +5,7 @@ package abci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -297,11 +298,20 @@ func (a *Application) retainHeight(height int64) int64 {
 	return h
 }
 
+// QuerySnapshots is the query path that lists the snapshots this node
+// serves, newest first, as the JSON of []snapshot.Info (what bftmon join
+// reads through CometBFT's /abci_query to pick a height to trust).
+const QuerySnapshots = "/snapshots"
+
 // Query reads a raw key of the replicated state at a height (0: latest):
-// path "/key", data = the key.
+// path "/key", data = the key; or lists the snapshots this node serves:
+// path QuerySnapshots.
 func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	if req.Path == QuerySnapshots {
+		return a.querySnapshots()
+	}
 	if req.Path != "/key" {
-		return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: fmt.Sprintf("unknown query path %q (known: /key)", req.Path)}, nil
+		return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: fmt.Sprintf("unknown query path %q (known: /key, %s)", req.Path, QuerySnapshots)}, nil
 	}
 	r, err := a.store.Reader(req.Height)
 	if err != nil {
@@ -312,6 +322,26 @@ func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.Re
 		return nil, err
 	}
 	return &abci.ResponseQuery{Key: req.Data, Value: v, Height: r.Version()}, nil
+}
+
+// querySnapshots answers QuerySnapshots: a node taking none answers an
+// empty list.
+func (a *Application) querySnapshots() (*abci.ResponseQuery, error) {
+	list := []snapshot.Info{}
+	if a.snaps != nil {
+		var err error
+		if list, err = a.snaps.List(); err != nil {
+			return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: err.Error()}, nil
+		}
+	}
+	if list == nil {
+		list = []snapshot.Info{}
+	}
+	bz, err := json.Marshal(list)
+	if err != nil {
+		return nil, fmt.Errorf("query snapshots: %w", err)
+	}
+	return &abci.ResponseQuery{Key: []byte(QuerySnapshots), Value: bz, Height: a.store.Version()}, nil
 }
 
 // ChainID is the chain id the application was initialised with.

@@ -3,6 +3,7 @@ package abci_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -137,5 +138,28 @@ func TestSnapshotRestore(t *testing.T) {
 	a4, b4 := finalize(t, src, 4, next), finalize(t, dst, 4, next)
 	if !bytes.Equal(a4.AppHash, b4.AppHash) {
 		t.Fatalf("block 4 after restore: app hash %X, source %X", b4.AppHash, a4.AppHash)
+	}
+}
+
+// TestSnapshotQuery: the /snapshots query lists what ListSnapshots lists
+// (bftmon join reads it through CometBFT's /abci_query), and an empty list,
+// not null, from an app that takes none.
+func TestSnapshotQuery(t *testing.T) {
+	a, s, _ := snapshotSource(t)
+	res, err := a.Query(context.Background(), &abcitypes.RequestQuery{Path: abci.QuerySnapshots})
+	if err != nil || res.Code != 0 {
+		t.Fatalf("Query %s = %v, %v", abci.QuerySnapshots, res, err)
+	}
+	var list []snapshot.Info
+	if err := json.Unmarshal(res.Value, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Height != s.Height || list[0].Chunks != s.Chunks || !bytes.Equal(list[0].Hash, s.Hash) {
+		t.Errorf("queried snapshots %+v, want the one at %d", list, s.Height)
+	}
+	none := initApp(t, store.NewMemory())
+	res, err = none.Query(context.Background(), &abcitypes.RequestQuery{Path: abci.QuerySnapshots})
+	if err != nil || string(res.Value) != "[]" {
+		t.Errorf("Query %s without snapshots = %q, %v; want []", abci.QuerySnapshots, res.Value, err)
 	}
 }
