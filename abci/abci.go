@@ -73,7 +73,7 @@ type Application struct {
 }
 
 // RetainBlocks makes Commit ask CometBFT to keep only the last n blocks
-// (0: all), never pruning past the newest snapshot when snapshots are used.
+// (0: all), never pruning past the oldest snapshot served when snapshots are used.
 // Call it before the node starts.
 func (a *Application) RetainBlocks(n int64) { a.retain = n }
 
@@ -291,9 +291,12 @@ func (a *Application) retainHeight(height int64) int64 {
 	}
 	h := height - a.retain
 	if a.snaps != nil && a.snaps.Interval() > 0 {
-		// A node syncing from the newest snapshot needs the blocks from its
-		// height on; with no snapshot yet, nothing is pruned.
-		h = min(h, a.snaps.Latest())
+		// A node syncing from a snapshot this node serves needs the blocks
+		// from its height on: keep them from the oldest one served (a
+		// joining node picks among the snapshots it heard of seconds
+		// before, often not the newest by then). With no snapshot yet,
+		// nothing is pruned.
+		h = min(h, a.snaps.Oldest())
 	}
 	return h
 }

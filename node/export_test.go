@@ -8,3 +8,6 @@ var (
 
 // CheckKeyFiles lets tests reach the key files' check.
 var CheckKeyFiles = checkKeyFiles
+
+// PeerAddr lets tests reach how join reads a node's P2P listen address.
+var PeerAddr = peerAddr

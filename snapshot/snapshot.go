@@ -72,6 +72,7 @@ type Manager struct {
 	mu     sync.Mutex
 	busy   bool
 	latest int64 // height of the newest complete snapshot (0: none)
+	oldest int64 // height of the oldest snapshot kept (0: none)
 	wg     sync.WaitGroup
 }
 
@@ -88,6 +89,7 @@ func NewManager(dir string, st *store.Store, interval int64, logger *slog.Logger
 	}
 	if len(list) > 0 {
 		m.latest = int64(list[0].Height)
+		m.oldest = int64(list[min(Keep, len(list))-1].Height)
 	}
 	return m, nil
 }
@@ -104,6 +106,16 @@ func (m *Manager) Latest() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.latest
+}
+
+// Oldest is the height of the oldest snapshot kept and served (0: none).
+// A peer may restore any snapshot it was told of, and it often was told
+// some seconds before it asks (CometBFT's discovery_time), so the blocks
+// after the oldest one must stay for it to go on from there.
+func (m *Manager) Oldest() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.oldest
 }
 
 // Committed is called after each commit: at a multiple of the interval it
@@ -193,11 +205,15 @@ func (m *Manager) Take(height int64) error {
 	if err != nil {
 		return err
 	}
-	for _, old := range list[min(Keep, len(list)):] {
+	kept := list[:min(Keep, len(list))]
+	for _, old := range list[len(kept):] {
 		if err := os.RemoveAll(filepath.Join(m.dir, strconv.FormatUint(old.Height, 10))); err != nil {
 			return fmt.Errorf("remove snapshot %d: %w", old.Height, err)
 		}
 	}
+	m.mu.Lock()
+	m.oldest = int64(kept[len(kept)-1].Height)
+	m.mu.Unlock()
 	return nil
 }
 
