@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,13 +119,16 @@ func Join(ctx context.Context, opts JoinOptions) (Joined, error) {
 	if opts.Moniker == "" {
 		opts.Moniker = "full-node"
 	}
-	servers := make([]joinServer, len(opts.RPC))
-	for i, raw := range opts.RPC {
+	var servers []joinServer
+	for _, raw := range opts.RPC {
 		s, err := dialRPC(ctx, raw)
 		if err != nil {
 			return out, err
 		}
-		servers[i] = s
+		if slices.ContainsFunc(servers, func(o joinServer) bool { return o.url == s.url || o.peer == s.peer }) {
+			continue // the same node given twice
+		}
+		servers = append(servers, s)
 		out.Peers = append(out.Peers, s.peer)
 		out.RPCServers = append(out.RPCServers, s.url)
 		if s.chainID != servers[0].chainID {

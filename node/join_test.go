@@ -122,7 +122,7 @@ func snapshotSize(t *testing.T, home string, height int64) (chunks int, size int
 }
 
 // TestJoinPrunedNetworkByStateSync: a one-node network keeping 20 blocks
-// and a snapshot every 50 heights prunes block 1 and the block of its
+// and a snapshot every 20 heights prunes block 1 and the block of its
 // registrations; a new node written by node.Join from its RPC alone
 // restores a snapshot (it never held the early versions, its block store
 // starts above 1), ends with the same app hash and the same answers, and
@@ -134,14 +134,19 @@ func TestJoinPrunedNetworkByStateSync(t *testing.T) {
 	home, httpAddr := t.TempDir(), freeAddr(t)
 	if err := node.Init(node.InitOptions{
 		Home: home, ChainID: "join", HTTPAddr: httpAddr,
-		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
+		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 500 * time.Millisecond,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// A snapshot lives two intervals (about 12 s here): longer than the
-	// joining node's 5 s of snapshot discovery plus its restore, or the
-	// snapshots it heard of would be gone when it asks for their chunks.
-	setRetention(t, home, 20, 50, 50)
+	// Blocks every 0.5 s (the default), a snapshot every 20: a snapshot
+	// lives two intervals (about 22 s), longer than the joining node's 5 s
+	// of snapshot discovery plus its restore, or the snapshots it heard of
+	// would be gone when it asks for their chunks. After the restore the
+	// joining node catches up through consensus at 5-10 blocks/s on
+	// loopback, faster than the network makes them; with 0.1 s blocks it
+	// fell behind, the serving node pruned the blocks it needed, and it
+	// stalled for good.
+	setRetention(t, home, 20, 20, 50)
 	src := startNodeAt(ctx, t, home, httpAddr)
 	defer src.node.Stop()
 
@@ -243,9 +248,9 @@ func TestJoinPrunedNetworkByStateSync(t *testing.T) {
 		defer jn.Stop()
 		var goal int64
 		waitFor(t, "the new node at the network's height", 120*time.Second, func() (bool, error) {
-			// Within a block of the head, which moves every ~0.1 s.
+			// Within a block of the head, which moves every ~0.5 s.
 			goal = src.node.Height()
-			return jn.Height() >= goal-1, nil
+			return jn.Height() >= goal-1, fmt.Errorf("new node at %d, network at %d", jn.Height(), goal)
 		})
 		took := time.Since(start)
 		jbase, err := earliestHeight(ctx, jn.RPCURL())
@@ -298,7 +303,7 @@ func TestJoinPrunedNetworkByStateSync(t *testing.T) {
 
 		h = jn.Height()
 		waitFor(t, "the new node following new blocks", 30*time.Second, func() (bool, error) {
-			return jn.Height() >= h+10, nil
+			return jn.Height() >= h+5, nil
 		})
 		h = jn.Height()
 		if got, _ := jn.AppHashAt(h); !bytes.Equal(got, mustAppHash(t, src.node, h)) {
