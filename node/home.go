@@ -72,8 +72,9 @@ type Settings struct {
 	// taken (default 1000; 0: none). The last 2 are kept in data/snapshots.
 	SnapshotInterval int64 `json:"snapshot_interval"`
 	// KeepVersions is how many versions of the application state are kept
-	// for queries at past heights, proofs and snapshots being written
-	// (default 1000).
+	// for queries at past heights and proofs (default 1000). A version
+	// being exported for a snapshot is kept until the export ends, whatever
+	// this says.
 	KeepVersions int64 `json:"keep_versions"`
 	// PeerRPC lists the CometBFT RPC URLs of the network's other nodes
 	// (bftmon testnet writes them). Only the equivocate test behaviour uses
