@@ -85,5 +85,8 @@ starting:
 			}
 		}
 	}
+	if !opts.NoStateSync {
+		fmt.Fprintf(w, "\nStart it while the network still keeps block %d (its nodes keep retain_blocks, 100000 by default) and within the trust period; else run join again.\n", j.TrustHeight)
+	}
 	fmt.Fprintf(w, "\nstart it with: bftmon start --home %s\n", opts.Home)
 }
