@@ -5,6 +5,7 @@ package abci
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,7 +73,7 @@ type Application struct {
 }
 
 // RetainBlocks makes Commit ask CometBFT to keep only the last n blocks
-// (0: all), never pruning past the newest snapshot when snapshots are used.
+// (0: all), never pruning past the oldest snapshot served when snapshots are used.
 // Call it before the node starts.
 func (a *Application) RetainBlocks(n int64) { a.retain = n }
 
@@ -290,18 +291,30 @@ func (a *Application) retainHeight(height int64) int64 {
 	}
 	h := height - a.retain
 	if a.snaps != nil && a.snaps.Interval() > 0 {
-		// A node syncing from the newest snapshot needs the blocks from its
-		// height on; with no snapshot yet, nothing is pruned.
-		h = min(h, a.snaps.Latest())
+		// A node syncing from a snapshot this node serves needs the blocks
+		// from its height on: keep them from the oldest one served (a
+		// joining node picks among the snapshots it heard of seconds
+		// before, often not the newest by then). With no snapshot yet,
+		// nothing is pruned.
+		h = min(h, a.snaps.Oldest())
 	}
 	return h
 }
 
+// QuerySnapshots is the query path that lists the snapshots this node
+// serves, newest first, as the JSON of []snapshot.Info (what bftmon join
+// reads through CometBFT's /abci_query to pick a height to trust).
+const QuerySnapshots = "/snapshots"
+
 // Query reads a raw key of the replicated state at a height (0: latest):
-// path "/key", data = the key.
+// path "/key", data = the key; or lists the snapshots this node serves:
+// path QuerySnapshots.
 func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	if req.Path == QuerySnapshots {
+		return a.querySnapshots()
+	}
 	if req.Path != "/key" {
-		return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: fmt.Sprintf("unknown query path %q (known: /key)", req.Path)}, nil
+		return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: fmt.Sprintf("unknown query path %q (known: /key, %s)", req.Path, QuerySnapshots)}, nil
 	}
 	r, err := a.store.Reader(req.Height)
 	if err != nil {
@@ -312,6 +325,26 @@ func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.Re
 		return nil, err
 	}
 	return &abci.ResponseQuery{Key: req.Data, Value: v, Height: r.Version()}, nil
+}
+
+// querySnapshots answers QuerySnapshots: a node taking none answers an
+// empty list.
+func (a *Application) querySnapshots() (*abci.ResponseQuery, error) {
+	list := []snapshot.Info{}
+	if a.snaps != nil {
+		var err error
+		if list, err = a.snaps.List(); err != nil {
+			return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: err.Error()}, nil
+		}
+	}
+	if list == nil {
+		list = []snapshot.Info{}
+	}
+	bz, err := json.Marshal(list)
+	if err != nil {
+		return nil, fmt.Errorf("query snapshots: %w", err)
+	}
+	return &abci.ResponseQuery{Key: []byte(QuerySnapshots), Value: bz, Height: a.store.Version()}, nil
 }
 
 // ChainID is the chain id the application was initialised with.

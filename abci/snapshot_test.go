@@ -3,6 +3,7 @@ package abci_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -137,5 +138,61 @@ func TestSnapshotRestore(t *testing.T) {
 	a4, b4 := finalize(t, src, 4, next), finalize(t, dst, 4, next)
 	if !bytes.Equal(a4.AppHash, b4.AppHash) {
 		t.Fatalf("block 4 after restore: app hash %X, source %X", b4.AppHash, a4.AppHash)
+	}
+}
+
+// TestSnapshotQuery: the /snapshots query lists what ListSnapshots lists
+// (bftmon join reads it through CometBFT's /abci_query), and an empty list,
+// not null, from an app that takes none.
+func TestSnapshotQuery(t *testing.T) {
+	a, s, _ := snapshotSource(t)
+	res, err := a.Query(context.Background(), &abcitypes.RequestQuery{Path: abci.QuerySnapshots})
+	if err != nil || res.Code != 0 {
+		t.Fatalf("Query %s = %v, %v", abci.QuerySnapshots, res, err)
+	}
+	var list []snapshot.Info
+	if err := json.Unmarshal(res.Value, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Height != s.Height || list[0].Chunks != s.Chunks || !bytes.Equal(list[0].Hash, s.Hash) {
+		t.Errorf("queried snapshots %+v, want the one at %d", list, s.Height)
+	}
+	none := initApp(t, store.NewMemory())
+	res, err = none.Query(context.Background(), &abcitypes.RequestQuery{Path: abci.QuerySnapshots})
+	if err != nil || string(res.Value) != "[]" {
+		t.Errorf("Query %s without snapshots = %q, %v; want []", abci.QuerySnapshots, res.Value, err)
+	}
+}
+
+// TestSnapshotRetainHeight: with snapshots every 3 heights and 2 kept,
+// Commit's retain height keeps the blocks after the oldest snapshot served,
+// so that a node restoring either can fetch the blocks that follow it.
+func TestSnapshotRetainHeight(t *testing.T) {
+	st := store.NewMemory()
+	a := initApp(t, st)
+	m, err := snapshot.NewManager(t.TempDir(), st, 3, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.UseSnapshots(m)
+	a.RetainBlocks(2)
+	var retain []int64
+	for h := int64(1); h <= 10; h++ {
+		if _, err := a.FinalizeBlock(context.Background(), &abcitypes.RequestFinalizeBlock{Height: h, Time: genesisTime}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := a.Commit(context.Background(), &abcitypes.RequestCommit{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Wait() // the snapshot of a multiple of 3 is written before the next block
+		retain = append(retain, res.RetainHeight)
+	}
+	// Snapshots 3, then 3 and 6 (from 7 on), then 6 and 9 (from 10 on):
+	// the oldest served bounds height-2. (Going by the newest, 7 and 8
+	// would prune to 5 and 6, the blocks a node restoring 3 needs.)
+	want := []int64{0, 0, 0, 2, 3, 3, 3, 3, 3, 6}
+	if !reflect.DeepEqual(retain, want) {
+		t.Errorf("retain heights %v, want %v", retain, want)
 	}
 }

@@ -21,3 +21,6 @@ func SetLookupHost(f func(ctx context.Context, host string) ([]string, error)) (
 	lookupHost = f
 	return func() { lookupHost = old }
 }
+
+// PeerAddr lets tests reach how join reads a node's P2P listen address.
+var PeerAddr = peerAddr

@@ -71,15 +71,16 @@ type Settings struct {
 	HTTPMaxBodyBytes int64 `json:"http_max_body_bytes"`
 	// RetainBlocks is how many recent blocks CometBFT keeps (default
 	// 100000, about 14 h at 0.5 s blocks; 0: all). Older blocks and their
-	// states are pruned, but never past the newest snapshot, so that a node
-	// state-syncing from it can still fetch the blocks after it.
+	// states are pruned, but never past the oldest snapshot served, so that
+	// a node state-syncing from any can still fetch the blocks after it.
 	RetainBlocks int64 `json:"retain_blocks"`
 	// SnapshotInterval is how many heights apart state-sync snapshots are
 	// taken (default 1000; 0: none). The last 2 are kept in data/snapshots.
 	SnapshotInterval int64 `json:"snapshot_interval"`
 	// KeepVersions is how many versions of the application state are kept
-	// for queries at past heights, proofs and snapshots being written
-	// (default 1000).
+	// for queries at past heights and proofs (default 1000). A version
+	// being exported for a snapshot is kept until the export ends, whatever
+	// this says.
 	KeepVersions int64 `json:"keep_versions"`
 	// TxIndexRetainBlocks is how many recent heights the node's index of
 	// committed transactions (data/txs.db, GET /v1/txs/{hash}) keeps

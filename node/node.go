@@ -201,6 +201,11 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 		return fmt.Errorf("create CometBFT node: %w", err)
 	}
 	if err := n.comet.Start(); err != nil {
+		if ss := ccfg.StateSync; ss.Enable && strings.Contains(err.Error(), "light client") {
+			return fmt.Errorf("start CometBFT node: %w (state sync could not trust the header at [statesync] trust_height %d with trust_hash %s in %s: "+
+				"compare it with a node of the network you trust, curl http://HOST:26657/commit?height=%d (result.signed_header.commit.block_id.hash), "+
+				"check rpc_servers %v answer, or write a fresh home with bftmon join)", err, ss.TrustHeight, ss.TrustHash, filepath.Join(n.cfg.Home, "config", "config.toml"), ss.TrustHeight, ss.RPCServers)
+		}
 		return fmt.Errorf("start CometBFT node: %w", err)
 	}
 	n.bcast = newBroadcaster(rpclocal.New(n.comet))

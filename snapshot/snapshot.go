@@ -72,6 +72,7 @@ type Manager struct {
 	mu     sync.Mutex
 	busy   bool
 	latest int64 // height of the newest complete snapshot (0: none)
+	oldest int64 // height of the oldest snapshot kept (0: none)
 	wg     sync.WaitGroup
 }
 
@@ -88,6 +89,7 @@ func NewManager(dir string, st *store.Store, interval int64, logger *slog.Logger
 	}
 	if len(list) > 0 {
 		m.latest = int64(list[0].Height)
+		m.oldest = int64(list[min(Keep, len(list))-1].Height)
 	}
 	return m, nil
 }
@@ -106,9 +108,20 @@ func (m *Manager) Latest() int64 {
 	return m.latest
 }
 
+// Oldest is the height of the oldest snapshot kept and served (0: none).
+// A peer may restore any snapshot it was told of, and it often was told
+// some seconds before it asks (CometBFT's discovery_time), so the blocks
+// after the oldest one must stay for it to go on from there.
+func (m *Manager) Oldest() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.oldest
+}
+
 // Committed is called after each commit: at a multiple of the interval it
 // starts taking a snapshot of that height in the background, unless one is
-// still being taken. It never blocks.
+// still being taken, and holds that version of the store from pruning until
+// the snapshot is written. It never blocks.
 func (m *Manager) Committed(height int64) {
 	if m.interval <= 0 || height%m.interval != 0 {
 		return
@@ -119,10 +132,18 @@ func (m *Manager) Committed(height int64) {
 		m.log.Warn("snapshot skipped: the previous one is still being written", "height", height)
 		return
 	}
+	// Hold the version now, in the commit that made it: the goroutine may
+	// start after the next commits, one of which could prune it.
+	release, err := m.st.Hold(height)
+	if err != nil {
+		m.log.Error("snapshot failed", "height", height, "err", err)
+		return
+	}
 	m.busy = true
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
+		defer release()
 		err := m.Take(height)
 		m.mu.Lock()
 		m.busy = false
@@ -184,11 +205,15 @@ func (m *Manager) Take(height int64) error {
 	if err != nil {
 		return err
 	}
-	for _, old := range list[min(Keep, len(list)):] {
+	kept := list[:min(Keep, len(list))]
+	for _, old := range list[len(kept):] {
 		if err := os.RemoveAll(filepath.Join(m.dir, strconv.FormatUint(old.Height, 10))); err != nil {
 			return fmt.Errorf("remove snapshot %d: %w", old.Height, err)
 		}
 	}
+	m.mu.Lock()
+	m.oldest = int64(kept[len(kept)-1].Height)
+	m.mu.Unlock()
 	return nil
 }
 

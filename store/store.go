@@ -36,6 +36,10 @@ type Store struct {
 	// every later commit fails with it instead.
 	broken error
 	keep   int64 // versions kept (KeepVersions unless set)
+	// held counts the holds on each version being exported (Hold): pruning
+	// stops below the lowest, and IAVL, which refuses to delete a version
+	// an exporter reads, would otherwise fail the commit that prunes it.
+	held map[int64]int
 }
 
 // Open opens (or creates) the store in dir.
@@ -67,7 +71,7 @@ func newStore(db idb.DB) (*Store, error) {
 	if _, err := tree.Load(); err != nil {
 		return nil, fmt.Errorf("load tree: %w", err)
 	}
-	return &Store{tree: tree, db: db, keep: KeepVersions}, nil
+	return &Store{tree: tree, db: db, keep: KeepVersions, held: map[int64]int{}}, nil
 }
 
 // Get reads a key from the working version (nil if absent).
@@ -124,7 +128,8 @@ func (s *Store) WorkingHash() []byte {
 }
 
 // Commit saves the working version and returns its hash and number. Old
-// versions beyond KeepVersions are pruned.
+// versions beyond KeepVersions are pruned every 100 versions, but none at or
+// above a held one (Hold): those go at a later prune, once released.
 func (s *Store) Commit() ([]byte, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,12 +141,45 @@ func (s *Store) Commit() ([]byte, int64, error) {
 		s.broken = fmt.Errorf("commit version %d: %w (a full or failing disk? the store takes no more writes until the node restarts)", s.tree.Version()+1, err)
 		return nil, 0, s.broken
 	}
-	if version > s.keep && version%100 == 0 {
-		if err := s.tree.DeleteVersionsTo(version - s.keep); err != nil {
-			return nil, 0, fmt.Errorf("prune versions to %d: %w", version-s.keep, err)
+	if to := s.pruneTo(version); to > 0 && version%100 == 0 {
+		if err := s.tree.DeleteVersionsTo(to); err != nil {
+			return nil, 0, fmt.Errorf("prune versions to %d: %w", to, err)
 		}
 	}
 	return hash, version, nil
+}
+
+// pruneTo is the highest version that committing version lets Commit
+// delete: keep versions back, and below every held version (0: none).
+func (s *Store) pruneTo(version int64) int64 {
+	to := version - s.keep
+	for v := range s.held {
+		to = min(to, v-1)
+	}
+	return max(to, 0)
+}
+
+// Hold keeps a committed version from being pruned until release is
+// called (once; later calls do nothing), whatever keep_versions says: the
+// snapshot manager holds the version it exports from the commit that
+// starts the snapshot until the export ends. Holds nest.
+func (s *Store) Hold(version int64) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if version < 1 || version > s.tree.Version() || !s.tree.VersionExists(version) {
+		return nil, fmt.Errorf("hold version %d: %w (the store has versions up to %d, keep_versions %d)", version, ErrNoVersion, s.tree.Version(), s.keep)
+	}
+	s.held[version]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.held[version]--; s.held[version] <= 0 {
+				delete(s.held, version)
+			}
+		})
+	}, nil
 }
 
 // SetKeepVersions sets how many committed versions are kept for reads,
@@ -157,9 +195,16 @@ type ExportNode = iavl.ExportNode
 
 // Export calls fn with every node of committed version, in the order
 // Import takes them. It takes the store's lock only for each node read, so
-// blocks keep committing meanwhile; the version must stay kept (see
-// SetKeepVersions) until Export returns.
+// blocks keep committing meanwhile, and holds the version (Hold) until it
+// returns so that no commit prunes it under the export. A caller that starts
+// the export later than the commit of its version (in a goroutine) holds it
+// from that commit on, or a prune may come first.
 func (s *Store) Export(version int64, fn func(*ExportNode) error) error {
+	release, err := s.Hold(version)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer release()
 	s.mu.RLock()
 	t, err := s.tree.GetImmutable(version)
 	s.mu.RUnlock()

@@ -32,8 +32,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		// Node commands (node_cmds.go).
-		newDevCmd(), newInitCmd(), newStartCmd(), newTestnetCmd(),
+		// Node commands (node_cmds.go; join in join_cmd.go).
+		newDevCmd(), newInitCmd(), newJoinCmd(), newStartCmd(), newTestnetCmd(),
 		// Client commands (client_cmds.go).
 		newStatusCmd(), newServiceCmd(), newServicesCmd(), newHealthCmd(), newObserversCmd(), newAlertsCmd(), newWebhookCmd(), newReceiverCmd(), newVersionCmd(),
 		// Observer commands (check_cmds.go).
