@@ -142,11 +142,14 @@ func TestRealNagiosPlugins(t *testing.T) {
 		t.Fatalf("performance data must be cut from the output: %q", out)
 	}
 
-	// The hanging plugin's child died with it.
-	bz, err := os.ReadFile(childPid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The hanging plugin's child died with it. On a loaded machine a run
+	// can be killed before the script wrote the pid down: a later run does.
+	var bz []byte
+	waitFor(t, "the hanging plugin to write its child's pid", 30*time.Second, func() (bool, error) {
+		var err error
+		bz, err = os.ReadFile(childPid)
+		return err == nil && len(strings.TrimSpace(string(bz))) > 0, err
+	})
 	pid, err := strconv.Atoi(strings.TrimSpace(string(bz)))
 	if err != nil {
 		t.Fatal(err)
