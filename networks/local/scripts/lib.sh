@@ -3,6 +3,9 @@
 # COMPOSE_FILE like compose does; runs compose from the repository's top.
 
 set -euo pipefail
+# A failure inside $(...) ends the script too (die in container, say), not
+# only the subshell: without it a missing cluster went on to docker errors.
+shopt -s inherit_errexit
 BFTMON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 NODES=(node0 node1 node2 node3)
 DCS=(dc1 dc2)
@@ -38,8 +41,9 @@ container() {
 
 # network NAME: the compose network NAME (dc1, dc2, backbone) of this project.
 network() {
-	local project id
-	project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$(container node0)")"
+	local c project id
+	c="$(container node0)"
+	project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$c")"
 	id="$(docker network ls -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.network=$1")"
 	[ -n "$id" ] || die "no network $1 in compose project $project"
 	echo "$id"
