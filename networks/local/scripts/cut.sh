@@ -10,4 +10,5 @@ one_of datacenter "$1" "${DCS[@]}"
 one_of "cut" "$2" targets peers
 net=$1
 [ "$2" = peers ] && net=backbone
-for n in ${DC_NODES[$1]}; do disconnect "$n" "$net"; done
+# shellcheck disable=SC2086 # DC_NODES holds a list
+disconnect "$net" ${DC_NODES[$1]}

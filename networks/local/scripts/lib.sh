@@ -3,6 +3,9 @@
 # COMPOSE_FILE like compose does; runs compose from the repository's top.
 
 set -euo pipefail
+# A failure inside $(...) ends the script too (die in container, say), not
+# only the subshell: without it a missing cluster went on to docker errors.
+shopt -s inherit_errexit
 BFTMON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 NODES=(node0 node1 node2 node3)
 DCS=(dc1 dc2)
@@ -38,8 +41,9 @@ container() {
 
 # network NAME: the compose network NAME (dc1, dc2, backbone) of this project.
 network() {
-	local project id
-	project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$(container node0)")"
+	local c project id
+	c="$(container node0)"
+	project="$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$c")"
 	id="$(docker network ls -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.network=$1")"
 	[ -n "$id" ] || die "no network $1 in compose project $project"
 	echo "$id"
@@ -47,7 +51,12 @@ network() {
 
 # attached SERVICE NETWORK: whether the service's container is on the network.
 attached() {
-	docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$v.NetworkID}} {{end}}' "$(container "$1")" | grep -q "$(network "$2")"
+	on "$(container "$1")" "$(network "$2")"
+}
+
+# on CONTAINER-ID NETWORK-ID: whether the container is on the network.
+on() {
+	docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$v.NetworkID}} {{end}}' "$1" | grep -q "$2"
 }
 
 # address SERVICE NETWORK: the fixed address docker-compose.yml gives the
@@ -65,22 +74,44 @@ address() {
 	echo "${BFTMON_NET:-10.213}.$net.$host"
 }
 
-# disconnect SERVICE NETWORK, connect SERVICE NETWORK: idempotent; connect
-# gives the container back its fixed address (the peers dial it there) and
-# the service name as its alias (the probes and the webhook resolve it).
+# disconnect NETWORK SERVICE..., connect NETWORK SERVICE...: take the
+# services' containers off the network or put them back; idempotent.
+# connect gives each container back its fixed address (the peers dial it
+# there) and the service name as its alias (the probes and the webhook
+# resolve it). Every name is resolved before the first change, so the
+# changes follow one another closely: each question to compose takes about
+# half a second, and while `cut.sh DC peers` has cut one of DC's nodes but
+# not yet the other, the network still commits with 3 of 4.
 disconnect() {
-	if attached "$1" "$2"; then
-		docker network disconnect "$(network "$2")" "$(container "$1")"
-		echo "disconnected $1 from $2"
-	else
-		echo "$1 is not on $2 already"
-	fi
+	local net=$1 netid i
+	shift
+	netid="$(network "$net")"
+	local ids=()
+	for i in "$@"; do ids+=("$(container "$i")"); done
+	for i in "${!ids[@]}"; do
+		if on "${ids[$i]}" "$netid"; then
+			docker network disconnect "$netid" "${ids[$i]}"
+			echo "disconnected ${*:i+1:1} from $net"
+		else
+			echo "${*:i+1:1} is not on $net already"
+		fi
+	done
 }
 connect() {
-	if attached "$1" "$2"; then
-		echo "$1 is on $2 already"
-	else
-		docker network connect --ip "$(address "$1" "$2")" --alias "$1" "$(network "$2")" "$(container "$1")"
-		echo "connected $1 to $2"
-	fi
+	local net=$1 netid i
+	shift
+	netid="$(network "$net")"
+	local ids=() addrs=()
+	for i in "$@"; do
+		ids+=("$(container "$i")")
+		addrs+=("$(address "$i" "$net")")
+	done
+	for i in "${!ids[@]}"; do
+		if on "${ids[$i]}" "$netid"; then
+			echo "${*:i+1:1} is on $net already"
+		else
+			docker network connect --ip "${addrs[$i]}" --alias "${*:i+1:1}" "$netid" "${ids[$i]}"
+			echo "connected ${*:i+1:1} to $net"
+		fi
+	done
 }

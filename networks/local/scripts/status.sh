@@ -12,5 +12,6 @@ for n in "${NODES[@]}"; do
 	fi
 	docker exec "$id" /bftmon status --addr 127.0.0.1:8500 2>&1 | tail -n +2 || rc=1
 done
-docker exec "$(container node0)" /bftmon health demo --addr 127.0.0.1:8500 || true
+id="$(compose ps -q node0 2>/dev/null | head -n1)"
+[ -n "$id" ] && { docker exec "$id" /bftmon health demo --addr 127.0.0.1:8500 || true; }
 exit $rc

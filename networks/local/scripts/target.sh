@@ -8,5 +8,6 @@ one_of target "$1" "${TARGETS[@]}"
 one_of action "$2" fail heal
 sig=USR1
 [ "$2" = heal ] && sig=USR2
-docker kill -s "$sig" "$(container "$1")" >/dev/null
+id="$(container "$1")"
+docker kill -s "$sig" "$id" >/dev/null
 echo "$1: told to $2 (SIG$sig); docker-compose logs $1 shows it"
