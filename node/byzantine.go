@@ -27,7 +27,10 @@ import (
 // Byzantine observer behaviours, for testing that the network tolerates
 // them (bftmon start --byzantine=MODE[,MODE...], hidden from help). Only
 // the observer misbehaves; the node's consensus and application stay
-// honest, so its app hash must still match the others'.
+// honest, so its app hash must still match the others'. Two modes are not
+// the observer's: stuff-blocks (the node's proposals) and lying-api (the
+// node's HTTP API lies, each read route in turn: see LieCycle; it
+// combines with any observer mode).
 const (
 	ByzAlwaysCritical = "always-critical" // reports every check critical
 	ByzAlwaysPassing  = "always-passing"  // reports every check passing
@@ -42,11 +45,16 @@ const (
 	// commits a delivery receipt for every alert and receiver as soon as
 	// the alert commits.
 	ByzForgeReceipts = "forge-receipts"
+	// ByzLyingAPI makes the node's HTTP API lie in its answers (forged
+	// verdicts, hidden instances, invented alerts, stale heights, proofs
+	// of other records, in turn per route: LieCycle), plain and proven; its
+	// observer, consensus and application stay honest.
+	ByzLyingAPI = "lying-api"
 )
 
 // ByzantineModes lists the modes, in the order above.
 var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood,
-	ByzStuffBlocks, ByzForgeReceipts}
+	ByzStuffBlocks, ByzForgeReceipts, ByzLyingAPI}
 
 // ParseByzantine reads a comma-separated list of modes.
 func ParseByzantine(s string) ([]string, error) {
@@ -329,4 +337,10 @@ func (b *byzantine) forgeReceipts(ctx context.Context, o *observer, receivers []
 			}
 		}
 	}
+}
+
+// observerModes are the modes of modes that make the observer misbehave:
+// all but lying-api, which is the HTTP API's.
+func observerModes(modes []string) []string {
+	return slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == ByzLyingAPI })
 }

@@ -78,10 +78,12 @@ type Node struct {
 	cometMetrics *prometheus.Registry
 	http         *http.Server
 	httpLn       net.Listener
-	dns          *dns.Server      // nil without a DNS interface
-	notifier     *notify.Notifier // nil without receivers
-	nodeID       string
-	rpcAddr      string
+	// apiSrv is the honest API, which a lying-api node wraps.
+	apiSrv   *server.Server
+	dns      *dns.Server      // nil without a DNS interface
+	notifier *notify.Notifier // nil without receivers
+	nodeID   string
+	rpcAddr  string
 	// txs indexes committed transactions by hash (GET /v1/txs/{hash}).
 	txs *txindex.Index
 
@@ -226,8 +228,8 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 		if err != nil {
 			return fmt.Errorf("observer: %w", err)
 		}
-		if len(n.cfg.Byzantine) > 0 {
-			n.byz = newByzantine(n.cfg.Byzantine, n.settings.PeerRPC, n.metrics, n.log)
+		if modes := observerModes(n.cfg.Byzantine); len(modes) > 0 {
+			n.byz = newByzantine(modes, n.settings.PeerRPC, n.metrics, n.log)
 		}
 		if n.cfg.FaultInjection {
 			n.faults = &faults{}
@@ -274,7 +276,12 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 		mux.Handle("/v1/debug/unreachable", n.faults)
 	}
 	n.app.OnCommit(func(b abci.Block) { apiSrv.Committed(b.Changes) })
-	mux.Handle("/", apiSrv)
+	n.apiSrv = apiSrv
+	var apiHandler http.Handler = apiSrv
+	if slices.Contains(n.cfg.Byzantine, ByzLyingAPI) {
+		apiHandler = newLyingAPI(apiSrv, n.metrics, n.log)
+	}
+	mux.Handle("/", apiHandler)
 	n.http = server.HTTPServer(mux)
 	n.wg.Add(1)
 	go func() {
