@@ -100,7 +100,8 @@ const StaleLieAge = 60 * time.Second
 // What a lying API keeps of its honest answers, for stale-height and
 // other-proofs.
 const (
-	lieKeepPerRequest = 6
+	lieKeepPerRequest = 6               // old answers per request
+	lieKeepSpacing    = StaleLieAge / 4 // between two old answers kept
 	lieKeepRequests   = 256
 	lieKeepBytes      = 64 << 20
 )
@@ -119,9 +120,18 @@ type lyingAPI struct {
 
 	mu      sync.Mutex
 	counts  map[string]int         // route pattern and form → requests so far
-	history map[string][]lieRecord // request → its honest 200 answers at rising heights, oldest first
-	bytes   int                    // of the bodies in history
+	history map[string]*kept // by request (requestKey)
+	bytes   int              // of the bodies in history
 	seq     int64                  // of the last record
+}
+
+// kept are the honest answers kept for one request.
+type kept struct {
+	// latest is the answer at the highest height (for other-proofs).
+	latest lieRecord
+	// old are answers at rising heights, oldest first, at least
+	// lieKeepSpacing apart (for stale-height).
+	old []lieRecord
 }
 
 // lieRecord is an honest answer kept.
@@ -143,7 +153,7 @@ func newLyingAPI(next http.Handler, reg prometheus.Registerer, logger *slog.Logg
 			Name: "bftmon_byzantine_api_lies_total",
 			Help: "Answers a lying-api test node's HTTP API lied in, by lie.",
 		}, []string{"lie"}),
-		counts: map[string]int{}, history: map[string][]lieRecord{},
+		counts: map[string]int{}, history: map[string]*kept{},
 	}
 	for _, lie := range Lies {
 		l.lies.WithLabelValues(lie)
@@ -323,29 +333,40 @@ func (l *lyingAPI) record(route, key string, a lieAnswer) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	hist := l.history[key]
-	if n := len(hist); n > 0 && hist[n-1].height >= p.height || n == 0 && len(l.history) >= lieKeepRequests ||
-		l.bytes+len(a.body) > lieKeepBytes {
+	kp := l.history[key]
+	if kp == nil {
+		if len(l.history) >= lieKeepRequests {
+			return
+		}
+		kp = &kept{}
+		l.history[key] = kp
+	}
+	if kp.latest.height >= p.height || l.bytes+len(a.body) > lieKeepBytes {
 		return
 	}
 	now := l.now()
-	if len(hist) == lieKeepPerRequest {
-		// Keep the oldest until a newer one is old enough for the stale
-		// lie: drop the first if the second will do, else the second.
-		drop := 1
-		if now.Sub(hist[1].at) >= StaleLieAge {
-			drop = 0
-		}
-		l.bytes -= len(hist[drop].body)
-		hist = slices.Delete(hist, drop, drop+1)
-	}
-	l.seq++
 	h := a.header.Clone()
 	h.Del("Content-Length")
 	h.Del("Date")
-	l.history[key] = append(hist, lieRecord{seq: l.seq, at: now, route: route, height: p.height, proven: p.proven != nil,
-		header: h, body: bytes.Clone(a.body)})
-	l.bytes += len(a.body)
+	l.seq++
+	rec := lieRecord{seq: l.seq, at: now, route: route, height: p.height, proven: p.proven != nil, header: h, body: bytes.Clone(a.body)}
+	l.bytes += len(rec.body) - len(kp.latest.body)
+	kp.latest = rec
+	if n := len(kp.old); n > 0 && now.Sub(kp.old[n-1].at) < lieKeepSpacing {
+		return
+	}
+	if len(kp.old) == lieKeepPerRequest {
+		// Keep the oldest until a newer one is old enough for the stale
+		// lie: drop the first if the second will do, else the second.
+		drop := 1
+		if now.Sub(kp.old[1].at) >= StaleLieAge {
+			drop = 0
+		}
+		l.bytes -= len(kp.old[drop].body)
+		kp.old = slices.Delete(kp.old, drop, drop+1)
+	}
+	kp.old = append(kp.old, rec)
+	l.bytes += len(rec.body)
 }
 
 // stale is the answer to replay for key instead of one at height: the
@@ -353,13 +374,13 @@ func (l *lyingAPI) record(route, key string, a lieAnswer) {
 func (l *lyingAPI) stale(key string, height int64, proven bool) (lieRecord, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	hist := l.history[key]
-	if len(hist) == 0 {
+	kp := l.history[key]
+	if kp == nil || len(kp.old) == 0 {
 		return lieRecord{}, false
 	}
-	pick := hist[0]
+	pick := kp.old[0]
 	now := l.now()
-	for _, rec := range hist {
+	for _, rec := range kp.old {
 		if now.Sub(rec.at) >= StaleLieAge {
 			pick = rec
 		}
@@ -380,11 +401,11 @@ func (l *lyingAPI) otherProofs(route, key string, proven *jobj) (bool, error) {
 	}
 	l.mu.Lock()
 	var best, bestSameRoute *lieRecord
-	for k, hist := range l.history {
-		if k == key || len(hist) == 0 || !hist[len(hist)-1].proven {
+	for k, kp := range l.history {
+		if k == key || !kp.latest.proven {
 			continue
 		}
-		rec := &hist[len(hist)-1]
+		rec := &kp.latest
 		slot := &best
 		if rec.route == route {
 			slot = &bestSameRoute
