@@ -119,10 +119,10 @@ type lyingAPI struct {
 	now    func() time.Time
 
 	mu      sync.Mutex
-	counts  map[string]int         // route pattern and form → requests so far
+	counts  map[string]int   // route pattern and form → requests so far
 	history map[string]*kept // by request (requestKey)
 	bytes   int              // of the bodies in history
-	seq     int64                  // of the last record
+	seq     int64            // of the last record
 }
 
 // kept are the honest answers kept for one request.
