@@ -1,6 +1,9 @@
 package node
 
-import "context"
+import (
+	"context"
+	"net/http"
+)
 
 // CheckGenesis and NoteGenesis let tests reach the start-up checks.
 var (
@@ -24,3 +27,7 @@ func SetLookupHost(f func(ctx context.Context, host string) ([]string, error)) (
 
 // PeerAddr lets tests reach how join reads a node's P2P listen address.
 var PeerAddr = peerAddr
+
+// HonestAPI is n's HTTP API without the lying-api middleware, so that a
+// test can compare a lying node's answers with the truth.
+func HonestAPI(n *Node) http.Handler { return n.apiSrv }
