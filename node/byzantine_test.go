@@ -18,6 +18,8 @@ func TestParseByzantine(t *testing.T) {
 		{"invert,replay", "", 2},
 		{"forge-receipts", "", 1},
 		{"always-passing,forge-receipts", "", 2},
+		{"lying-api", "", 1},
+		{"invert,lying-api,replay", "", 3},
 		{"lie", `unknown mode`, 0},
 		{"always-passing,random", "at most one of", 0},
 	} {
@@ -68,5 +70,14 @@ func TestByzantineLies(t *testing.T) {
 	var honestB *byzantine
 	if got := honestB.lie(honest); &got[0] != &honest[0] {
 		t.Error("an honest observer's batch must pass through untouched")
+	}
+}
+
+func TestObserverModes(t *testing.T) {
+	if got := observerModes([]string{ByzInvert, ByzLyingAPI, ByzReplay}); len(got) != 2 || got[0] != ByzInvert || got[1] != ByzReplay {
+		t.Errorf("observerModes = %q", got)
+	}
+	if got := observerModes([]string{ByzLyingAPI}); len(got) != 0 {
+		t.Errorf("lying-api alone makes the observer misbehave: %q", got)
 	}
 }

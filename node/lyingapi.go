@@ -227,8 +227,8 @@ func (l *lyingAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	l.record(route, requestKey(r), honest)
 
-	for k, v := range out.header {
-		w.Header()[k] = v
+	for name, v := range out.header {
+		w.Header()[name] = v
 	}
 	w.Header().Del("Content-Length")
 	if ok {

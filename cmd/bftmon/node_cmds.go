@@ -105,7 +105,7 @@ func newStartCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dnsAddr, "dns", "", "DNS interface listen address, UDP and TCP (default: the home's config/bftmon.json; --dns '' for none)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "log level: debug, info, warn, error")
 	// Test-only flags, hidden from help (docs/TESTING.md).
-	cmd.Flags().StringVar(&byz, "byzantine", os.Getenv("BFTMON_BYZANTINE"), "make this node's observer misbehave on purpose (env BFTMON_BYZANTINE): "+strings.Join(node.ByzantineModes, ", "))
+	cmd.Flags().StringVar(&byz, "byzantine", os.Getenv("BFTMON_BYZANTINE"), "make this node (its observer, its proposals or its HTTP API) misbehave on purpose (env BFTMON_BYZANTINE): "+strings.Join(node.ByzantineModes, ", "))
 	cmd.Flags().BoolVar(&faults, "fault-injection", false, "serve /v1/debug/unreachable, to tell the observer which targets it cannot reach")
 	_ = cmd.Flags().MarkHidden("byzantine")
 	_ = cmd.Flags().MarkHidden("fault-injection")
