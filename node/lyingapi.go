@@ -2,6 +2,8 @@ package node
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/proof"
 )
 
 // The lies of a --byzantine=lying-api node's HTTP API, as counted in
@@ -46,9 +49,12 @@ const (
 	// proofs hold, at its old height.
 	LieStaleHeight = "stale-height"
 	// LieOtherProofs, in a proven answer only, replaces height and proofs
-	// with those of the proven answer last given to another request
-	// (another route's if any): they verify against their height's app
-	// hash but prove other records than the answer's.
+	// with those of the newest proven answer given to another request
+	// (another route's first): they verify against their height's app
+	// hash but prove other records than the answer's. Proofs that would
+	// rebuild the answer all the same (Consul's health and checks routes
+	// read the same records; a list proves a name's absence) are passed
+	// over: the liar verifies them first, as a client would.
 	LieOtherProofs = "other-proofs"
 )
 
@@ -57,7 +63,8 @@ const (
 // one form (plain, or proven with ?proof=1) gets LieCycle[k %
 // len(LieCycle)]; "" is an honest answer. A lie that does not apply to
 // that answer (invent-alert on another route than /v1/alerts,
-// other-proofs on a plain answer, a forged verdict where no status is
+// other-proofs on a plain answer or with no kept proofs that fail to
+// prove it, a forged verdict where no status is
 // shown, hiding in an empty list or an error answer, a stale height with
 // no answer kept at a lower height) leaves the answer honest, without
 // HeaderTestLie and uncounted; the next request still takes the next
@@ -79,6 +86,7 @@ var LyingRoutes = []string{
 	"GET /v1/observers",
 	"GET /v1/receivers",
 	"GET /v1/sd/prometheus",
+	"GET /v1/catalog/datacenters",
 	"GET /v1/catalog/services",
 	"GET /v1/catalog/service/{name}",
 	"GET /v1/health/service/{name}",
@@ -117,6 +125,9 @@ type lyingAPI struct {
 	log    *slog.Logger
 	lies   *prometheus.CounterVec
 	now    func() time.Time
+	// appHash is the app hash the node committed at a height, for
+	// otherProofs to check its lie (nil: unchecked).
+	appHash func(height int64) ([]byte, error)
 
 	mu      sync.Mutex
 	counts  map[string]int   // route pattern and form → requests so far
@@ -178,10 +189,11 @@ func (l *lyingAPI) route(r *http.Request) string {
 	return pattern
 }
 
-// wantsProof says whether r asks for the proven form.
+// wantsProof says whether r asks for the proven form (?proof, ?proof=1,
+// ?proof=true), as the API reads it.
 func wantsProof(r *http.Request) bool {
-	v := r.URL.Query().Get("proof")
-	return v == "1" || v == "true"
+	v, ok := r.URL.Query()[api.ProofParam]
+	return ok && (v[0] == "" || v[0] == "1" || v[0] == "true")
 }
 
 // requestKey identifies a request for the answers kept: its path and
@@ -219,7 +231,7 @@ func (l *lyingAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out, ok := honest, false
 	if lie != "" {
 		var err error
-		out, ok, err = l.tell(lie, route, requestKey(r), honest)
+		out, ok, err = l.tell(r.Context(), lie, route, requestKey(r), r.URL.RequestURI(), honest)
 		if err != nil {
 			l.log.Debug("lie not told", "lie", lie, "path", r.URL.Path, "err", err)
 			out, ok = honest, false
@@ -290,7 +302,7 @@ func (p *parsed) replace(v any) {
 }
 
 // tell rewrites honest per lie; ok is false when the lie does not apply.
-func (l *lyingAPI) tell(lie, route, key string, honest lieAnswer) (out lieAnswer, ok bool, err error) {
+func (l *lyingAPI) tell(ctx context.Context, lie, route, key, pathAndQuery string, honest lieAnswer) (out lieAnswer, ok bool, err error) {
 	p, ok := parse(honest)
 	if !ok {
 		return honest, false, nil
@@ -312,7 +324,7 @@ func (l *lyingAPI) tell(lie, route, key string, honest lieAnswer) (out lieAnswer
 		if p.proven == nil {
 			return honest, false, nil
 		}
-		ok, err = l.otherProofs(route, key, p.proven)
+		ok, err = l.otherProofs(ctx, route, key, pathAndQuery, p.proven)
 	}
 	if err != nil || !ok {
 		return honest, false, err
@@ -392,36 +404,38 @@ func (l *lyingAPI) stale(key string, height int64, proven bool) (lieRecord, bool
 }
 
 // otherProofs puts into a proven answer the height and proofs of the
-// newest proven answer kept for another request, another route's if there
-// is one, whose proofs differ from its own.
-func (l *lyingAPI) otherProofs(route, key string, proven *jobj) (bool, error) {
+// newest proven answer kept for another request (another route's first)
+// whose proofs differ from its own and, when l can check, do not prove
+// the answer: verified against their height's app hash, the records they
+// prove must not rebuild it (another service's list can prove a service's
+// absence, say, and the Consul health and checks routes read the same
+// records). ok is false when no such answer is kept.
+func (l *lyingAPI) otherProofs(ctx context.Context, route, key, pathAndQuery string, proven *jobj) (ok bool, err error) {
 	own, err := json.Marshal(proven.get("proofs"))
 	if err != nil {
 		return false, fmt.Errorf("encode the proofs: %w", err)
 	}
 	l.mu.Lock()
-	var best, bestSameRoute *lieRecord
-	for k, kp := range l.history {
-		if k == key || !kp.latest.proven {
-			continue
-		}
-		rec := &kp.latest
-		slot := &best
-		if rec.route == route {
-			slot = &bestSameRoute
-		}
-		if *slot == nil || rec.seq > (*slot).seq {
-			*slot = rec
-		}
-	}
 	var cands []lieRecord
-	for _, r := range []*lieRecord{best, bestSameRoute} {
-		if r != nil {
-			cands = append(cands, *r)
+	for k, kp := range l.history {
+		if k != key && kp.latest.proven {
+			cands = append(cands, kp.latest)
 		}
 	}
 	l.mu.Unlock()
-	for _, rec := range cands {
+	slices.SortFunc(cands, func(a, b lieRecord) int {
+		if (a.route == route) != (b.route == route) {
+			if a.route == route {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.seq, a.seq)
+	})
+	for i, rec := range cands {
+		if i == maxOtherProofsTries {
+			break
+		}
 		tree, err := parseJSON(rec.body)
 		if err != nil {
 			continue
@@ -431,7 +445,7 @@ func (l *lyingAPI) otherProofs(route, key string, proven *jobj) (bool, error) {
 			continue
 		}
 		theirs, err := json.Marshal(other.get("proofs"))
-		if err != nil || bytes.Equal(own, theirs) {
+		if err != nil || bytes.Equal(own, theirs) || l.proves(ctx, other, theirs, pathAndQuery, proven) {
 			continue
 		}
 		proven.set("height", other.get("height"))
@@ -439,6 +453,48 @@ func (l *lyingAPI) otherProofs(route, key string, proven *jobj) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// maxOtherProofsTries bounds the proven answers otherProofs checks.
+const maxOtherProofsTries = 16
+
+// proves says whether the proofs (JSON bundle) of the proven answer other
+// prove the answer of proven to pathAndQuery, as a verifying client
+// would find: false when l cannot check (no app hashes).
+func (l *lyingAPI) proves(ctx context.Context, other *jobj, bundle []byte, pathAndQuery string, proven *jobj) bool {
+	if l.appHash == nil {
+		return false
+	}
+	n, ok := other.get("height").(json.Number)
+	if !ok {
+		return false
+	}
+	height, err := n.Int64()
+	if err != nil {
+		return false
+	}
+	var b proof.Bundle
+	if err := json.Unmarshal(bundle, &b); err != nil {
+		return false
+	}
+	hash, err := l.appHash(height)
+	if err != nil {
+		return false
+	}
+	r, err := proof.Verify(&b, hash)
+	if err != nil {
+		return false
+	}
+	code, rebuilt, err := server.Rebuild(ctx, r, http.MethodGet, pathAndQuery)
+	if err != nil {
+		return false
+	}
+	told, err := json.Marshal(proven.get("answer"))
+	if err != nil {
+		return false
+	}
+	c, _ := proven.get("code").(json.Number)
+	return c.String() == strconv.Itoa(code) && bytes.Equal(told, rebuilt)
 }
 
 // statusKeys are the fields that carry a verdict or status, in the native

@@ -127,7 +127,10 @@ func TestLyingAPINode(t *testing.T) {
 		{"/v1/observers", []string{"", F, H, "", S, ""}},
 		{"/v1/receivers", []string{"", "", "", "", S, ""}}, // none registered: nothing to hide
 		{"/v1/sd/prometheus", []string{"", F, H, "", S, ""}},
+		{"/v1/catalog/datacenters", []string{"", "", H, "", S, ""}},
 		{"/v1/catalog/services", []string{"", "", "", "", S, ""}}, // names and tags: no status, no list
+		{"/v1/catalog/nodes", []string{"", "", H, "", S, ""}},
+		{"/v1/agent/services", []string{"", F, "", "", S, ""}}, // by id: no list
 		{"/v1/catalog/service/web", []string{"", F, H, "", S, ""}},
 		{"/v1/health/service/web", []string{"", F, H, "", S, ""}},
 		{"/v1/health/checks/web", []string{"", F, H, "", S, ""}},
@@ -277,6 +280,9 @@ func consulLie(path, lie string, body []byte) error {
 		}
 		Checks []struct{ Status string }
 		Labels map[string]string `json:"labels"`
+	}
+	if lie != node.LieForgeVerdict && lie != node.LieHideInstance {
+		return nil
 	}
 	switch path {
 	case "/v1/health/service/web", "/v1/sd/prometheus":

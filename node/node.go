@@ -279,7 +279,9 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 	n.apiSrv = apiSrv
 	var apiHandler http.Handler = apiSrv
 	if slices.Contains(n.cfg.Byzantine, ByzLyingAPI) {
-		apiHandler = newLyingAPI(apiSrv, n.metrics, n.log)
+		liar := newLyingAPI(apiSrv, n.metrics, n.log)
+		liar.appHash = n.AppHashAt
+		apiHandler = liar
 	}
 	mux.Handle("/", apiHandler)
 	n.http = server.HTTPServer(mux)
