@@ -44,8 +44,9 @@ type Config struct {
 	// HTTPAddr overrides the settings' http_addr when not empty.
 	HTTPAddr string
 	Logger   *slog.Logger
-	// Byzantine makes the observer misbehave on purpose (ByzantineModes),
-	// for tests of the network's tolerance.
+	// Byzantine makes the observer (or the proposals, or the HTTP API:
+	// lying-api) misbehave on purpose (ByzantineModes), for tests of the
+	// network's and the clients' tolerance.
 	Byzantine []string
 	// FaultInjection serves /v1/debug/unreachable, through which tests tell
 	// the observer which targets it cannot reach.
