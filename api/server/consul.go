@@ -190,7 +190,7 @@ func (s *Server) consulDatacenters(w http.ResponseWriter, r *http.Request) {
 			return 0, nil, err
 		}
 		return q.Indexes().Catalog, datacenters(q, insts), nil
-	}, func(http.Header, int64) {})
+	}, bftmonIndex)
 }
 
 func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {

@@ -169,10 +169,15 @@ func Rebuild(ctx context.Context, r app.Reader, method, pathAndQuery string) (co
 	}
 	rec := httptest.NewRecorder()
 	New(&rebuildBackend{r: r}, Config{}, slog.New(slog.DiscardHandler)).ServeHTTP(rec, req)
-	if rec.Code == http.StatusInternalServerError {
-		return rec.Code, nil, fmt.Errorf("rebuild %s %s: %s", method, u, strings.TrimSpace(rec.Body.String()))
-	}
 	text := !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json")
+	if rec.Code == http.StatusInternalServerError && !text {
+		// A failed read (Consul's 500s are plain text, and answers).
+		var e api.Error
+		if json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(rec.Body.String())
+		}
+		return rec.Code, nil, fmt.Errorf("rebuild %s %s: %s", method, u, e.Error)
+	}
 	if body, err = answerJSON(rec.Body.Bytes(), text); err != nil {
 		return 0, nil, fmt.Errorf("rebuild %s %s: %w", method, u, err)
 	}

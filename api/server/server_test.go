@@ -242,7 +242,7 @@ func newServer(t *testing.T) (*api.Client, string) {
 
 // newBackend is a backend over a memory store with one observer and one
 // operator.
-func newBackend(t *testing.T) *backend {
+func newBackend(t testing.TB) *backend {
 	st := store.NewMemory()
 	a, err := app.New(st)
 	if err != nil {
