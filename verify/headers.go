@@ -239,15 +239,8 @@ func (h *Headers) Header(ctx context.Context, height int64) (*cmttypes.SignedHea
 	if lb, err := h.store.LightBlock(height); err == nil {
 		return lb.SignedHeader, nil
 	}
-	if h.client == nil {
-		// The light client drops a provider that failed once, for good; a
-		// node that restarted must not leave us without any. The store
-		// keeps what was verified.
-		c, err := light.NewClientFromTrustedStore(h.chainID, h.opts.TrustPeriod, h.primary(), h.witnesses(), h.store)
-		if err != nil {
-			return nil, fmt.Errorf("light client: %v: %w", err, ErrNotVerified)
-		}
-		h.client = c
+	if err := h.ensureClient(); err != nil {
+		return nil, err
 	}
 	lb, err := h.client.VerifyLightBlockAtHeight(ctx, height, h.opts.Now())
 	if err != nil {
@@ -296,4 +289,39 @@ func (h *Headers) AppHash(ctx context.Context, version int64) ([]byte, time.Time
 			version, version+1, age.Round(time.Millisecond), h.opts.MaxAge, ErrNotVerified)
 	}
 	return sh.AppHash, sh.Time, nil
+}
+
+// Latest verifies the newest header the primary has and returns it.
+func (h *Headers) Latest(ctx context.Context) (*cmttypes.SignedHeader, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.ensureClient(); err != nil {
+		return nil, err
+	}
+	if _, err := h.client.Update(ctx, h.opts.Now()); err != nil {
+		h.client = nil
+		return nil, fmt.Errorf("newest header: %s: %w", describe(err), ErrNotVerified)
+	}
+	lb, err := h.client.TrustedLightBlock(0)
+	if err != nil {
+		return nil, fmt.Errorf("newest header: %v: %w", err, ErrNotVerified)
+	}
+	return lb.SignedHeader, nil
+}
+
+// ensureClient makes a light client from the trusted store if the last
+// one was dropped. h.mu is held.
+func (h *Headers) ensureClient() error {
+	if h.client != nil {
+		return nil
+	}
+	// The light client drops a provider that failed once, for good; a
+	// node that restarted must not leave us without any. The store keeps
+	// what was verified.
+	c, err := light.NewClientFromTrustedStore(h.chainID, h.opts.TrustPeriod, h.primary(), h.witnesses(), h.store)
+	if err != nil {
+		return fmt.Errorf("light client: %v: %w", err, ErrNotVerified)
+	}
+	h.client = c
+	return nil
 }
