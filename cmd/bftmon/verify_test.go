@@ -166,3 +166,16 @@ func TestVerifyCLI(t *testing.T) {
 		t.Errorf("health demo through the proxy: exit %d:\n%s", code, out)
 	}
 }
+
+func TestRPCURL(t *testing.T) {
+	for _, tc := range []struct{ rpc, api, want string }{
+		{"tcp://127.0.0.1:26657", "http://10.0.0.5:8500", "http://127.0.0.1:26657"},
+		{"tcp://0.0.0.0:26657", "http://10.0.0.5:8500", "http://10.0.0.5:26657"},
+		{"tcp://[::]:26657", "http://node1:8500", "http://node1:26657"},
+		{"http://rpc.example:443", "http://node1:8500", "http://rpc.example:443"},
+	} {
+		if got := rpcURL(tc.rpc, tc.api); got != tc.want {
+			t.Errorf("rpcURL(%q, %q) = %q, want %q", tc.rpc, tc.api, got, tc.want)
+		}
+	}
+}
