@@ -14,6 +14,7 @@ import (
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/proto/tendermint/crypto"
 
 	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
@@ -306,9 +307,16 @@ func (a *Application) retainHeight(height int64) int64 {
 // reads through CometBFT's /abci_query to pick a height to trust).
 const QuerySnapshots = "/snapshots"
 
+// ProofOpICS23 is the type of the one proof operation a proven "/key"
+// query answers with: its data is the protobuf of an ICS23
+// CommitmentProof (existence or non-existence) of the key against the app
+// hash of the version read, which the header of the next height carries.
+const ProofOpICS23 = "ics23:iavl"
+
 // Query reads a raw key of the replicated state at a height (0: latest):
-// path "/key", data = the key; or lists the snapshots this node serves:
-// path QuerySnapshots.
+// path "/key", data = the key, with Prove a ProofOpICS23 proof of its value
+// or its absence; or lists the snapshots this node serves: path
+// QuerySnapshots.
 func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
 	if req.Path == QuerySnapshots {
 		return a.querySnapshots()
@@ -324,7 +332,19 @@ func (a *Application) Query(_ context.Context, req *abci.RequestQuery) (*abci.Re
 	if err != nil {
 		return nil, err
 	}
-	return &abci.ResponseQuery{Key: req.Data, Value: v, Height: r.Version()}, nil
+	res := &abci.ResponseQuery{Key: req.Data, Value: v, Height: r.Version()}
+	if req.Prove {
+		p, err := r.Proof(req.Data)
+		if err != nil {
+			return &abci.ResponseQuery{Code: uint32(app.CodeInvalid), Log: err.Error(), Key: req.Data, Height: r.Version()}, nil
+		}
+		bz, err := p.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("query %q: encode proof: %w", req.Data, err)
+		}
+		res.ProofOps = &crypto.ProofOps{Ops: []crypto.ProofOp{{Type: ProofOpICS23, Key: req.Data, Data: bz}}}
+	}
+	return res, nil
 }
 
 // querySnapshots answers QuerySnapshots: a node taking none answers an

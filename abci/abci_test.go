@@ -13,6 +13,7 @@ import (
 	"time"
 
 	abcitypes "github.com/cometbft/cometbft/abci/types"
+	ics23 "github.com/cosmos/ics23/go"
 
 	"github.com/bftmon/bftmon/abci"
 	"github.com/bftmon/bftmon/app"
@@ -380,5 +381,55 @@ func TestMempoolShare(t *testing.T) {
 	}
 	if c := check(flood[abci.MempoolShare], abcitypes.CheckTxType_New); c != 0 {
 		t.Fatalf("after a block took 10 of the share: code %d", c)
+	}
+}
+
+// TestQueryProve: a "/key" query with Prove answers one ics23:iavl proof
+// operation that proves the value (or the absence) of the key against the
+// app hash of the height read, and a query without Prove answers none.
+func TestQueryProve(t *testing.T) {
+	a := newApp(t)
+	insts := instances(3)
+	res := finalize(t, a, 1, registerTxs(t, insts)...)
+	finalize(t, a, 2) // a later height: the query reads height 1
+	tests := []struct {
+		name    string
+		key     string
+		present bool
+	}{
+		{"present", "s/svc/i00001", true},
+		{"absent", "s/svc/i00001x", false},
+		{"before everything", "\x00", false},
+		{"after everything", "\xff\xff", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, err := a.Query(context.Background(), &abcitypes.RequestQuery{Path: "/key", Data: []byte(tt.key), Height: 1, Prove: true})
+			if err != nil || q.Code != 0 {
+				t.Fatalf("query: %v %d %s", err, q.GetCode(), q.GetLog())
+			}
+			if q.Height != 1 || tt.present != (q.Value != nil) {
+				t.Fatalf("height %d, value %q", q.Height, q.Value)
+			}
+			ops := q.ProofOps.GetOps()
+			if len(ops) != 1 || ops[0].Type != abci.ProofOpICS23 || string(ops[0].Key) != tt.key {
+				t.Fatalf("proof ops %+v", ops)
+			}
+			var p ics23.CommitmentProof
+			if err := p.Unmarshal(ops[0].Data); err != nil {
+				t.Fatal(err)
+			}
+			ok := ics23.VerifyNonMembership(ics23.IavlSpec, res.AppHash, &p, []byte(tt.key))
+			if tt.present {
+				ok = ics23.VerifyMembership(ics23.IavlSpec, res.AppHash, &p, []byte(tt.key), q.Value)
+			}
+			if !ok {
+				t.Fatal("the proof does not verify against the app hash of height 1")
+			}
+		})
+	}
+	q, err := a.Query(context.Background(), &abcitypes.RequestQuery{Path: "/key", Data: []byte("m/info")})
+	if err != nil || q.ProofOps != nil {
+		t.Fatalf("query without prove: %v, proof ops %v", err, q.ProofOps)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	dbm "github.com/cosmos/cosmos-db"
 	"github.com/cosmos/iavl"
 	idb "github.com/cosmos/iavl/db"
+	ics23 "github.com/cosmos/ics23/go"
 )
 
 // KeepVersions is how many committed versions are kept for reads and proofs
@@ -374,6 +375,45 @@ func (r *Reader) Iterate(prefix []byte, fn func(key, value []byte) bool) error {
 		return fmt.Errorf("iterate %q: %w", prefix, err)
 	}
 	return drain(it, fn)
+}
+
+// ErrEmptyValue is returned by Proof for a key that holds an empty value:
+// ICS23 cannot prove one (its leaf operation refuses an empty value), nor
+// the absence of a key beside one. The application never stores one (every
+// record it writes carries a height, an id or a name), so this is a bug.
+var ErrEmptyValue = errors.New("key holds an empty value, which ICS23 cannot prove")
+
+// Proof returns an ICS23 proof of key against the version's hash: an
+// existence proof of its value if it is present, a non-existence proof
+// (the neighbours on each side, proven adjacent) if it is absent.
+func (r *Reader) Proof(key []byte) (*ics23.CommitmentProof, error) {
+	if r.tree == nil {
+		return nil, fmt.Errorf("prove %q: %w (nothing committed yet)", key, ErrNoVersion)
+	}
+	if len(key) == 0 {
+		return nil, fmt.Errorf("prove an empty key: ICS23 proves only non-empty keys")
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	v, err := r.tree.Get(key)
+	if err != nil {
+		return nil, fmt.Errorf("prove %q at %d: %w", key, r.tree.Version(), err)
+	}
+	var p *ics23.CommitmentProof
+	if v != nil {
+		p, err = r.tree.GetMembershipProof(key)
+	} else {
+		p, err = r.tree.GetNonMembershipProof(key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prove %q at %d: %w", key, r.tree.Version(), err)
+	}
+	for _, e := range []*ics23.ExistenceProof{p.GetExist(), p.GetNonexist().GetLeft(), p.GetNonexist().GetRight()} {
+		if e != nil && len(e.Value) == 0 {
+			return nil, fmt.Errorf("prove %q at %d: %q: %w", key, r.tree.Version(), e.Key, ErrEmptyValue)
+		}
+	}
+	return p, nil
 }
 
 type iterator interface {

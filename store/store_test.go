@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	ics23 "github.com/cosmos/ics23/go"
 )
 
 // commitN commits versions up to and including to, one key each.
@@ -78,5 +80,82 @@ func TestHoldRefusesAPrunedVersion(t *testing.T) {
 	commitN(t, s, 100)
 	if _, err := s.Hold(50); !errors.Is(err, ErrNoVersion) {
 		t.Errorf("hold of pruned version 50: %v, want %v", err, ErrNoVersion)
+	}
+}
+
+// TestProof: Proof proves a present key's value and an absent key's
+// neighbours against the version's hash, and refuses an empty state.
+func TestProof(t *testing.T) {
+	s := NewMemory()
+	defer s.Close()
+	if _, err := (&Reader{}).Proof([]byte("a")); !errors.Is(err, ErrNoVersion) {
+		t.Fatalf("proof in an empty state: %v", err)
+	}
+	for _, k := range []string{"a", "c", "e"} {
+		if err := s.Set([]byte(k), []byte("v"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Reader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		key         string
+		present     bool
+		left, right string // the neighbours of an absent key ("": none)
+	}{
+		{"a", true, "", ""},
+		{"e", true, "", ""},
+		{"0", false, "", "a"},
+		{"b", false, "a", "c"},
+		{"c\x00", false, "c", "e"},
+		{"f", false, "e", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			p, err := r.Proof([]byte(tt.key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.present {
+				if !ics23.VerifyMembership(ics23.IavlSpec, r.Hash(), p, []byte(tt.key), []byte("v"+tt.key)) {
+					t.Fatal("existence proof does not verify")
+				}
+				return
+			}
+			if !ics23.VerifyNonMembership(ics23.IavlSpec, r.Hash(), p, []byte(tt.key)) {
+				t.Fatal("non-existence proof does not verify")
+			}
+			n := p.GetNonexist()
+			if string(n.GetLeft().GetKey()) != tt.left || string(n.GetRight().GetKey()) != tt.right {
+				t.Fatalf("neighbours %q %q, want %q %q", n.GetLeft().GetKey(), n.GetRight().GetKey(), tt.left, tt.right)
+			}
+		})
+	}
+}
+
+// TestProofEmptyValue: a key holding an empty value (Set turns nil into
+// one) cannot be proven, nor a key beside it; Proof says so.
+func TestProofEmptyValue(t *testing.T) {
+	s := NewMemory()
+	defer s.Close()
+	if err := s.Set([]byte("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Reader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b"} {
+		if _, err := r.Proof([]byte(k)); !errors.Is(err, ErrEmptyValue) {
+			t.Fatalf("proof of %q: %v, want ErrEmptyValue", k, err)
+		}
 	}
 }
