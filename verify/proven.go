@@ -2,12 +2,14 @@ package verify
 
 import (
 	"encoding/json"
-	"errors"
+	"fmt"
 
 	"github.com/bftmon/bftmon/app"
+	"github.com/bftmon/bftmon/proof"
 )
 
-// proven is a node's answer to a read with proof=1 (api.Proven).
+// proven is a node's answer to a read with proof=1 (api.Proven), its
+// proofs kept raw until they are verified.
 type proven struct {
 	Height int64           `json:"height"`
 	Code   int             `json:"code"`
@@ -16,8 +18,12 @@ type proven struct {
 	Proofs json.RawMessage `json:"proofs"`
 }
 
-// verifyProofs checks the proof bundle against appHash and returns a
-// reader of what it proves.
+// verifyProofs decodes the proof bundle, checks it against appHash and
+// returns a reader of what it proves (proof.Verify).
 func verifyProofs(raw json.RawMessage, appHash []byte) (app.Reader, error) {
-	return nil, errors.New("proof verification not available yet")
+	var b proof.Bundle
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("decode the proof bundle: %w", err)
+	}
+	return proof.Verify(&b, appHash)
 }
