@@ -278,6 +278,10 @@ func (c *Client) Alerts(ctx context.Context, opts *QueryOptions) ([]Alert, Query
 	return a, meta, err
 }
 
+// Encode renders the options as the query string of a read ("?status=passing",
+// "" for none), for clients that build their own requests (package verify).
+func (o *QueryOptions) Encode() string { return o.encode() }
+
 // encode renders the options as a query string ("" for none).
 func (o *QueryOptions) encode() string {
 	if o == nil {

@@ -21,6 +21,12 @@ type Status struct {
 	ObserverName string    `json:"observer_name,omitempty"`
 	Datacenter   string    `json:"datacenter,omitempty"`
 	Version      string    `json:"version"`
+	// RPC is the URL of this node's CometBFT RPC, where a verifying client
+	// gets the signed block headers (package verify) unless told others.
+	// Trusting it is not needed: every header is verified by the
+	// validators' signatures, whoever serves it. A host 0.0.0.0 or [::]
+	// means the host of the API.
+	RPC string `json:"rpc,omitempty"`
 	// Committing is false when the node has committed no block for a while
 	// (node.StallAfter) or can commit no more; Problem then says why and
 	// GET /v1/status answers 503. Everything the node answers is as of

@@ -43,6 +43,35 @@ func Read(ctx context.Context, w io.Writer, t *Targets, cfg ReadConfig) error {
 	if dnsAddr == "" {
 		return errors.New("the node serves no DNS")
 	}
+	if err := registerWeb(ctx, w, bn, t, cfg.Instances); err != nil {
+		return err
+	}
+	base := bn.c.Addr()
+	for _, path := range []string{"/v1/health/service/web", "/v1/services/web?status=passing", "/v1/sd/prometheus"} {
+		r, err := runWrk(ctx, wrk, base+path, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "HTTP GET %-34s %8.0f req/s  p50 %-9s p99 %-9s (wrk, %d connections, %s)\n", path, r.rps, r.p50, r.p99, cfg.Connections, cfg.Duration)
+	}
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"web.service.bftmon.", mdns.TypeA}, {"web.service.bftmon.", mdns.TypeSRV}} {
+		r, err := loadDNS(ctx, dnsAddr, q.name, q.qtype, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "DNS %-4s %-35s %8.0f q/s    p50 %-9s p99 %-9s (%d clients over UDP, %s; %d answers each)\n",
+			mdns.TypeToString[q.qtype], q.name, r.rps, r.p50, r.p99, cfg.Connections, cfg.Duration, r.answers)
+	}
+	return nil
+}
+
+// registerWeb registers n instances of "web" with an http check on t and
+// waits until all are agreed passing.
+func registerWeb(ctx context.Context, w io.Writer, bn *benchNode, t *Targets, n int) error {
+	cfg := struct{ Instances int }{n}
 	fmt.Fprintf(w, "read: registering %d instances of web...\n", cfg.Instances)
 	for i := range cfg.Instances {
 		si := types.ServiceInstance{Name: "web", Id: fmt.Sprintf("web-%03d", i), Address: fmt.Sprintf("127.0.%d.%d", i/250, i%250+1), Port: 80,
@@ -67,25 +96,6 @@ func Read(ctx context.Context, w io.Writer, t *Targets, cfg ReadConfig) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-	base := bn.c.Addr()
-	for _, path := range []string{"/v1/health/service/web", "/v1/services/web?status=passing", "/v1/sd/prometheus"} {
-		r, err := runWrk(ctx, wrk, base+path, cfg)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "HTTP GET %-34s %8.0f req/s  p50 %-9s p99 %-9s (wrk, %d connections, %s)\n", path, r.rps, r.p50, r.p99, cfg.Connections, cfg.Duration)
-	}
-	for _, q := range []struct {
-		name  string
-		qtype uint16
-	}{{"web.service.bftmon.", mdns.TypeA}, {"web.service.bftmon.", mdns.TypeSRV}} {
-		r, err := loadDNS(ctx, dnsAddr, q.name, q.qtype, cfg)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(w, "DNS %-4s %-35s %8.0f q/s    p50 %-9s p99 %-9s (%d clients over UDP, %s; %d answers each)\n",
-			mdns.TypeToString[q.qtype], q.name, r.rps, r.p50, r.p99, cfg.Connections, cfg.Duration, r.answers)
 	}
 	return nil
 }

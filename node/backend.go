@@ -31,6 +31,7 @@ func (b *backend) Status(context.Context) (api.Status, error) {
 	st := api.Status{
 		ChainID: b.n.app.ChainID(), Height: info.Height, AppHash: fmt.Sprintf("%X", b.n.store.Hash()),
 		BlockTime: time.UnixMilli(info.BlockTime).UTC(), NodeID: b.n.nodeID, Version: Version,
+		RPC: b.n.RPCURL(),
 	}
 	_, since, problem := b.n.health.state()
 	st.Committing, st.LastCommit = problem == nil, since.UTC()

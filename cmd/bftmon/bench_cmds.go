@@ -70,12 +70,26 @@ not counted.`,
 	read.Flags().IntVar(&instances, "instances", 100, "instances of the service web")
 	read.Flags().IntVar(&conns, "connections", 16, "concurrent HTTP connections (wrk -c) and DNS clients")
 	read.Flags().DurationVar(&readDuration, "duration", 15*time.Second, "how long to load each query")
+	var reads int
+	var verifyDuration time.Duration
+	verifyCmd := &cobra.Command{
+		Use:   "verify",
+		Short: "What verified reads cost: latency with and without verification, proof sizes, the verifying proxy's throughput beside the node's",
+		Args:  cobra.NoArgs,
+		RunE: withTargets(func(ctx context.Context, t *bench.Targets) error {
+			return bench.Verify(ctx, os.Stdout, t, bench.VerifyConfig{Instances: instances, Reads: reads, Connections: conns, Duration: verifyDuration})
+		}),
+	}
+	verifyCmd.Flags().IntVar(&instances, "instances", 100, "instances of the service web")
+	verifyCmd.Flags().IntVar(&reads, "reads", 300, "sequential reads of /v1/services/web measured each way")
+	verifyCmd.Flags().IntVar(&conns, "connections", 16, "concurrent HTTP connections (wrk -c)")
+	verifyCmd.Flags().DurationVar(&verifyDuration, "duration", 15*time.Second, "how long to load each query with wrk (0: no wrk runs)")
 	serve := &cobra.Command{
 		Use:    "serve-targets",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE:   func(cmd *cobra.Command, _ []string) error { return bench.ServeTargets(cmd.Context(), os.Stdout) },
 	}
-	cmd.AddCommand(observer, nodeCmd, read, serve)
+	cmd.AddCommand(observer, nodeCmd, read, verifyCmd, serve)
 	return cmd
 }

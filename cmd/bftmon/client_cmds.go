@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,6 +21,7 @@ import (
 	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
+	"github.com/bftmon/bftmon/verify"
 )
 
 // clientFlags are the flags every client command takes.
@@ -210,6 +212,7 @@ func newServicesCmd() *cobra.Command { return servicesCmd("services") }
 func servicesCmd(use string) *cobra.Command {
 	var f clientFlags
 	var filter filterFlags
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: "List services with their instance counts, agreed status and tags",
@@ -219,22 +222,29 @@ func servicesCmd(use string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, _, err := c.Services(cmd.Context(), filter.options())
+			var list []api.ServiceSummary
+			verified, err := v.read(cmd.Context(), c, "/v1/services"+filter.options().Encode(), &list, func() (err error) {
+				list, _, err = c.Services(cmd.Context(), filter.options())
+				return err
+			})
 			if err != nil {
 				return err
 			}
 			if f.output == "json" {
+				defer sayVerified(cmd, f.output, verified)
 				return printJSON(cmd.OutOrStdout(), list)
 			}
 			tb := f.table(cmd, "NAME", "INSTANCES", "STATUS", "TAGS")
 			for _, s := range list {
 				tb.row(s.Name, s.Instances, s.Status, strings.Join(s.Tags, ","))
 			}
+			defer sayVerified(cmd, f.output, verified)
 			return tb.flush()
 		},
 	}
 	f.add(cmd)
 	filter.add(cmd, true)
+	v.add(cmd, true)
 	return cmd
 }
 
@@ -259,6 +269,7 @@ func (ff *filterFlags) options() *api.QueryOptions {
 
 func newServiceShowCmd() *cobra.Command {
 	var f clientFlags
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a service's instances, checks and every observer's view",
@@ -268,10 +279,15 @@ func newServiceShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			insts, _, err := c.Service(cmd.Context(), args[0], nil)
+			var insts []api.Instance
+			verified, err := v.read(cmd.Context(), c, "/v1/services/"+url.PathEscape(args[0]), &insts, func() (err error) {
+				insts, _, err = c.Service(cmd.Context(), args[0], nil)
+				return err
+			})
 			if err != nil {
 				return err
 			}
+			defer sayVerified(cmd, f.output, verified)
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), insts)
 			}
@@ -293,6 +309,7 @@ func newServiceShowCmd() *cobra.Command {
 		},
 	}
 	f.add(cmd)
+	v.add(cmd, true)
 	return cmd
 }
 
@@ -306,6 +323,7 @@ func newHealthCmd() *cobra.Command {
 	var filter filterFlags
 	var passing bool
 	var near string
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   "health NAME",
 		Short: "Show the agreed health of a service's instances (exit 0 passing, 1 warning or other, 2 critical or none)",
@@ -315,7 +333,9 @@ many observers' fresh reports agree.
 
 As a Nagios plugin (docs/nagios.md) it exits 0 when every instance shown is
 agreed passing, 2 when one is agreed critical or when no instance matches,
-and 1 otherwise (warning, disputed, stale, pending).`,
+and 1 otherwise (warning, disputed, stale, pending). With --verify it exits 3
+(UNKNOWN) when the answer cannot be verified, saying why on stderr, and
+prints "verified at height H" when it was.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.client()
@@ -327,10 +347,18 @@ and 1 otherwise (warning, disputed, stale, pending).`,
 				opts.Status = append(opts.Status, "passing")
 			}
 			opts.Near = near
-			insts, _, err := c.Service(cmd.Context(), args[0], opts)
+			var insts []api.Instance
+			verified, err := v.read(cmd.Context(), c, "/v1/services/"+url.PathEscape(args[0])+opts.Encode(), &insts, func() (err error) {
+				insts, _, err = c.Service(cmd.Context(), args[0], opts)
+				return err
+			})
+			if err != nil && (errors.Is(err, verify.ErrNotVerified) || v.on && !errors.Is(err, api.ErrNotFound)) {
+				return unknownExit(cmd.ErrOrStderr(), args[0], err)
+			}
 			if err != nil {
 				return err
 			}
+			defer sayVerified(cmd, f.output, verified)
 			if f.output == "json" {
 				if err := printJSON(cmd.OutOrStdout(), insts); err != nil {
 					return err
@@ -384,6 +412,7 @@ and 1 otherwise (warning, disputed, stale, pending).`,
 	filter.add(cmd, true)
 	cmd.Flags().BoolVar(&passing, "passing", false, "only instances agreed passing (as --status passing)")
 	cmd.Flags().StringVar(&near, "near", "", "order instances nearest to this datacenter first, by the latency its observers agree on")
+	v.add(cmd, true)
 	return cmd
 }
 
@@ -444,6 +473,7 @@ func orDefaultStr(s, def string) string {
 func newObserversCmd() *cobra.Command {
 	var f clientFlags
 	var dc string
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   "observers",
 		Short: "List the observers with their standing (how often they disagree with the agreed verdicts)",
@@ -453,10 +483,16 @@ func newObserversCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, _, err := c.Observers(cmd.Context(), &api.QueryOptions{Datacenter: dc})
+			opts := &api.QueryOptions{Datacenter: dc}
+			var list []api.Observer
+			verified, err := v.read(cmd.Context(), c, "/v1/observers"+opts.Encode(), &list, func() (err error) {
+				list, _, err = c.Observers(cmd.Context(), opts)
+				return err
+			})
 			if err != nil {
 				return err
 			}
+			defer sayVerified(cmd, f.output, verified)
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
@@ -473,12 +509,14 @@ func newObserversCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&dc, "dc", "", "only the observers of this datacenter")
+	v.add(cmd, true)
 	return cmd
 }
 
 func newAlertsCmd() *cobra.Command {
 	var f clientFlags
 	var opts api.QueryOptions
+	var v verifyFlags
 	cmd := &cobra.Command{
 		Use:   "alerts",
 		Short: "List committed alerts, newest first",
@@ -496,10 +534,15 @@ receiver, and when.`,
 			if opts.Limit < 1 {
 				return fmt.Errorf("--limit %d: want a positive number of alerts", opts.Limit)
 			}
-			list, _, err := c.Alerts(cmd.Context(), &opts)
+			var list []api.Alert
+			verified, err := v.read(cmd.Context(), c, "/v1/alerts"+opts.Encode(), &list, func() (err error) {
+				list, _, err = c.Alerts(cmd.Context(), &opts)
+				return err
+			})
 			if err != nil {
 				return err
 			}
+			defer sayVerified(cmd, f.output, verified)
 			if f.output == "json" {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
@@ -520,5 +563,6 @@ receiver, and when.`,
 	cmd.Flags().StringSliceVar(&opts.Status, "status", nil, "only alerts to these statuses")
 	cmd.Flags().IntVar(&opts.Limit, "limit", 50, "at most this many alerts")
 	cmd.Flags().BoolVar(&opts.Pending, "pending", false, "only alerts no node has committed a delivery receipt for yet")
+	v.add(cmd, true)
 	return cmd
 }

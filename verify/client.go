@@ -1,0 +1,285 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/app"
+)
+
+// maxAnswer caps a proven answer read from a node (the proof bundle is
+// capped again when it is verified).
+const maxAnswer = 96 << 20
+
+// Result is a verified answer: the height whose app hash the proofs were
+// checked against, the HTTP status and index the plain route gives at that
+// height, and the body rebuilt from the proven records (byte for byte what
+// the plain route answers), with its headers.
+type Result struct {
+	Height int64
+	Code   int
+	Index  int64
+	Body   []byte
+	Header http.Header
+}
+
+// Client reads a node's HTTP API and accepts only answers it verified:
+// the node's proofs checked against the app hash of a header the light
+// client verified, and the answer rebuilt from the proven records equal to
+// the node's. It is safe for concurrent use.
+type Client struct {
+	base    string
+	hc      *http.Client
+	headers *Headers
+}
+
+// NewClient returns a verifying client of the node's API at addr
+// ("host:port" or a URL) whose headers h verifies.
+func NewClient(addr string, h *Headers) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimRight(addr, "/"), hc: &http.Client{Timeout: 2 * time.Minute}, headers: h}
+}
+
+// Headers is the light client c verifies against.
+func (c *Client) Headers() *Headers { return c.headers }
+
+// Get reads pathAndQuery ("/v1/services/web?status=passing") with proof=1
+// and returns the verified answer. Every failure matches ErrNotVerified and
+// says what did not verify.
+func (c *Client) Get(ctx context.Context, pathAndQuery string) (Result, error) {
+	u, err := url.Parse(pathAndQuery)
+	if err != nil {
+		return Result{}, fmt.Errorf("GET %s: %v: %w", pathAndQuery, err, ErrNotVerified)
+	}
+	what := "GET " + u.Path
+	q := u.Query()
+	q.Set("proof", "1")
+	u.RawQuery = q.Encode()
+	p, err := c.fetch(ctx, u.RequestURI())
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	appHash, _, err := c.headers.AppHash(ctx, p.Height)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	r, err := verifyProofs(p.Proofs, appHash)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: proofs at height %d: %v: %w", what, p.Height, err, ErrNotVerified)
+	}
+	res, err := Rebuild(r, pathAndQuery)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: rebuild the answer at height %d from the proven records: %v: %w", what, p.Height, err, ErrNotVerified)
+	}
+	res.Height = p.Height
+	if res.Code != p.Code {
+		return Result{}, fmt.Errorf("%s: answer differs at height %d: the node says HTTP %d, the proven records HTTP %d (%s): %w",
+			what, p.Height, p.Code, res.Code, firstLine(res.Body), ErrNotVerified)
+	}
+	rebuilt := res.Body
+	if !strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+		// A plain-text answer (Consul's errors) travels as a JSON string.
+		rebuilt, _ = json.Marshal(string(res.Body))
+	}
+	if d := jsonDiff(p.Answer, rebuilt); d != "" {
+		return Result{}, fmt.Errorf("%s: answer differs at height %d: %s: %w", what, p.Height, d, ErrNotVerified)
+	}
+	if res.Header.Get(api.IndexHeader) != "" && res.Index != p.Index {
+		return Result{}, fmt.Errorf("%s: answer differs at height %d: the node says index %d, the proven records %d: %w", what, p.Height, p.Index, res.Index, ErrNotVerified)
+	}
+	return res, nil
+}
+
+// fetch GETs a proven answer.
+func (c *Client) fetch(ctx context.Context, uri string) (*proven, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+uri, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, ErrNotVerified)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %v: %w", c.base, err, ErrNotVerified)
+	}
+	defer resp.Body.Close()
+	bz, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: read the answer: %v: %w", c.base, err, ErrNotVerified)
+	}
+	if len(bz) > maxAnswer {
+		return nil, fmt.Errorf("node %s: proven answer over %d MiB: %w", c.base, maxAnswer>>20, ErrNotVerified)
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg := strings.TrimSpace(string(bz))
+		var e api.Error
+		if json.Unmarshal(bz, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return nil, fmt.Errorf("node refused proof: HTTP %d: %s: %w", resp.StatusCode, msg, ErrNotVerified)
+	}
+	var p proven
+	if err := json.Unmarshal(bz, &p); err != nil {
+		return nil, fmt.Errorf("node sent no proven answer: %v: %w", err, ErrNotVerified)
+	}
+	if p.Height < 1 || p.Code == 0 || len(p.Proofs) == 0 || string(p.Proofs) == "null" {
+		return nil, fmt.Errorf("node sent no proofs (height %d, code %d): %w", p.Height, p.Code, ErrNotVerified)
+	}
+	return &p, nil
+}
+
+// Rebuild answers pathAndQuery the way the node's plain route does, from
+// r: the same handlers (package server) over an in-process backend whose
+// state is r. Parameters that block (index, wait) and proof are dropped:
+// the answer is that of r's version. Unlike server.Rebuild, which gives
+// the compacted body to compare, it keeps the plain answer's exact bytes
+// and headers (Content-Type, X-Bftmon-Index, X-Consul-Index), which the
+// proxy serves.
+func Rebuild(r app.Reader, pathAndQuery string) (Result, error) {
+	u, err := url.Parse(pathAndQuery)
+	if err != nil {
+		return Result{}, err
+	}
+	q := u.Query()
+	for _, k := range []string{"proof", "index", "wait"} {
+		q.Del(k)
+	}
+	u.RawQuery = q.Encode()
+	query, err := app.NewQuery(r)
+	if err != nil {
+		return Result{}, err
+	}
+	srv := server.New(rebuildBackend{query}, server.Config{}, discard)
+	req := httptest.NewRequest(http.MethodGet, u.RequestURI(), nil)
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	res := Result{Code: rec.Code, Body: rec.Body.Bytes(), Header: rec.Header()}
+	if v := rec.Header().Get(api.IndexHeader); v != "" {
+		res.Index, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if rec.Code >= 500 {
+		return res, fmt.Errorf("HTTP %d: %s", rec.Code, firstLine(res.Body))
+	}
+	return res, nil
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// rebuildBackend serves one proven version and nothing else.
+type rebuildBackend struct{ q *app.Query }
+
+var errOnlyReads = errors.New("a rebuilt answer reads the proven records only")
+
+func (b rebuildBackend) Read() (*app.Query, error) { return b.q, nil }
+func (b rebuildBackend) Status(context.Context) (api.Status, error) {
+	return api.Status{}, errOnlyReads
+}
+func (b rebuildBackend) BroadcastTx(context.Context, []byte) (api.TxResult, error) {
+	return api.TxResult{}, errOnlyReads
+}
+func (b rebuildBackend) Tx(context.Context, string) (api.TxResult, error) {
+	return api.TxResult{}, errOnlyReads
+}
+func (b rebuildBackend) AppHash(int64) ([]byte, error) { return nil, errOnlyReads }
+func (b rebuildBackend) Observe(context.Context, api.PassiveResult) (api.ObserveAck, error) {
+	return api.ObserveAck{}, errOnlyReads
+}
+
+// firstLine is the start of an answer for an error message.
+func firstLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	var e api.Error
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		s = e.Error
+	}
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// jsonDiff says where two JSON documents differ ("" if they are equal as
+// JSON): the first differing path with both values.
+func jsonDiff(node, rebuilt []byte) string {
+	var a, b any
+	if err := json.Unmarshal(node, &a); err != nil {
+		return fmt.Sprintf("the node's answer is no JSON: %v", err)
+	}
+	if err := json.Unmarshal(rebuilt, &b); err != nil {
+		return fmt.Sprintf("the rebuilt answer is no JSON: %v", err)
+	}
+	return diffAt("$", a, b)
+}
+
+func diffAt(path string, a, b any) string {
+	switch av := a.(type) {
+	case map[string]any:
+		bv, ok := b.(map[string]any)
+		if !ok {
+			break
+		}
+		keys := make([]string, 0, len(av)+len(bv))
+		for k := range av {
+			keys = append(keys, k)
+		}
+		for k := range bv {
+			if _, ok := av[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if d := diffAt(path+"."+k, av[k], bv[k]); d != "" {
+				return d
+			}
+		}
+		return ""
+	case []any:
+		bv, ok := b.([]any)
+		if !ok {
+			break
+		}
+		for i := range min(len(av), len(bv)) {
+			if d := diffAt(fmt.Sprintf("%s[%d]", path, i), av[i], bv[i]); d != "" {
+				return d
+			}
+		}
+		if len(av) != len(bv) {
+			return fmt.Sprintf("%s: the node says %d entries, the proven records %d", path, len(av), len(bv))
+		}
+		return ""
+	}
+	if reflect.DeepEqual(a, b) {
+		return ""
+	}
+	return fmt.Sprintf("%s: the node says %s, the proven records %s", path, short(a), short(b))
+}
+
+func short(v any) string {
+	if v == nil {
+		return "nothing"
+	}
+	bz, _ := json.Marshal(v)
+	if len(bz) > 120 {
+		return string(bz[:120]) + "..."
+	}
+	return string(bytes.TrimSpace(bz))
+}

@@ -1,0 +1,180 @@
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/bftmon/bftmon/api"
+)
+
+// ReuseFor is how long the proxy answers the same request with an answer
+// it verified, without asking the node again.
+const ReuseFor = 500 * time.Millisecond
+
+// VerifiedHeightHeader is the response header in which the proxy says at
+// which height it verified an answer.
+const VerifiedHeightHeader = "X-Bftmon-Verified-Height"
+
+// Proxy serves a node's read API (native and Consul subset, http_sd) only
+// with answers it verified (Client.Get), so that clients that cannot verify
+// (Prometheus, Consul clients) read through it unchanged. A read that does
+// not verify is answered 502 with the reason in the API's error JSON.
+// POST /v1/txs passes through (a transaction is signed: the node cannot
+// forge one); GET /v1/status describes the newest verified header. Other
+// writes are refused. The same request is answered from one verified
+// answer for up to ReuseFor, and concurrent ones share one.
+type Proxy struct {
+	c    *Client
+	log  *slog.Logger
+	pass *httputil.ReverseProxy
+
+	group singleflight.Group
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	res Result
+	at  time.Time
+}
+
+// NewProxy returns a proxy of the node c reads.
+func NewProxy(c *Client, logger *slog.Logger) (*Proxy, error) {
+	u, err := url.Parse(c.base)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: node address %s: %w", c.base, err)
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	p := &Proxy{c: c, log: logger, cache: map[string]cached{}}
+	p.pass = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) },
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("node %s: %v", c.base, err))
+		},
+	}
+	return p, nil
+}
+
+// ServeHTTP answers one request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/txs":
+		p.pass.ServeHTTP(w, r)
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the verifying proxy serves reads, and passes POST /v1/txs on", r.Method, r.URL.Path))
+	case r.URL.Path == "/v1/status":
+		p.status(w, r)
+	default:
+		p.read(w, r)
+	}
+}
+
+// read answers a GET from a verified answer.
+func (p *Proxy) read(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.RequestURI()
+	blocking := r.URL.Query().Has("index")
+	var res Result
+	var err error
+	if blocking {
+		res, err = p.c.Get(r.Context(), key)
+	} else {
+		res, err = p.shared(r.Context(), key)
+	}
+	if err != nil {
+		p.log.Warn("proxy: answer not verified", "request", key, "err", err)
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	for k, vs := range res.Header {
+		w.Header()[k] = vs
+	}
+	w.Header().Set(VerifiedHeightHeader, strconv.FormatInt(res.Height, 10))
+	w.WriteHeader(res.Code)
+	if r.Method != http.MethodHead {
+		w.Write(res.Body)
+	}
+}
+
+// shared is the verified answer to key: one of the last ReuseFor, or one
+// fetched now, once for all who ask meanwhile.
+func (p *Proxy) shared(ctx context.Context, key string) (Result, error) {
+	p.mu.Lock()
+	c, ok := p.cache[key]
+	p.mu.Unlock()
+	if ok && time.Since(c.at) < ReuseFor {
+		return c.res, nil
+	}
+	v, err, _ := p.group.Do(key, func() (any, error) {
+		// Not the first asker's context: its going away must not fail
+		// the others.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		res, err := p.c.Get(ctx, key)
+		if err != nil {
+			return Result{}, err
+		}
+		p.mu.Lock()
+		now := time.Now()
+		for k, c := range p.cache { // keep it small: drop the expired
+			if now.Sub(c.at) >= ReuseFor {
+				delete(p.cache, k)
+			}
+		}
+		p.cache[key] = cached{res, now}
+		p.mu.Unlock()
+		return res, nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return v.(Result), nil
+}
+
+// status describes the newest header the proxy verified: its height minus
+// one (the state whose app hash it carries) and that app hash.
+func (p *Proxy) status(w http.ResponseWriter, r *http.Request) {
+	sh, err := p.c.headers.Latest(r.Context())
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	st := api.Status{
+		ChainID: p.c.headers.ChainID(), Height: sh.Height - 1, AppHash: fmt.Sprintf("%X", sh.AppHash),
+		BlockTime: sh.Time.UTC(), LastCommit: sh.Time.UTC(), Version: "verifying-proxy", Committing: true,
+	}
+	code := http.StatusOK
+	if age := p.c.headers.opts.Now().Sub(sh.Time); age > p.c.headers.opts.MaxAge {
+		st.Committing, st.Problem = false, fmt.Sprintf("the newest verified header %d is %s old (max age %s)", sh.Height, age.Round(time.Second), p.c.headers.opts.MaxAge)
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set(VerifiedHeightHeader, strconv.FormatInt(sh.Height-1, 10))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body, _ := json.MarshalIndent(struct {
+		api.Status
+		Error string `json:"error,omitempty"`
+	}{st, st.Problem}, "", "  ")
+	w.Write(append(body, '\n'))
+}
+
+// writeError answers code with the API's error JSON.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body, _ := json.MarshalIndent(api.Error{Error: strings.TrimSpace(msg)}, "", "  ")
+	w.Write(append(body, '\n'))
+}
