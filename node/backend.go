@@ -10,6 +10,7 @@ import (
 	rpccore "github.com/cometbft/cometbft/rpc/core"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/app"
 )
 
@@ -83,4 +84,14 @@ func (b *backend) AppHash(height int64) ([]byte, error) {
 		return nil, fmt.Errorf("app hash at height %d (this node keeps the last 1000 versions): %v: %w", height, err, api.ErrNotFound)
 	}
 	return h, nil
+}
+
+// ReadAt reads a committed version of the store (0: the latest), which
+// proves what it reads.
+func (b *backend) ReadAt(version int64) (server.ProvingReader, error) {
+	r, err := b.n.store.Reader(version)
+	if err != nil {
+		return nil, fmt.Errorf("read version %d: %w", version, err)
+	}
+	return r, nil
 }

@@ -32,17 +32,17 @@ import (
 // ignored; filter and node-meta, which would, are refused.
 
 func (s *Server) consulRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/agent/self", s.consulAgentSelf)
-	mux.HandleFunc("GET /v1/status/leader", s.consulLeader)
-	mux.HandleFunc("GET /v1/catalog/datacenters", s.consulDatacenters)
-	mux.HandleFunc("GET /v1/catalog/services", s.consulCatalogServices)
-	mux.HandleFunc("GET /v1/catalog/service/{name}", s.consulCatalogService)
-	mux.HandleFunc("GET /v1/health/service/{name}", s.consulHealthService)
-	mux.HandleFunc("GET /v1/health/checks/{name}", s.consulHealthChecks)
-	mux.HandleFunc("GET /v1/health/state/{state}", s.consulHealthState)
-	mux.HandleFunc("GET /v1/agent/services", s.consulAgentServices)
-	mux.HandleFunc("GET /v1/catalog/nodes", s.consulCatalogNodes)
-	mux.HandleFunc("GET /v1/status/peers", s.consulPeers)
+	mux.HandleFunc("GET /v1/agent/self", unprovable(s.consulAgentSelf))
+	mux.HandleFunc("GET /v1/status/leader", unprovable(s.consulLeader))
+	mux.HandleFunc("GET /v1/catalog/datacenters", provable(s.consulDatacenters))
+	mux.HandleFunc("GET /v1/catalog/services", provable(s.consulCatalogServices))
+	mux.HandleFunc("GET /v1/catalog/service/{name}", provable(s.consulCatalogService))
+	mux.HandleFunc("GET /v1/health/service/{name}", provable(s.consulHealthService))
+	mux.HandleFunc("GET /v1/health/checks/{name}", provable(s.consulHealthChecks))
+	mux.HandleFunc("GET /v1/health/state/{state}", provable(s.consulHealthState))
+	mux.HandleFunc("GET /v1/agent/services", provable(s.consulAgentServices))
+	mux.HandleFunc("GET /v1/catalog/nodes", provable(s.consulCatalogNodes))
+	mux.HandleFunc("GET /v1/status/peers", unprovable(s.consulPeers))
 }
 
 // consulIndex sets the headers Consul's clients read with every answer.
@@ -65,9 +65,13 @@ func consulParams(p *params) {
 
 // datacenter is this node's datacenter as Consul reports it: its
 // observer's, or, for a node without one, the first observer datacenter.
+// A proven read (proving) takes the latter, which the state alone gives:
+// an observer node's datacenter is among the observers' anyway.
 func (s *Server) datacenter(r *http.Request, q *app.Query) string {
-	if st, err := s.b.Status(r.Context()); err == nil && st.Datacenter != "" {
-		return st.Datacenter
+	if !proving(r.Context()) {
+		if st, err := s.b.Status(r.Context()); err == nil && st.Datacenter != "" {
+			return st.Datacenter
+		}
 	}
 	return cmp.Or(slices.Min(append(datacenters(q, nil), "dc1")), "dc1")
 }
@@ -90,8 +94,8 @@ func datacenters(q *app.Query, insts []types.ServiceInstance) []string {
 const errNoDCPath = "No path to datacenter"
 
 // consulParseDC parses a Consul read's parameters, its ?dc= and the
-// accepted-but-unused ones named in ignored, and answers an unknown
-// datacenter as Consul does. ok is false when it has answered.
+// accepted-but-unused ones named in ignored. ok is false when it has
+// answered.
 func (s *Server) consulParseDC(w http.ResponseWriter, r *http.Request, ignored ...string) (b blocking, dc string, ok bool) {
 	b, ok = parse(w, r, true, func(p *params) {
 		consulParams(p)
@@ -100,34 +104,24 @@ func (s *Server) consulParseDC(w http.ResponseWriter, r *http.Request, ignored .
 			p.str(name)
 		}
 	})
-	if !ok || !s.consulKnownDC(w, r, dc) {
-		return b, dc, false
-	}
-	return b, dc, true
+	return b, dc, ok
 }
 
-// consulKnownDC tells whether dc (from ?dc=; empty: this node's) is one
-// bftmon knows: this node's, an observer's or an instance's. If not, it
-// answers as Consul does, 500 with a plain-text body.
-func (s *Server) consulKnownDC(w http.ResponseWriter, r *http.Request, dc string) bool {
+// consulKnownDC fails with Consul's answer, 500 with a plain-text body, if
+// dc (from ?dc=; empty: this node's) is not one bftmon knows in q: this
+// node's, an observer's or an instance's.
+func (s *Server) consulKnownDC(r *http.Request, q *app.Query, dc string) error {
 	if dc == "" {
-		return true
-	}
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
-		return false
+		return nil
 	}
 	insts, err := q.Instances()
 	if err != nil {
-		s.fail(w, err)
-		return false
+		return err
 	}
 	if slices.Contains(datacenters(q, insts), dc) || dc == s.datacenter(r, q) {
-		return true
+		return nil
 	}
-	consulText(w, http.StatusInternalServerError, errNoDCPath)
-	return false
+	return &textError{code: http.StatusInternalServerError, msg: errNoDCPath}
 }
 
 type consulSelf struct {
@@ -184,18 +178,19 @@ func (s *Server) consulLeader(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, r.Host)
 }
 
-func (s *Server) consulDatacenters(w http.ResponseWriter, _ *http.Request) {
-	q, err := s.b.Read()
-	if err != nil {
-		s.fail(w, err)
+func (s *Server) consulDatacenters(w http.ResponseWriter, r *http.Request) {
+	b, ok := parse(w, r, true, func(*params) {})
+	if !ok {
 		return
 	}
-	insts, err := q.Instances()
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, datacenters(q, insts))
+	b.on = false // Consul does not block here
+	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
+		insts, err := q.Instances()
+		if err != nil {
+			return 0, nil, err
+		}
+		return q.Indexes().Catalog, datacenters(q, insts), nil
+	}, bftmonIndex)
 }
 
 func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
@@ -204,6 +199,9 @@ func (s *Server) consulCatalogServices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
+		if err := s.consulKnownDC(r, q, dc); err != nil {
+			return 0, nil, err
+		}
 		insts, err := q.Instances()
 		if err != nil {
 			return 0, nil, err
@@ -240,11 +238,17 @@ func (s *Server) consulFind(w http.ResponseWriter, r *http.Request, read func(in
 		consulParams(p)
 		f.Tags, f.Datacenter, f.Near = p.list("tag"), p.str("dc"), p.str("near")
 		passing = p.flag("passing")
+		if f.Near == "_agent" && proving(r.Context()) {
+			p.fail("near", f.Near, "this node's own datacenter is no part of the agreed state, which a proof shows: name the datacenter")
+		}
 	})
-	if !ok || !s.consulKnownDC(w, r, f.Datacenter) {
+	if !ok {
 		return
 	}
 	s.read(w, r, serviceTopic(name), b, func(q *app.Query) (int64, any, error) {
+		if err := s.consulKnownDC(r, q, f.Datacenter); err != nil {
+			return 0, nil, err
+		}
 		if f.Near == "_agent" {
 			f.Near = s.datacenter(r, q)
 		}
@@ -466,6 +470,9 @@ func (s *Server) consulHealthState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.read(w, r, topicState, b, func(q *app.Query) (int64, any, error) {
+		if err := s.consulKnownDC(r, q, dc); err != nil {
+			return 0, nil, err
+		}
 		list, err := q.Services()
 		if err != nil {
 			return 0, nil, err
@@ -575,6 +582,9 @@ func (s *Server) consulCatalogNodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.read(w, r, topicCatalog, b, func(q *app.Query) (int64, any, error) {
+		if err := s.consulKnownDC(r, q, dc); err != nil {
+			return 0, nil, err
+		}
 		insts, err := q.Instances()
 		if err != nil {
 			return 0, nil, err

@@ -39,6 +39,7 @@ func parse(w http.ResponseWriter, r *http.Request, lenient bool, get func(p *par
 	p := newParams(r.URL)
 	get(p)
 	b := p.blocking()
+	b.proof = p.flag(api.ProofParam)
 	if err := p.check(lenient); err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return b, false

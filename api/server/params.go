@@ -131,11 +131,12 @@ func (p *params) limit(def, max int) int {
 }
 
 // blocking is a read's ?index=&wait=: wait until the answer's index is
-// above index, for at most wait.
+// above index, for at most wait; and its ?proof=: answer the proven form.
 type blocking struct {
 	on    bool
 	index int64
 	wait  time.Duration
+	proof bool
 }
 
 func (p *params) blocking() blocking {

@@ -36,6 +36,9 @@ type Backend interface {
 	Status(ctx context.Context) (api.Status, error)
 	// Read returns a reader of the latest committed state.
 	Read() (*app.Query, error)
+	// ReadAt returns a reader of a committed version of the state (0: the
+	// latest) that proves what it reads, for the proven reads (?proof=1).
+	ReadAt(version int64) (ProvingReader, error)
 	// BroadcastTx submits tx and waits until it is committed or refused.
 	BroadcastTx(ctx context.Context, tx []byte) (api.TxResult, error)
 	// Tx looks up a committed transaction by its hash (upper-case hex); an
@@ -71,7 +74,8 @@ type Server struct {
 	h   http.Handler
 
 	parked atomic.Int64 // blocking queries waiting for a change
-	cache  answerCache
+	cache  answerCache  // plain answers of the latest version
+	proofs answerCache  // proven answers of the newest provable version
 
 	limits Limits       // cfg.Limits with defaults
 	bodies *bodyLimiter // request bodies being read
@@ -89,18 +93,18 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/v1/status", http.StatusFound)
 	})
-	mux.HandleFunc("GET /v1/status", s.status)
-	mux.HandleFunc("GET /v1/services", s.services)
-	mux.HandleFunc("GET /v1/services/{name}", s.service)
-	mux.HandleFunc("GET /v1/checks/{service}/{instance}/{check}", s.check)
-	mux.HandleFunc("GET /v1/alerts", s.alerts)
-	mux.HandleFunc("GET /v1/observers", s.observers)
-	mux.HandleFunc("GET /v1/receivers", s.receivers)
-	mux.HandleFunc("GET /v1/apphash/{height}", s.appHash)
-	mux.HandleFunc("POST /v1/txs", s.txs)
-	mux.HandleFunc("GET /v1/txs/{hash}", s.tx)
-	mux.HandleFunc("POST /v1/observe", s.observe)
-	mux.HandleFunc("GET /v1/sd/prometheus", s.promSD)
+	mux.HandleFunc("GET /v1/status", unprovable(s.status))
+	mux.HandleFunc("GET /v1/services", provable(s.services))
+	mux.HandleFunc("GET /v1/services/{name}", provable(s.service))
+	mux.HandleFunc("GET /v1/checks/{service}/{instance}/{check}", provable(s.check))
+	mux.HandleFunc("GET /v1/alerts", provable(s.alerts))
+	mux.HandleFunc("GET /v1/observers", provable(s.observers))
+	mux.HandleFunc("GET /v1/receivers", provable(s.receivers))
+	mux.HandleFunc("GET /v1/apphash/{height}", unprovable(s.appHash))
+	mux.HandleFunc("POST /v1/txs", unprovable(s.txs))
+	mux.HandleFunc("GET /v1/txs/{hash}", unprovable(s.tx))
+	mux.HandleFunc("POST /v1/observe", unprovable(s.observe))
+	mux.HandleFunc("GET /v1/sd/prometheus", provable(s.promSD))
 	s.consulRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The catch-all hides the mux's own 405s: look for the path under
@@ -128,14 +132,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.h.ServeHT
 // is readable through the Backend.
 func (s *Server) Committed(c app.Changes) { s.hub.committed(c) }
 
-// answer reads one version of the state: the answer's index and body.
+// answer reads one version of the state: the answer's index and body. An
+// error matching app.ErrNotFound or api.ErrNotFound answers 404, one
+// matching api.ErrBadRequest 400, a *textError its own status and text;
+// those are answers of the version like any other (cached, and proven by
+// the proven form). Any other error answers 500.
 type answer func(q *app.Query) (index int64, body any, err error)
+
+// textError is an answer a route gives as plain text with its own status,
+// as Consul gives its errors.
+type textError struct {
+	code int
+	msg  string
+}
+
+func (e *textError) Error() string { return e.msg }
 
 // read answers a GET from the latest committed state, blocking while b
 // asks to and the answer's index is not above b.index. Waiting costs a
 // parked goroutine: it wakes only when a commit changes topic, reads
 // again, and answers if the index moved. mark sets the response headers
 // for the index.
+//
+// With b.proof it answers the proven form (api.Proven) of the same read
+// at the newest provable version (the latest minus one), and a blocking
+// one wakes at every commit: a change committed at height H is provable
+// only once H+1 is.
 func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b blocking, read answer, mark func(http.Header, int64)) {
 	var timeout <-chan time.Time
 	if b.on {
@@ -143,23 +165,30 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 		defer t.Stop()
 		timeout = t.C
 	}
+	cacheable, watched := topic != topicBlock, topic
+	if b.proof {
+		watched = topicBlock
+	}
 	for {
-		changed, release := s.hub.watch(topic) // before reading: no change slips between
-		q, err := s.b.Read()
+		changed, release := s.hub.watch(watched) // before reading: no change slips between
 		var ans cachedAnswer
-		if err == nil {
-			ans, err = s.answer(q, r, topic, read)
+		var err error
+		if b.proof {
+			ans, err = s.proven(r, read)
+		} else {
+			var q *app.Query
+			if q, err = s.b.Read(); err == nil {
+				ans, err = s.answer(q, r, cacheable, read)
+			}
 		}
 		if err != nil {
 			release()
 			s.fail(w, err)
 			return
 		}
-		if !b.on || ans.index > b.index {
+		if !b.on || ans.final || ans.index > b.index {
 			release()
-			mark(w.Header(), ans.index)
-			heightHeaders(w.Header(), q)
-			writeBody(w, http.StatusOK, ans.body)
+			respond(w, ans, mark)
 			return
 		}
 		s.parked.Add(1)
@@ -170,9 +199,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 		case <-timeout:
 			s.parked.Add(-1)
 			release()
-			mark(w.Header(), ans.index)
-			heightHeaders(w.Header(), q)
-			writeBody(w, http.StatusOK, ans.body)
+			respond(w, ans, mark)
 			return
 		case <-r.Context().Done():
 			s.parked.Add(-1)
@@ -180,6 +207,20 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 			return
 		}
 	}
+}
+
+// respond writes an answer with its headers: its index's (for a 200) and
+// its height's.
+func respond(w http.ResponseWriter, ans cachedAnswer, mark func(http.Header, int64)) {
+	if ans.index > 0 {
+		mark(w.Header(), ans.index)
+	}
+	heightHeaders(w.Header(), ans.height, ans.blockTime)
+	if ans.text {
+		consulText(w, ans.code, string(ans.body))
+		return
+	}
+	writeBody(w, ans.code, ans.body)
 }
 
 // Headers of every read: the committed height it was read at, that block's
@@ -191,10 +232,9 @@ const (
 	HeaderAge       = "X-Bftmon-Age"
 )
 
-func heightHeaders(h http.Header, q *app.Query) {
-	info := q.Info()
-	bt := time.UnixMilli(info.BlockTime)
-	h.Set(HeaderHeight, strconv.FormatInt(info.Height, 10))
+func heightHeaders(h http.Header, height, blockTimeMs int64) {
+	bt := time.UnixMilli(blockTimeMs)
+	h.Set(HeaderHeight, strconv.FormatInt(height, 10))
 	h.Set(HeaderBlockTime, bt.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderAge, strconv.FormatFloat(max(0, time.Since(bt).Seconds()), 'f', 1, 64))
 }
@@ -238,24 +278,48 @@ func writeBody(w http.ResponseWriter, code int, body []byte) {
 // cache: every read of one committed version gives the same answer, so
 // per block only the first request of each route and query pays for
 // reading and encoding it. Status (topicBlock) is read apart from q and is
-// not cached.
-func (s *Server) answer(q *app.Query, r *http.Request, topic string, read answer) (cachedAnswer, error) {
+// not cacheable.
+func (s *Server) answer(q *app.Query, r *http.Request, cacheable bool, read answer) (cachedAnswer, error) {
 	height, key := q.Info().Height, r.URL.Path+"?"+r.URL.RawQuery
-	if topic != topicBlock {
+	if cacheable {
 		if a, ok := s.cache.get(height, key); ok {
 			return a, nil
 		}
 	}
-	index, body, err := read(q)
+	a, err := compute(q, read)
 	if err != nil {
 		return cachedAnswer{}, err
 	}
-	a := cachedAnswer{index: max(index, 1)} // 0 would tell clients not to block
+	if cacheable {
+		s.cache.put(height, key, a)
+	}
+	return a, nil
+}
+
+// compute runs a route's read on q and encodes what it answers: the one
+// path of the plain and the proven forms.
+func compute(q *app.Query, read answer) (cachedAnswer, error) {
+	info := q.Info()
+	a := cachedAnswer{height: info.Height, blockTime: info.BlockTime, code: http.StatusOK}
+	index, body, err := read(q)
+	var te *textError
+	switch {
+	case errors.As(err, &te):
+		a.code, a.body, a.text, a.final = te.code, []byte(te.msg), true, true
+		return a, nil
+	case errors.Is(err, app.ErrNotFound), errors.Is(err, api.ErrNotFound):
+		a.code, a.final = http.StatusNotFound, true
+		body = api.Error{Error: err.Error()}
+	case errors.Is(err, api.ErrBadRequest):
+		a.code, a.final = http.StatusBadRequest, true
+		body = api.Error{Error: err.Error()}
+	case err != nil:
+		return cachedAnswer{}, err
+	default:
+		a.index = max(index, 1) // 0 would tell clients not to block
+	}
 	if a.body, err = encode(body); err != nil {
 		return cachedAnswer{}, fmt.Errorf("encode the answer: %w", err)
-	}
-	if topic != topicBlock {
-		s.cache.put(height, key, a)
 	}
 	return a, nil
 }
@@ -263,10 +327,18 @@ func (s *Server) answer(q *app.Query, r *http.Request, topic string, read answer
 // maxCached bounds the answers cached for one version.
 const maxCached = 4096
 
-// cachedAnswer is an encoded answer and its index.
+// cachedAnswer is an encoded answer: its status, its index (0 unless a
+// 200), its body, and the height and block time it was read at.
 type cachedAnswer struct {
+	code  int
 	index int64
 	body  []byte
+	text  bool // body is plain text, not JSON
+	// final is set on an answer that a blocking query gives at once (an
+	// error such as 404, or a proven answer of one).
+	final     bool
+	height    int64
+	blockTime int64 // ms
 }
 
 // answerCache holds the encoded answers of the latest committed version
@@ -311,6 +383,10 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		return
 	case errors.Is(err, api.ErrBadRequest):
 		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	case errors.Is(err, api.ErrNotReady):
+		w.Header().Set("Retry-After", "1")
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	s.log.Error("API read failed", "err", err)

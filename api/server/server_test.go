@@ -79,6 +79,10 @@ func (b *backend) Read() (*app.Query, error) {
 	return app.NewQuery(r)
 }
 
+func (b *backend) ReadAt(version int64) (server.ProvingReader, error) {
+	return b.st.Reader(version)
+}
+
 func (b *backend) BroadcastTx(_ context.Context, tx []byte) (api.TxResult, error) {
 	b.height++
 	b.a.BeginBlock(b.height, b.height*1000)
@@ -238,7 +242,7 @@ func newServer(t *testing.T) (*api.Client, string) {
 
 // newBackend is a backend over a memory store with one observer and one
 // operator.
-func newBackend(t *testing.T) *backend {
+func newBackend(t testing.TB) *backend {
 	st := store.NewMemory()
 	a, err := app.New(st)
 	if err != nil {
