@@ -29,6 +29,10 @@ const (
 	// MaxEntries caps the keys and ranges of a bundle, and the proofs
 	// and shared inner nodes of its batch.
 	MaxEntries = 1_000_000
+	// MaxSteps caps the path steps of all the proofs of a bundle
+	// together, which sharing inner nodes (compression) would otherwise
+	// let a small bundle multiply: 130,000 proofs 32 deep.
+	MaxSteps = 1 << 22
 	// maxDepth caps the path of one proof (ICS23's own default limit).
 	maxDepth = 128
 )

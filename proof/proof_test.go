@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	ics23 "github.com/cosmos/ics23/go"
@@ -430,5 +431,20 @@ func TestLimits(t *testing.T) {
 	}
 	if _, err := proof.Verify(&proof.Bundle{Keys: [][]byte{[]byte("k")}, Proof: bz}, hash); err == nil {
 		t.Fatal("a dangling reference accepted")
+	}
+	// Shared inner nodes cannot multiply a small bundle past MaxSteps:
+	// 4 MiB of references to one node, refused before expanding them all.
+	path := make([]int32, 128)
+	entry := &ics23.CompressedBatchEntry{Proof: &ics23.CompressedBatchEntry_Exist{Exist: &ics23.CompressedExistenceProof{Key: []byte("k"), Value: []byte("v"), Path: path}}}
+	c := &ics23.CompressedBatchProof{LookupInners: []*ics23.InnerOp{{Hash: ics23.HashOp_SHA256, Prefix: []byte{1}}}}
+	for range proof.MaxSteps/len(path) + 1 {
+		c.Entries = append(c.Entries, entry)
+	}
+	big := &ics23.CommitmentProof{Proof: &ics23.CommitmentProof_Compressed{Compressed: c}}
+	if bz, err = big.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proof.Verify(&proof.Bundle{Keys: [][]byte{[]byte("k")}, Proof: bz}, hash); err == nil || !strings.Contains(err.Error(), "path steps") {
+		t.Fatalf("%d bytes expanding to %d steps: %v", len(bz), len(c.Entries)*len(path), err)
 	}
 }

@@ -110,6 +110,7 @@ func decode(bz []byte) ([]*ics23.ExistenceProof, error) {
 		return nil, fmt.Errorf("decode proof: %w", err)
 	}
 	var out []*ics23.ExistenceProof
+	steps := 0
 	addExist := func(e *ics23.ExistenceProof) error {
 		if e == nil {
 			return nil
@@ -119,6 +120,9 @@ func decode(bz []byte) ([]*ics23.ExistenceProof, error) {
 		}
 		if len(out) >= MaxEntries {
 			return fmt.Errorf("over %d proofs", MaxEntries)
+		}
+		if steps += len(e.Path); steps > MaxSteps {
+			return fmt.Errorf("over %d path steps in all", MaxSteps)
 		}
 		out = append(out, e)
 		return nil
@@ -179,6 +183,9 @@ func decode(bz []byte) ([]*ics23.ExistenceProof, error) {
 			}
 			if len(ce.Path) > maxDepth {
 				return nil, fmt.Errorf("proof of %q: path of %d steps, over %d", ce.Key, len(ce.Path), maxDepth)
+			}
+			if steps+len(ce.Path) > MaxSteps { // before expanding it
+				return nil, fmt.Errorf("over %d path steps in all", MaxSteps)
 			}
 			e := &ics23.ExistenceProof{Key: ce.Key, Value: ce.Value, Leaf: ce.Leaf, Path: make([]*ics23.InnerOp, len(ce.Path))}
 			for i, step := range ce.Path {

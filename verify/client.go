@@ -137,7 +137,7 @@ func (c *Client) fetch(ctx context.Context, uri string) (*proven, error) {
 	if err := json.Unmarshal(bz, &p); err != nil {
 		return nil, fmt.Errorf("node sent no proven answer: %v: %w", err, ErrNotVerified)
 	}
-	if p.Height < 1 || p.Code == 0 || len(p.Proofs) == 0 || string(p.Proofs) == "null" {
+	if p.Height < 1 || p.Code == 0 || p.Proofs == nil {
 		return nil, fmt.Errorf("node sent no proofs (height %d, code %d): %w", p.Height, p.Code, ErrNotVerified)
 	}
 	return &p, nil
@@ -196,6 +196,9 @@ func (b rebuildBackend) Tx(context.Context, string) (api.TxResult, error) {
 	return api.TxResult{}, errOnlyReads
 }
 func (b rebuildBackend) AppHash(int64) ([]byte, error) { return nil, errOnlyReads }
+func (b rebuildBackend) ReadAt(int64) (server.ProvingReader, error) {
+	return nil, errOnlyReads
+}
 func (b rebuildBackend) Observe(context.Context, api.PassiveResult) (api.ObserveAck, error) {
 	return api.ObserveAck{}, errOnlyReads
 }
