@@ -54,7 +54,8 @@ func NewClient(addr string, h *Headers) *Client {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &Client{base: strings.TrimRight(addr, "/"), hc: &http.Client{Timeout: 2 * time.Minute}, headers: h}
+	// A blocking read (?index=) may take up to the server's MaxWait.
+	return &Client{base: strings.TrimRight(addr, "/"), hc: &http.Client{Timeout: server.MaxWait + time.Minute}, headers: h}
 }
 
 // Headers is the light client c verifies against.
