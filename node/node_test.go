@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/api/server"
 	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/internal/testutil"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
+	"github.com/bftmon/bftmon/proof"
 )
 
 // The helpers shared with the other tests that start real nodes.
@@ -217,4 +220,42 @@ func TestNodeDecidesRealServiceHealth(t *testing.T) {
 	if _, _, err := c.Service(ctx, "nope", nil); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("unknown service: err = %v, want ErrNotFound", err)
 	}
+
+	// A proven read verifies against the app hash the next signed header
+	// carries, and rebuilds from the proven records to the node's answer.
+	for _, path := range []string{"/v1/services/web", "/v1/services/nope", "/v1/alerts", "/v1/health/service/web"} {
+		p := provenGet(ctx, t, tn.httpAddr, path)
+		header, err := n2.HeaderAppHash(ctx, p.Height+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vr, err := proof.Verify(p.Proofs, header)
+		if err != nil {
+			t.Fatalf("%s: verify against header %d: %v", path, p.Height+1, err)
+		}
+		code, body, err := server.Rebuild(ctx, vr, http.MethodGet, path)
+		var node bytes.Buffer
+		if cerr := json.Compact(&node, p.Answer); err != nil || cerr != nil || code != p.Code || !bytes.Equal(body, node.Bytes()) {
+			t.Fatalf("%s: rebuilt %d %s (%v), node's %d %s", path, code, body, err, p.Code, p.Answer)
+		}
+	}
+}
+
+// provenGet fetches path?proof=1 from the node's API.
+func provenGet(ctx context.Context, t *testing.T, addr, path string) api.Proven {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path+"?proof=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p api.Proven
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s?proof=1: %d %v", path, resp.StatusCode, err)
+	}
+	return p
 }
