@@ -213,6 +213,18 @@ func TestClientVerifies(t *testing.T) {
 			r.Body.Close()
 			return r.Header.Get(verify.VerifiedHeightHeader) != resp.Header.Get(verify.VerifiedHeightHeader), nil
 		})
+		// A blocking query is passed on and verified when it answers.
+		idx := resp.Header.Get("X-Consul-Index")
+		start := time.Now()
+		rb, err := http.Get(srv.URL + "/v1/health/service/web?index=" + idx + "&wait=1s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb, _ := io.ReadAll(rb.Body)
+		rb.Body.Close()
+		if rb.StatusCode != 200 || rb.Header.Get(verify.VerifiedHeightHeader) == "" || rb.Header.Get("X-Consul-Index") != idx || time.Since(start) < 900*time.Millisecond {
+			t.Errorf("blocking query through the proxy: %d after %s %v\n%s", rb.StatusCode, time.Since(start), rb.Header, bb)
+		}
 		// The proxy's status: the newest verified header.
 		r, err := http.Get(srv.URL + "/v1/status")
 		if err != nil {
