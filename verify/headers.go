@@ -180,7 +180,8 @@ func (h *Headers) genesisRoot(ctx context.Context) (light.TrustOptions, error) {
 	}
 	lb, err := p.LightBlock(ctx, first)
 	if err != nil {
-		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: %v: %w", first, h.opts.RPC[0], err, ErrNotVerified)
+		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: %v (a node that prunes old blocks no longer has it: trust a recent header with --trust-height and --trust-hash instead of the genesis file): %w",
+			first, h.opts.RPC[0], err, ErrNotVerified)
 	}
 	if !bytes.Equal(lb.ValidatorsHash, set.Hash()) {
 		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: validators hash %X is not the genesis validators' %X: %w",
