@@ -225,6 +225,18 @@ func TestClientVerifies(t *testing.T) {
 		if rb.StatusCode != 200 || rb.Header.Get(verify.VerifiedHeightHeader) == "" || rb.Header.Get("X-Consul-Index") != idx || time.Since(start) < 900*time.Millisecond {
 			t.Errorf("blocking query through the proxy: %d after %s %v\n%s", rb.StatusCode, time.Since(start), rb.Header, bb)
 		}
+		// Consul's agent and status routes, which describe one node, the
+		// proxy answers for itself.
+		ra, err := http.Get(srv.URL + "/v1/agent/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var self struct{ Config struct{ Datacenter string } }
+		json.NewDecoder(ra.Body).Decode(&self)
+		ra.Body.Close()
+		if ra.StatusCode != 200 || self.Config.Datacenter != "dc1" {
+			t.Errorf("GET /v1/agent/self through the proxy: %d %+v", ra.StatusCode, self)
+		}
 		// The proxy's status: the newest verified header.
 		r, err := http.Get(srv.URL + "/v1/status")
 		if err != nil {
