@@ -136,8 +136,8 @@ func NewHeaders(ctx context.Context, opts Options) (*Headers, error) {
 // ChainID is the chain whose headers h verifies.
 func (h *Headers) ChainID() string { return h.chainID }
 
-// TrustHeight and TrustHash are the trust root in use (height 1 and its
-// hash for a genesis root).
+// TrustHeight is the height of the trust root in use (1 for a genesis
+// root).
 func (h *Headers) TrustHeight() int64 { return h.root.Height }
 
 // TrustHash is the hash of the trusted header at TrustHeight.
