@@ -316,9 +316,10 @@ func (h *Headers) ensureClient() error {
 	if h.client != nil {
 		return nil
 	}
-	// The light client drops a provider that failed once, for good; a
-	// node that restarted must not leave us without any. The store keeps
-	// what was verified.
+	// The light client drops providers for good (a failing primary is
+	// replaced by a witness that answers, an erring witness removed): nodes
+	// that restart must not leave us without any. The store keeps what
+	// was verified.
 	c, err := light.NewClientFromTrustedStore(h.chainID, h.opts.TrustPeriod, h.primary(), h.witnesses(), h.store)
 	if err != nil {
 		return fmt.Errorf("light client: %v: %w", err, ErrNotVerified)
