@@ -28,8 +28,9 @@ type VerifyConfig struct {
 
 // Verify runs a one-node network with cfg.Instances agreed-passing
 // instances of "web" and measures what verifying costs: the latency of
-// cfg.Reads plain reads of /v1/services/web beside as many verified ones
-// (light client from the genesis validators, proofs, rebuild), the sizes
+// cfg.Reads plain reads of /v1/services/web beside as many proven ones
+// (?proof=1, not checked) and verified ones (light client from the
+// genesis validators, proofs, rebuild), the sizes
 // of the plain and the proven answer, and wrk's throughput against the
 // node and against a verifying proxy in front of it.
 func Verify(ctx context.Context, w io.Writer, t *Targets, cfg VerifyConfig) error {
@@ -89,7 +90,7 @@ func Verify(ctx context.Context, w io.Writer, t *Targets, cfg VerifyConfig) erro
 	for _, m := range []struct {
 		name string
 		f    func() error
-	}{{"plain", plain}, {"verified", verified}} {
+	}{{"plain", plain}, {"proven", func() error { _, err := get(path + "?proof=1"); return err }}, {"verified", verified}} {
 		ds, err := timeReads(cfg.Reads, m.f)
 		if err != nil {
 			return fmt.Errorf("%s read: %w", m.name, err)

@@ -213,6 +213,30 @@ func TestClientVerifies(t *testing.T) {
 			r.Body.Close()
 			return r.Header.Get(verify.VerifiedHeightHeader) != resp.Header.Get(verify.VerifiedHeightHeader), nil
 		})
+		// A blocking query is passed on and verified when it answers.
+		idx := resp.Header.Get("X-Consul-Index")
+		start := time.Now()
+		rb, err := http.Get(srv.URL + "/v1/health/service/web?index=" + idx + "&wait=1s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb, _ := io.ReadAll(rb.Body)
+		rb.Body.Close()
+		if rb.StatusCode != 200 || rb.Header.Get(verify.VerifiedHeightHeader) == "" || rb.Header.Get("X-Consul-Index") != idx || time.Since(start) < 900*time.Millisecond {
+			t.Errorf("blocking query through the proxy: %d after %s %v\n%s", rb.StatusCode, time.Since(start), rb.Header, bb)
+		}
+		// Consul's agent and status routes, which describe one node, the
+		// proxy answers for itself.
+		ra, err := http.Get(srv.URL + "/v1/agent/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var self struct{ Config struct{ Datacenter string } }
+		json.NewDecoder(ra.Body).Decode(&self)
+		ra.Body.Close()
+		if ra.StatusCode != 200 || self.Config.Datacenter != "dc1" {
+			t.Errorf("GET /v1/agent/self through the proxy: %d %+v", ra.StatusCode, self)
+		}
 		// The proxy's status: the newest verified header.
 		r, err := http.Get(srv.URL + "/v1/status")
 		if err != nil {

@@ -136,8 +136,8 @@ func NewHeaders(ctx context.Context, opts Options) (*Headers, error) {
 // ChainID is the chain whose headers h verifies.
 func (h *Headers) ChainID() string { return h.chainID }
 
-// TrustHeight and TrustHash are the trust root in use (height 1 and its
-// hash for a genesis root).
+// TrustHeight is the height of the trust root in use (1 for a genesis
+// root).
 func (h *Headers) TrustHeight() int64 { return h.root.Height }
 
 // TrustHash is the hash of the trusted header at TrustHeight.
@@ -180,7 +180,8 @@ func (h *Headers) genesisRoot(ctx context.Context) (light.TrustOptions, error) {
 	}
 	lb, err := p.LightBlock(ctx, first)
 	if err != nil {
-		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: %v: %w", first, h.opts.RPC[0], err, ErrNotVerified)
+		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: %v (a node that prunes old blocks no longer has it: trust a recent header with --trust-height and --trust-hash instead of the genesis file): %w",
+			first, h.opts.RPC[0], err, ErrNotVerified)
 	}
 	if !bytes.Equal(lb.ValidatorsHash, set.Hash()) {
 		return light.TrustOptions{}, fmt.Errorf("light client: header %d from %s: validators hash %X is not the genesis validators' %X: %w",
@@ -315,9 +316,10 @@ func (h *Headers) ensureClient() error {
 	if h.client != nil {
 		return nil
 	}
-	// The light client drops a provider that failed once, for good; a
-	// node that restarted must not leave us without any. The store keeps
-	// what was verified.
+	// The light client drops providers for good (a failing primary is
+	// replaced by a witness that answers, an erring witness removed): nodes
+	// that restart must not leave us without any. The store keeps what
+	// was verified.
 	c, err := light.NewClientFromTrustedStore(h.chainID, h.opts.TrustPeriod, h.primary(), h.witnesses(), h.store)
 	if err != nil {
 		return fmt.Errorf("light client: %v: %w", err, ErrNotVerified)

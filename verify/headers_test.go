@@ -136,6 +136,20 @@ func TestHeadersVerify(t *testing.T) {
 		_, _, err = h.AppHash(ctx, net.node.Height()-1)
 		refused(t, err, "signatures")
 	})
+	t.Run("RPC down for a while", func(t *testing.T) {
+		// Headers that could not be had while the RPC was down (a node
+		// restarting) verify again once it is back.
+		rpcFront := newTamperRPC(t, rpc, 1<<62)
+		h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{rpcFront.URL}, Genesis: net.genesis(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rpcFront.down.Store(true)
+		_, _, err = h.AppHash(ctx, net.node.Height()-1)
+		refused(t, err, "header")
+		rpcFront.down.Store(false)
+		check(t, h)
+	})
 	t.Run("stale", func(t *testing.T) {
 		later := func() time.Time { return time.Now().Add(time.Minute) }
 		h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{rpc}, Genesis: net.genesis(t), Now: later, MaxAge: 30 * time.Second})

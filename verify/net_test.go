@@ -89,6 +89,7 @@ type tamperRPC struct {
 	*httptest.Server
 	from     atomic.Int64
 	tampered atomic.Int64 // commits forged so far
+	down     atomic.Bool  // refuse every request (a node restarting)
 }
 
 // newTamperRPC serves upstream's RPC, forging commit signatures from
@@ -100,6 +101,10 @@ func newTamperRPC(t testing.TB, upstream string, from int64) *tamperRPC {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if tr.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
 		resp, err := http.Post(upstream, "application/json", bytes.NewReader(body))

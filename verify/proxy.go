@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -78,6 +79,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the verifying proxy serves reads, and passes POST /v1/txs on", r.Method, r.URL.Path))
 	case r.URL.Path == "/v1/status":
 		p.status(w, r)
+	case r.URL.Path == "/v1/status/leader":
+		// Consul clients ask who leads; the proxy is their server.
+		writeJSON(w, http.StatusOK, r.Host)
+	case r.URL.Path == "/v1/status/peers":
+		writeJSON(w, http.StatusOK, []string{r.Host})
+	case r.URL.Path == "/v1/agent/self":
+		p.agentSelf(w, r)
 	default:
 		p.read(w, r)
 	}
@@ -168,6 +176,51 @@ func (p *Proxy) status(w http.ResponseWriter, r *http.Request) {
 		api.Status
 		Error string `json:"error,omitempty"`
 	}{st, st.Problem}, "", "  ")
+	w.Write(append(body, '\n'))
+}
+
+// agentSelf answers Consul's /v1/agent/self for the proxy itself (the
+// node's describes that node and has no proven form): its datacenter is
+// the first of the verified observers' datacenters, as a node without an
+// observer of its own reports it; Prometheus' Consul discovery reads it
+// when it is given no datacenter.
+func (p *Proxy) agentSelf(w http.ResponseWriter, r *http.Request) {
+	res, err := p.shared(r.Context(), "/v1/observers")
+	if err == nil && res.Code != http.StatusOK {
+		err = fmt.Errorf("GET /v1/observers: HTTP %d", res.Code)
+	}
+	var obs []api.Observer
+	if err == nil {
+		err = json.Unmarshal(res.Body, &obs)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err.Error())
+		return
+	}
+	dc := "dc1"
+	for i, o := range obs {
+		if i == 0 || o.Datacenter < dc {
+			dc = o.Datacenter
+		}
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	chain := p.c.headers.ChainID()
+	w.Header().Set(VerifiedHeightHeader, strconv.FormatInt(res.Height, 10))
+	writeJSON(w, http.StatusOK, map[string]any{
+		"Config": map[string]any{"Datacenter": dc, "NodeName": "bftmon-proxy", "NodeID": "bftmon-proxy", "Server": true, "Revision": "", "Version": "bftmon-verifying-proxy"},
+		"Member": map[string]any{"Name": "bftmon-proxy", "Addr": host, "Port": 0, "Tags": map[string]string{"dc": dc, "role": "bftmon"}, "Status": 1},
+		"Meta":   map[string]string{"bftmon_chain_id": chain},
+	})
+}
+
+// writeJSON answers code with v as indented JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body, _ := json.MarshalIndent(v, "", "  ")
 	w.Write(append(body, '\n'))
 }
 

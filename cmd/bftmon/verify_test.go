@@ -70,6 +70,12 @@ func TestVerifyCLI(t *testing.T) {
 		"--rpc", "tcp://"+rpcAddr, "--p2p", "tcp://"+freeAddr(t), "--dns", "")
 	d.waitLine(t, "demo is passing", 90*time.Second)
 	cli := cliRunner(t, bin, home, httpAddr)
+	// A proven answer is of the height before the latest (whose app hash
+	// the latest header carries): wait until that one is passing too.
+	testutil.WaitFor(t, "demo verified passing", 30*time.Second, func() (bool, error) {
+		out, code := cli("health", "demo", "--verify")
+		return code == 0, fmt.Errorf("exit %d: %s", code, out)
+	})
 
 	for _, tc := range []struct {
 		args []string

@@ -1,0 +1,91 @@
+package interop_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/discovery/consul"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+
+	"github.com/bftmon/bftmon/verify"
+)
+
+// TestPrometheusConsulDiscoveryThroughProxy runs Prometheus' own Consul
+// service discovery, unchanged, against the verifying proxy in front of a
+// real node: it finds the registered instances, from answers the proxy
+// verified (the datacenter from the proxy's own /v1/agent/self), and a
+// deregistration reaches it.
+func TestPrometheusConsulDiscoveryThroughProxy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn := startNode(ctx, t)
+	tn.register(ctx, t, tn.instance("web", "web-1", "10.1.0.1", 8080, []string{"v1"}))
+	tn.register(ctx, t, tn.instance("web", "web-2", "10.1.0.2", 8080, []string{"v1"}))
+	tn.waitPassing(ctx, t, "web", 2)
+
+	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int64(1)
+	commit, err := rpc.Commit(ctx, &one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{tn.node.RPCURL()}, ChainID: "interop", TrustHeight: 1, TrustHash: commit.SignedHeader.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(p)
+	defer proxy.Close()
+
+	cfg := consul.DefaultSDConfig
+	cfg.Server = strings.TrimPrefix(proxy.URL, "http://")
+	cfg.Services = []string{"web"}
+	cfg.RefreshInterval = model.Duration(50 * time.Millisecond)
+	reg := prometheus.NewRegistry()
+	d, err := consul.NewDiscovery(&cfg, slog.New(slog.DiscardHandler), cfg.NewDiscovererMetrics(reg, discovery.NewRefreshMetrics(reg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan []*targetgroup.Group)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go d.Run(runCtx, ch)
+	var web *targetgroup.Group
+	wait := func(what string, ok func(g *targetgroup.Group) bool) {
+		t.Helper()
+		deadline := time.After(60 * time.Second)
+		for web == nil || !ok(web) {
+			select {
+			case tgs := <-ch:
+				for _, g := range tgs {
+					if g.Source == "web" {
+						web = g
+					}
+				}
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s: %+v", what, web)
+			}
+		}
+	}
+	wait("both web instances", func(g *targetgroup.Group) bool { return len(g.Targets) == 2 })
+	if web.Labels["__meta_consul_dc"] != "dc1" || web.Targets[0]["__meta_consul_health"] != "passing" {
+		t.Errorf("web through the proxy: labels %v, targets %v", web.Labels, web.Targets)
+	}
+	tn.deregister(ctx, t, "web", "web-2")
+	wait("web-2 gone", func(g *targetgroup.Group) bool { return len(g.Targets) == 1 })
+}
