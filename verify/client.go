@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"sort"
@@ -85,7 +82,7 @@ func (c *Client) Get(ctx context.Context, pathAndQuery string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: proofs at height %d: %v: %w", what, p.Height, err, ErrNotVerified)
 	}
-	res, err := Rebuild(r, pathAndQuery)
+	res, err := Rebuild(ctx, r, pathAndQuery)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: rebuild the answer at height %d from the proven records: %v: %w", what, p.Height, err, ErrNotVerified)
 	}
@@ -145,63 +142,19 @@ func (c *Client) fetch(ctx context.Context, uri string) (*proven, error) {
 }
 
 // Rebuild answers pathAndQuery the way the node's plain route does, from
-// r: the same handlers (package server) over an in-process backend whose
-// state is r. Parameters that block (index, wait) and proof are dropped:
-// the answer is that of r's version. Unlike server.Rebuild, which gives
-// the compacted body to compare, it keeps the plain answer's exact bytes
-// and headers (Content-Type, X-Bftmon-Index, X-Consul-Index), which the
-// proxy serves.
-func Rebuild(r app.Reader, pathAndQuery string) (Result, error) {
-	u, err := url.Parse(pathAndQuery)
+// r (server.Replay): the same handlers over the proven records, with the
+// plain answer's exact bytes and headers (Content-Type, X-Bftmon-Index,
+// X-Consul-Index), which the proxy serves.
+func Rebuild(ctx context.Context, r app.Reader, pathAndQuery string) (Result, error) {
+	out, err := server.Replay(ctx, r, http.MethodGet, pathAndQuery)
 	if err != nil {
 		return Result{}, err
 	}
-	q := u.Query()
-	for _, k := range []string{"proof", "index", "wait"} {
-		q.Del(k)
-	}
-	u.RawQuery = q.Encode()
-	query, err := app.NewQuery(r)
-	if err != nil {
-		return Result{}, err
-	}
-	srv := server.New(rebuildBackend{query}, server.Config{}, discard)
-	req := httptest.NewRequest(http.MethodGet, u.RequestURI(), nil)
-	rec := httptest.NewRecorder()
-	srv.ServeHTTP(rec, req)
-	res := Result{Code: rec.Code, Body: rec.Body.Bytes(), Header: rec.Header()}
-	if v := rec.Header().Get(api.IndexHeader); v != "" {
+	res := Result{Code: out.Code, Body: out.Body, Header: out.Header}
+	if v := out.Header.Get(api.IndexHeader); v != "" {
 		res.Index, _ = strconv.ParseInt(v, 10, 64)
 	}
-	if rec.Code >= 500 {
-		return res, fmt.Errorf("HTTP %d: %s", rec.Code, firstLine(res.Body))
-	}
 	return res, nil
-}
-
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// rebuildBackend serves one proven version and nothing else.
-type rebuildBackend struct{ q *app.Query }
-
-var errOnlyReads = errors.New("a rebuilt answer reads the proven records only")
-
-func (b rebuildBackend) Read() (*app.Query, error) { return b.q, nil }
-func (b rebuildBackend) Status(context.Context) (api.Status, error) {
-	return api.Status{}, errOnlyReads
-}
-func (b rebuildBackend) BroadcastTx(context.Context, []byte) (api.TxResult, error) {
-	return api.TxResult{}, errOnlyReads
-}
-func (b rebuildBackend) Tx(context.Context, string) (api.TxResult, error) {
-	return api.TxResult{}, errOnlyReads
-}
-func (b rebuildBackend) AppHash(int64) ([]byte, error) { return nil, errOnlyReads }
-func (b rebuildBackend) ReadAt(int64) (server.ProvingReader, error) {
-	return nil, errOnlyReads
-}
-func (b rebuildBackend) Observe(context.Context, api.PassiveResult) (api.ObserveAck, error) {
-	return api.ObserveAck{}, errOnlyReads
 }
 
 // firstLine is the start of an answer for an error message.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,7 +47,7 @@ func TestProxyRoutes(t *testing.T) {
 		}
 	}))
 	defer upstream.Close()
-	p, err := NewProxy(NewClient(upstream.URL, &Headers{}), discard)
+	p, err := NewProxy(NewClient(upstream.URL, &Headers{}), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

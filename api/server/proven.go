@@ -144,19 +144,26 @@ func answerJSON(body []byte, text bool) (json.RawMessage, error) {
 	return b.Bytes(), nil
 }
 
-// Rebuild answers a read (method and path with its query, as sent with
+// Rebuilt is a plain answer rebuilt from proven records: its status,
+// headers and body, byte for byte as the plain route writes them.
+type Rebuilt struct {
+	Code   int
+	Header http.Header
+	Body   []byte
+}
+
+// Replay answers a read (method and path with its query, as sent with
 // ?proof=1) as the node's plain route answers it from the records r reads,
 // typically the reader proof.Verify returned: it runs the route's own code
 // in an in-process server whose Backend reads app.NewQuery(r). ?proof=,
-// ?index= and ?wait= are dropped (a rebuild never blocks). body is the
-// answer as api.Proven's Answer carries it (compact JSON, or a JSON
-// string for plain text), to compare with the node's once that is
-// compacted too (json.Compact). A read of something r does not serve (an
-// unproven key: proof.ErrNotProven) fails the rebuild with an error.
-func Rebuild(ctx context.Context, r app.Reader, method, pathAndQuery string) (code int, body []byte, err error) {
+// ?index= and ?wait= are dropped (a replay never blocks). A read of
+// something r does not serve (an unproven key: proof.ErrNotProven) fails
+// with an error; so does any other failed read (HTTP 500), but for
+// Consul's plain-text 500s, which are answers of the state.
+func Replay(ctx context.Context, r app.Reader, method, pathAndQuery string) (Rebuilt, error) {
 	u, err := url.Parse(pathAndQuery)
 	if err != nil || !strings.HasPrefix(u.Path, "/") || u.Host != "" {
-		return 0, nil, fmt.Errorf("rebuild %s %q: want a path and query", method, pathAndQuery)
+		return Rebuilt{}, fmt.Errorf("rebuild %s %q: want a path and query", method, pathAndQuery)
 	}
 	vals := u.Query()
 	for _, p := range []string{api.ProofParam, "index", "wait"} {
@@ -165,23 +172,37 @@ func Rebuild(ctx context.Context, r app.Reader, method, pathAndQuery string) (co
 	u.RawQuery = vals.Encode()
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
 	if err != nil {
-		return 0, nil, fmt.Errorf("rebuild %s %s: %w", method, u, err)
+		return Rebuilt{}, fmt.Errorf("rebuild %s %s: %w", method, u, err)
 	}
 	rec := httptest.NewRecorder()
 	New(&rebuildBackend{r: r}, Config{}, slog.New(slog.DiscardHandler)).ServeHTTP(rec, req)
-	text := !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json")
-	if rec.Code == http.StatusInternalServerError && !text {
-		// A failed read (Consul's 500s are plain text, and answers).
+	out := Rebuilt{Code: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}
+	if rec.Code == http.StatusInternalServerError && !isText(out.Header) {
 		var e api.Error
-		if json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(rec.Body.String())
+		if json.Unmarshal(out.Body, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(out.Body))
 		}
-		return rec.Code, nil, fmt.Errorf("rebuild %s %s: %s", method, u, e.Error)
+		return out, fmt.Errorf("rebuild %s %s: %s", method, u, e.Error)
 	}
-	if body, err = answerJSON(rec.Body.Bytes(), text); err != nil {
-		return 0, nil, fmt.Errorf("rebuild %s %s: %w", method, u, err)
+	return out, nil
+}
+
+// isText tells whether an answer is plain text (Consul's errors), not
+// JSON.
+func isText(h http.Header) bool { return !strings.HasPrefix(h.Get("Content-Type"), "application/json") }
+
+// Rebuild is Replay with the body as api.Proven's Answer carries it
+// (compact JSON, or a JSON string for plain text), to compare with the
+// node's once that is compacted too (json.Compact).
+func Rebuild(ctx context.Context, r app.Reader, method, pathAndQuery string) (code int, body []byte, err error) {
+	out, err := Replay(ctx, r, method, pathAndQuery)
+	if err != nil {
+		return out.Code, nil, err
 	}
-	return rec.Code, body, nil
+	if body, err = answerJSON(out.Body, isText(out.Header)); err != nil {
+		return 0, nil, fmt.Errorf("rebuild %s %s: %w", method, pathAndQuery, err)
+	}
+	return out.Code, body, nil
 }
 
 // errRebuild is what a rebuild's Backend answers for anything but the
