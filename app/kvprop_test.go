@@ -342,3 +342,68 @@ func TestAtMostOneLockHolder(t *testing.T) {
 		}
 	})
 }
+
+// TestLockSurvivesCoalition draws observer sets with random weights over
+// datacenters and a coalition below a third of all the weight that always
+// reports the leader's healthy instance critical, while a Byzantine
+// proposer holds back honest batches at random: the agreed hard status never
+// becomes critical, so the leader keeps its session and lock at every
+// height.
+func TestLockSurvivesCoalition(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		nObs := rapid.IntRange(4, 9).Draw(rt, "observers")
+		g := &app.Genesis{Operators: []app.GenesisOperator{{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}}}}
+		names := make([]string, nObs)
+		weights := make([]uint64, nObs)
+		var total uint64
+		for i := range names {
+			names[i] = fmt.Sprintf("ob%d", i)
+			weights[i] = rapid.Uint64Range(1, 3).Draw(rt, "weight")
+			total += weights[i]
+		}
+		faulty := make([]bool, nObs)
+		var fw uint64
+		for _, i := range rapid.Permutation(seq(nObs)).Draw(rt, "order") {
+			if 3*(fw+weights[i]) < total && rapid.Bool().Draw(rt, "faulty") {
+				faulty[i], fw = true, fw+weights[i]
+			}
+		}
+		for i := range names {
+			dc := fmt.Sprintf("dc%d", rapid.IntRange(1, 2).Draw(rt, "dc"))
+			g.Observers = append(g.Observers, app.GenesisObserver{Name: names[i], PubKey: pub64(key(names[i])), Datacenter: dc, Weight: weights[i]})
+		}
+		n := newNetWith(t, g)
+		n.must(1000, "root", register(webInstance(rapid.SampledFrom([]int64{0, 2000}).Draw(rt, "confirm"))))
+		s := n.newSession(1000, &types.SessionCreate{Service: "web", Instance: "web-1", TtlMs: 10_000})
+		n.must(1000, "root", kvAcquire("lead", "web-1", s))
+		var held [][]byte
+		for blk := range rapid.IntRange(5, 30).Draw(rt, "blocks") {
+			var txs [][]byte
+			for i, nm := range names {
+				st := P
+				if faulty[i] {
+					st = C
+				}
+				tx := n.tx(nm, observe(obsOf(st)))
+				if !faulty[i] && rapid.IntRange(0, 3).Draw(rt, "hold") == 0 {
+					held = append(held, tx)
+					continue
+				}
+				txs = append(txs, tx)
+			}
+			if len(held) > 0 && rapid.Bool().Draw(rt, "release") {
+				txs, held = append(txs, held...), nil
+			}
+			if blk%5 == 0 {
+				txs = append(txs, n.tx("root", sessionRenew(s)))
+			}
+			n.run(1000, rapid.Permutation(txs).Draw(rt, "reorder")...)
+			if h := n.check().State.Hard; h == C {
+				rt.Fatalf("block %d: a coalition of weight %d of %d made the hard status critical", blk, fw, total)
+			}
+			if got := n.holder("lead"); got != s {
+				rt.Fatalf("block %d: the lock is held by %q, not the healthy leader's session (coalition %d of %d)", blk, got, fw, total)
+			}
+		}
+	})
+}
