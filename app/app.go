@@ -48,14 +48,19 @@ type App struct {
 	catalog     map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
 
 	// Per block.
-	dirty          map[string]bool
-	changed        map[string]bool // services whose agreed state changed
-	verdicts       []VerdictChange // in the order evaluated (by check ref)
-	alerts         []types.Alert
-	deliveries     []types.Delivery
-	catalogChanged bool
-	applied        int                   // observations applied in this block
-	tallies        map[string]*[2]uint64 // observer id → reports agreeing, disagreeing with this block's verdicts
+	dirty           map[string]bool
+	changed         map[string]bool // services whose agreed state changed
+	verdicts        []VerdictChange // in the order evaluated (by check ref)
+	alerts          []types.Alert
+	deliveries      []types.Delivery
+	catalogChanged  bool
+	applied         int                   // observations applied in this block
+	tallies         map[string]*[2]uint64 // observer id → reports agreeing, disagreeing with this block's verdicts
+	swept           bool                  // the sessions whose TTL lapsed at the block time are invalidated
+	critical        map[string]bool       // "service/instance" whose hard status a check made critical
+	kvKeys          map[string]bool       // key/value keys written, deleted, locked or released
+	kvTrees         map[string]bool       // prefixes of recursive deletes
+	sessionsChanged bool
 
 	// verified holds the SHA-256 of transactions whose signature verified
 	// (in CheckTx or ProcessProposal), so that the same bytes are not
@@ -175,6 +180,11 @@ func (a *App) BeginBlock(height, timeMs int64) {
 	a.deliveries = nil
 	a.catalogChanged = false
 	a.applied = 0
+	a.swept = false
+	a.critical = map[string]bool{}
+	a.kvKeys = map[string]bool{}
+	a.kvTrees = map[string]bool{}
+	a.sessionsChanged = false
 }
 
 // EndBlock re-evaluates every check that the block's transactions touched or
@@ -182,6 +192,9 @@ func (a *App) BeginBlock(height, timeMs int64) {
 // alerts the block raised and the working app hash.
 func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 	now := a.meta.TimeMs
+	if err := a.sweepSessions(); err != nil {
+		return nil, nil, err
+	}
 	for {
 		t, ok := a.timers.Min()
 		if !ok || t.at > now {
@@ -200,6 +213,9 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		if err := a.evaluate(ref); err != nil {
 			return nil, nil, fmt.Errorf("evaluate %s: %w", ref, err)
 		}
+	}
+	if err := a.invalidateCritical(); err != nil {
+		return nil, nil, err
 	}
 	if err := a.settleStanding(); err != nil {
 		return nil, nil, fmt.Errorf("observer standing: %w", err)
@@ -238,6 +254,9 @@ func (a *App) Applied() int { return a.applied }
 // does not come true fifty blocks on). The error is a *TxError with its code.
 func (a *App) DeliverTx(tx []byte) (string, error) {
 	defer a.forget(tx)
+	if err := a.sweepSessions(); err != nil {
+		return "", err
+	}
 	body, err := a.precheck(tx)
 	if err != nil {
 		return "", err
@@ -254,6 +273,20 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 		log, err = a.receipt(body.Signer, m.Receipt)
 	case *types.Msg_RegisterReceiver:
 		log, err = a.registerReceiver(body.Signer, m.RegisterReceiver)
+	case *types.Msg_KvSet:
+		log, err = a.kvWrite(body.Signer, m.KvSet)
+	case *types.Msg_KvDelete:
+		log, err = a.kvWrite(body.Signer, m.KvDelete)
+	case *types.Msg_KvTxn:
+		log, err = a.kvWrite(body.Signer, m.KvTxn)
+	case *types.Msg_SessionCreate:
+		log, err = a.sessionCreate(body.Signer, tx, m.SessionCreate)
+	case *types.Msg_SessionRenew:
+		log, err = a.sessionRenew(body.Signer, m.SessionRenew)
+	case *types.Msg_SessionDestroy:
+		log, err = a.sessionDestroy(body.Signer, m.SessionDestroy)
+	default:
+		err = refuse(CodeInvalid, "transaction without a message")
 	}
 	if err != nil && CodeOf(err) == CodeInternal {
 		return "", err
@@ -303,6 +336,24 @@ func (a *App) checkMsg(body *types.TxBody) error {
 			return err
 		}
 		return a.authorizeOperator(body.Signer, m.RegisterReceiver.Name)
+	case *types.Msg_KvSet:
+		_, _, err := a.checkKV(body.Signer, m.KvSet)
+		return err
+	case *types.Msg_KvDelete:
+		_, _, err := a.checkKV(body.Signer, m.KvDelete)
+		return err
+	case *types.Msg_KvTxn:
+		_, _, err := a.checkKV(body.Signer, m.KvTxn)
+		return err
+	case *types.Msg_SessionCreate:
+		if err := validSessionCreate(m.SessionCreate); err != nil {
+			return err
+		}
+		return a.authorizeOperator(body.Signer, m.SessionCreate.Service)
+	case *types.Msg_SessionRenew, *types.Msg_SessionDestroy:
+		if a.operators[string(body.Signer)] == nil {
+			return refuse(CodeUnauthorized, "signer %s is not an operator", types.KeyID(body.Signer))
+		}
 	}
 	return nil
 }

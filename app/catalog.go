@@ -363,6 +363,9 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 			return "", err
 		}
 	}
+	if err := a.invalidateInstance(m.Name, m.Id); err != nil {
+		return "", fmt.Errorf("sessions of %s/%s: %w", m.Name, m.Id, err)
+	}
 	if err := a.store.Delete(instanceKey(m.Name, m.Id)); err != nil {
 		return "", err
 	}

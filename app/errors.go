@@ -19,9 +19,10 @@ const (
 	CodeInvalid      Code = 5  // the message's content is invalid
 	CodeUnknownCheck Code = 6  // an observation names no registered check in the observer's scope
 	CodeTooLarge     Code = 7  // tx or batch above its limit
-	CodeNotFound     Code = 8  // deregistration of an instance that is not registered
+	CodeNotFound     Code = 8  // deregistration of an instance that is not registered; an unknown or invalidated session; a txn's get of an absent key
 	CodeBusy         Code = 9  // CheckTx only: the signer's share of this node's mempool is full
 	CodeBadAck       Code = 10 // a receipt's receiver acknowledgement does not verify against the receiver's registered key
+	CodeConflict     Code = 11 // a key/value condition failed: a stale cas index, a lock held by another session or in its lock-delay, a failed check of a txn
 	CodeInternal     Code = 99 // a storage failure: the node must stop
 )
 
@@ -29,7 +30,7 @@ var codeNames = map[Code]string{
 	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
 	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
 	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found", CodeBusy: "busy",
-	CodeBadAck:   "bad_ack",
+	CodeBadAck: "bad_ack", CodeConflict: "conflict",
 	CodeInternal: "internal",
 }
 

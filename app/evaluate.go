@@ -120,6 +120,9 @@ func (a *App) evaluate(ref string) error {
 	case decidable(v) && v != st.Hard && held >= c.ConfirmMs:
 		from := st.Hard
 		st.Hard, st.HardHeight, st.HardTimeMs = v, h, now
+		if v == types.STATUS_CRITICAL {
+			a.critical[service+"/"+instance] = true
+		}
 		if !(from == types.STATUS_NONE && v == types.STATUS_PASSING) {
 			a.raise(AlertStateChange, from, v, si, c.Id, reports, now)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/bftmon/bftmon/app/types"
 )
@@ -22,6 +23,8 @@ type Indexes struct {
 	Alerts    int64 // the alert log
 	Observers int64 // the observer set's suspect flags
 	Receivers int64 // the registered webhook receivers' keys
+	KV        int64 // any key/value entry: written, deleted, locked or released
+	Sessions  int64 // the sessions: created, renewed or invalidated
 }
 
 // Changes is what a block changed in the agreed state: what blocking
@@ -37,6 +40,28 @@ type Changes struct {
 	Receivers bool
 	// Verdicts lists the checks whose verdict changed, by check ref.
 	Verdicts []VerdictChange
+	// KVKeys lists the key/value keys written, deleted, locked or released,
+	// sorted; KVTrees the prefixes of recursive deletes, under which any
+	// key may have gone (KVChanged answers for a key or prefix).
+	KVKeys  []string
+	KVTrees []string
+	// Sessions: a session was created, renewed or invalidated.
+	Sessions bool
+}
+
+// KVChanged tells whether the block changed a key/value entry that starts
+// with prefix (a key, for a query of one key).
+func (c Changes) KVChanged(prefix string) bool {
+	i := sort.SearchStrings(c.KVKeys, prefix)
+	if i < len(c.KVKeys) && strings.HasPrefix(c.KVKeys[i], prefix) {
+		return true
+	}
+	for _, t := range c.KVTrees {
+		if strings.HasPrefix(t, prefix) || strings.HasPrefix(prefix, t) {
+			return true
+		}
+	}
+	return false
 }
 
 // VerdictChange is a check's verdict moving in a block.
@@ -47,7 +72,8 @@ type VerdictChange struct {
 
 // Any tells whether the block changed anything a blocking query watches.
 func (c Changes) Any() bool {
-	return len(c.Services) > 0 || c.Catalog || c.Alerts || c.Observers || c.Receivers
+	return len(c.Services) > 0 || c.Catalog || c.Alerts || c.Observers || c.Receivers ||
+		len(c.KVKeys) > 0 || len(c.KVTrees) > 0 || c.Sessions
 }
 
 // touch records that service's agreed state changed in the current block.
@@ -72,6 +98,9 @@ func (a *App) Changed() Changes {
 		Observers: a.meta.ObserversHeight == a.meta.Height && a.meta.Height > 0,
 		Receivers: a.meta.ReceiversHeight == a.meta.Height && a.meta.Height > 0,
 		Verdicts:  a.verdicts,
+		KVKeys:    sortedKeys(a.kvKeys),
+		KVTrees:   sortedKeys(a.kvTrees),
+		Sessions:  a.sessionsChanged,
 	}
 	for s := range a.changed {
 		c.Services = append(c.Services, s)
@@ -80,9 +109,22 @@ func (a *App) Changed() Changes {
 	return c
 }
 
+func sortedKeys(m map[string]bool) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Indexes are the version's indexes.
 func (q *Query) Indexes() Indexes {
-	return Indexes{Catalog: q.meta.CatalogHeight, State: q.meta.StateHeight, Alerts: q.meta.AlertHeight, Observers: q.meta.ObserversHeight, Receivers: q.meta.ReceiversHeight}
+	return Indexes{Catalog: q.meta.CatalogHeight, State: q.meta.StateHeight, Alerts: q.meta.AlertHeight, Observers: q.meta.ObserversHeight, Receivers: q.meta.ReceiversHeight,
+		KV: q.meta.KvHeight, Sessions: q.meta.SessionsHeight}
 }
 
 // ServiceIndex is the height at which service's instances or check states

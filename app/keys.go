@@ -21,6 +21,12 @@ import (
 //	x/<alert id>                    where the alert is: its a/ key's height and seq (12 bytes)
 //	d/<alert id>/<receiver>/<observer id>  types.Delivery (a committed receipt)
 //	w/<receiver>                    types.Receiver (a webhook receiver's acknowledgement key)
+//	v/<kv key>                      types.KVEntry (a key/value entry; kv keys may hold '/')
+//	l/<kv key>                      lock-delay mark: block time (ms, 8 bytes BE) until which the key cannot be locked
+//	e/<session id>                  types.Session
+//	h/<session id>/<kv key>         a lock the session holds (value 1 byte)
+//	j/<service>/<instance>/<session id>  a session of the instance (value 1 byte)
+//	q/<expires ms BE8><session id>  a session's TTL deadline (value 1 byte)
 var (
 	keyInfo        = []byte("m/info")
 	prefixNonce    = []byte("n/")
@@ -35,7 +41,31 @@ var (
 	prefixAlertID  = []byte("x/")
 	prefixDelivery = []byte("d/")
 	prefixReceiver = []byte("w/")
+	prefixKV       = []byte("v/")
+	prefixDelay    = []byte("l/")
+	prefixSession  = []byte("e/")
+	prefixHeld     = []byte("h/")
+	prefixInstSess = []byte("j/")
+	prefixTTL      = []byte("q/")
 )
+
+func kvKey(key string) []byte        { return append(append([]byte{}, prefixKV...), key...) }
+func delayKey(key string) []byte     { return append(append([]byte{}, prefixDelay...), key...) }
+func sessionKey(id string) []byte    { return cat(prefixSession, id) }
+func heldKey(sid, key string) []byte { return cat(prefixHeld, sid, key) }
+func heldPrefix(sid string) []byte   { return cat(prefixHeld, sid, "") }
+func instSessPrefix(service, instance string) []byte {
+	return cat(prefixInstSess, service, instance, "")
+}
+func instSessKey(service, instance, sid string) []byte {
+	return cat(prefixInstSess, service, instance, sid)
+}
+
+func ttlKey(expiresMs int64, sid string) []byte {
+	k := append([]byte{}, prefixTTL...)
+	k = binary.BigEndian.AppendUint64(k, uint64(expiresMs))
+	return append(k, sid...)
+}
 
 func cat(prefix []byte, parts ...string) []byte {
 	return append(append([]byte{}, prefix...), strings.Join(parts, "/")...)

@@ -30,6 +30,10 @@ func Gas(body *types.TxBody) int64 {
 		return 1 + int64(len(m.Observe.Observations))
 	case *types.Msg_Register:
 		return 1 + int64(len(m.Register.Instance.Checks))
+	case *types.Msg_KvTxn:
+		if m.KvTxn != nil {
+			return 1 + int64(len(m.KvTxn.Ops))
+		}
 	}
 	return 1
 }

@@ -157,6 +157,12 @@ type Msg struct {
 	//	*Msg_Observe
 	//	*Msg_Receipt
 	//	*Msg_RegisterReceiver
+	//	*Msg_KvSet
+	//	*Msg_KvDelete
+	//	*Msg_KvTxn
+	//	*Msg_SessionCreate
+	//	*Msg_SessionRenew
+	//	*Msg_SessionDestroy
 	Sum isMsg_Sum `protobuf_oneof:"sum"`
 }
 
@@ -214,12 +220,36 @@ type Msg_Receipt struct {
 type Msg_RegisterReceiver struct {
 	RegisterReceiver *RegisterReceiver `protobuf:"bytes,5,opt,name=register_receiver,json=registerReceiver,proto3,oneof" json:"register_receiver,omitempty"`
 }
+type Msg_KvSet struct {
+	KvSet *KVSet `protobuf:"bytes,6,opt,name=kv_set,json=kvSet,proto3,oneof" json:"kv_set,omitempty"`
+}
+type Msg_KvDelete struct {
+	KvDelete *KVDelete `protobuf:"bytes,7,opt,name=kv_delete,json=kvDelete,proto3,oneof" json:"kv_delete,omitempty"`
+}
+type Msg_KvTxn struct {
+	KvTxn *KVTxn `protobuf:"bytes,8,opt,name=kv_txn,json=kvTxn,proto3,oneof" json:"kv_txn,omitempty"`
+}
+type Msg_SessionCreate struct {
+	SessionCreate *SessionCreate `protobuf:"bytes,9,opt,name=session_create,json=sessionCreate,proto3,oneof" json:"session_create,omitempty"`
+}
+type Msg_SessionRenew struct {
+	SessionRenew *SessionRenew `protobuf:"bytes,10,opt,name=session_renew,json=sessionRenew,proto3,oneof" json:"session_renew,omitempty"`
+}
+type Msg_SessionDestroy struct {
+	SessionDestroy *SessionDestroy `protobuf:"bytes,11,opt,name=session_destroy,json=sessionDestroy,proto3,oneof" json:"session_destroy,omitempty"`
+}
 
 func (*Msg_Register) isMsg_Sum()         {}
 func (*Msg_Deregister) isMsg_Sum()       {}
 func (*Msg_Observe) isMsg_Sum()          {}
 func (*Msg_Receipt) isMsg_Sum()          {}
 func (*Msg_RegisterReceiver) isMsg_Sum() {}
+func (*Msg_KvSet) isMsg_Sum()            {}
+func (*Msg_KvDelete) isMsg_Sum()         {}
+func (*Msg_KvTxn) isMsg_Sum()            {}
+func (*Msg_SessionCreate) isMsg_Sum()    {}
+func (*Msg_SessionRenew) isMsg_Sum()     {}
+func (*Msg_SessionDestroy) isMsg_Sum()   {}
 
 func (m *Msg) GetSum() isMsg_Sum {
 	if m != nil {
@@ -263,6 +293,48 @@ func (m *Msg) GetRegisterReceiver() *RegisterReceiver {
 	return nil
 }
 
+func (m *Msg) GetKvSet() *KVSet {
+	if x, ok := m.GetSum().(*Msg_KvSet); ok {
+		return x.KvSet
+	}
+	return nil
+}
+
+func (m *Msg) GetKvDelete() *KVDelete {
+	if x, ok := m.GetSum().(*Msg_KvDelete); ok {
+		return x.KvDelete
+	}
+	return nil
+}
+
+func (m *Msg) GetKvTxn() *KVTxn {
+	if x, ok := m.GetSum().(*Msg_KvTxn); ok {
+		return x.KvTxn
+	}
+	return nil
+}
+
+func (m *Msg) GetSessionCreate() *SessionCreate {
+	if x, ok := m.GetSum().(*Msg_SessionCreate); ok {
+		return x.SessionCreate
+	}
+	return nil
+}
+
+func (m *Msg) GetSessionRenew() *SessionRenew {
+	if x, ok := m.GetSum().(*Msg_SessionRenew); ok {
+		return x.SessionRenew
+	}
+	return nil
+}
+
+func (m *Msg) GetSessionDestroy() *SessionDestroy {
+	if x, ok := m.GetSum().(*Msg_SessionDestroy); ok {
+		return x.SessionDestroy
+	}
+	return nil
+}
+
 // XXX_OneofWrappers is for the internal use of the proto package.
 func (*Msg) XXX_OneofWrappers() []interface{} {
 	return []interface{}{
@@ -271,6 +343,12 @@ func (*Msg) XXX_OneofWrappers() []interface{} {
 		(*Msg_Observe)(nil),
 		(*Msg_Receipt)(nil),
 		(*Msg_RegisterReceiver)(nil),
+		(*Msg_KvSet)(nil),
+		(*Msg_KvDelete)(nil),
+		(*Msg_KvTxn)(nil),
+		(*Msg_SessionCreate)(nil),
+		(*Msg_SessionRenew)(nil),
+		(*Msg_SessionDestroy)(nil),
 	}
 }
 
@@ -1364,6 +1442,10 @@ type Meta struct {
 	// that were fresh when it stopped stay fresh for a ttl after it resumed.
 	HaltedFromMs int64 `protobuf:"varint,9,opt,name=halted_from_ms,json=haltedFromMs,proto3" json:"halted_from_ms,omitempty"`
 	HaltedToMs   int64 `protobuf:"varint,10,opt,name=halted_to_ms,json=haltedToMs,proto3" json:"halted_to_ms,omitempty"`
+	// kv_height: a key/value entry was written, deleted, locked or released.
+	KvHeight int64 `protobuf:"varint,11,opt,name=kv_height,json=kvHeight,proto3" json:"kv_height,omitempty"`
+	// sessions_height: a session was created, renewed or invalidated.
+	SessionsHeight int64 `protobuf:"varint,12,opt,name=sessions_height,json=sessionsHeight,proto3" json:"sessions_height,omitempty"`
 }
 
 func (m *Meta) Reset()         { *m = Meta{} }
@@ -1399,6 +1481,415 @@ func (m *Meta) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_Meta proto.InternalMessageInfo
 
+// KVSet writes one key/value entry (Consul's PUT /v1/kv/KEY). The signer
+// must be an operator whose prefixes cover the key, or, for a key under
+// services/NAME/, the service name NAME.
+type KVSet struct {
+	// key is 1..512 bytes of UTF-8.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// value is at most 512 KiB.
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// flags is an opaque number kept with the entry (Consul's ?flags=).
+	Flags uint64 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`
+	// cas makes the write conditional on the entry's modify index being
+	// cas_index; cas_index 0 writes only if the key is absent.
+	Cas      bool   `protobuf:"varint,4,opt,name=cas,proto3" json:"cas,omitempty"`
+	CasIndex uint64 `protobuf:"varint,5,opt,name=cas_index,json=casIndex,proto3" json:"cas_index,omitempty"`
+	// acquire takes the key's lock for this session (and writes the value);
+	// release gives it up. At most one of them.
+	Acquire string `protobuf:"bytes,6,opt,name=acquire,proto3" json:"acquire,omitempty"`
+	Release string `protobuf:"bytes,7,opt,name=release,proto3" json:"release,omitempty"`
+}
+
+func (m *KVSet) Reset()         { *m = KVSet{} }
+func (m *KVSet) String() string { return proto.CompactTextString(m) }
+func (*KVSet) ProtoMessage()    {}
+func (*KVSet) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{28}
+}
+func (m *KVSet) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *KVSet) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_KVSet.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *KVSet) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_KVSet.Merge(m, src)
+}
+func (m *KVSet) XXX_Size() int {
+	return m.Size()
+}
+func (m *KVSet) XXX_DiscardUnknown() {
+	xxx_messageInfo_KVSet.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_KVSet proto.InternalMessageInfo
+
+// KVDelete deletes one key, or with recurse every key that starts with it.
+type KVDelete struct {
+	Key     string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Recurse bool   `protobuf:"varint,2,opt,name=recurse,proto3" json:"recurse,omitempty"`
+	// cas deletes only if the entry's modify index is cas_index (not with
+	// recurse).
+	Cas      bool   `protobuf:"varint,3,opt,name=cas,proto3" json:"cas,omitempty"`
+	CasIndex uint64 `protobuf:"varint,4,opt,name=cas_index,json=casIndex,proto3" json:"cas_index,omitempty"`
+}
+
+func (m *KVDelete) Reset()         { *m = KVDelete{} }
+func (m *KVDelete) String() string { return proto.CompactTextString(m) }
+func (*KVDelete) ProtoMessage()    {}
+func (*KVDelete) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{29}
+}
+func (m *KVDelete) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *KVDelete) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_KVDelete.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *KVDelete) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_KVDelete.Merge(m, src)
+}
+func (m *KVDelete) XXX_Size() int {
+	return m.Size()
+}
+func (m *KVDelete) XXX_DiscardUnknown() {
+	xxx_messageInfo_KVDelete.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_KVDelete proto.InternalMessageInfo
+
+// KVOp is one operation of a KVTxn. verb is one of Consul's KV txn verbs:
+// "set", "cas", "lock", "unlock", "get", "get-tree", "check-index",
+// "check-session", "check-not-exists", "delete", "delete-tree",
+// "delete-cas". index is the cas or checked modify index, session the
+// session of lock, unlock and check-session.
+type KVOp struct {
+	Verb    string `protobuf:"bytes,1,opt,name=verb,proto3" json:"verb,omitempty"`
+	Key     string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value   []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Flags   uint64 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"`
+	Index   uint64 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
+	Session string `protobuf:"bytes,6,opt,name=session,proto3" json:"session,omitempty"`
+}
+
+func (m *KVOp) Reset()         { *m = KVOp{} }
+func (m *KVOp) String() string { return proto.CompactTextString(m) }
+func (*KVOp) ProtoMessage()    {}
+func (*KVOp) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{30}
+}
+func (m *KVOp) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *KVOp) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_KVOp.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *KVOp) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_KVOp.Merge(m, src)
+}
+func (m *KVOp) XXX_Size() int {
+	return m.Size()
+}
+func (m *KVOp) XXX_DiscardUnknown() {
+	xxx_messageInfo_KVOp.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_KVOp proto.InternalMessageInfo
+
+// KVTxn applies up to 64 operations atomically: all of them, or none if
+// any fails (Consul's PUT /v1/txn).
+type KVTxn struct {
+	Ops []KVOp `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops"`
+}
+
+func (m *KVTxn) Reset()         { *m = KVTxn{} }
+func (m *KVTxn) String() string { return proto.CompactTextString(m) }
+func (*KVTxn) ProtoMessage()    {}
+func (*KVTxn) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{31}
+}
+func (m *KVTxn) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *KVTxn) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_KVTxn.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *KVTxn) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_KVTxn.Merge(m, src)
+}
+func (m *KVTxn) XXX_Size() int {
+	return m.Size()
+}
+func (m *KVTxn) XXX_DiscardUnknown() {
+	xxx_messageInfo_KVTxn.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_KVTxn proto.InternalMessageInfo
+
+// KVEntry is a stored key/value entry. The indexes are block heights.
+type KVEntry struct {
+	Key   string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Flags uint64 `protobuf:"varint,3,opt,name=flags,proto3" json:"flags,omitempty"`
+	// create_index is the height that created the entry.
+	CreateIndex uint64 `protobuf:"varint,4,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// modify_index is the height of its last write (the index of cas).
+	ModifyIndex uint64 `protobuf:"varint,5,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// lock_index counts the times a session acquired it.
+	LockIndex uint64 `protobuf:"varint,6,opt,name=lock_index,json=lockIndex,proto3" json:"lock_index,omitempty"`
+	// session is the session holding its lock ("": none).
+	Session string `protobuf:"bytes,7,opt,name=session,proto3" json:"session,omitempty"`
+}
+
+func (m *KVEntry) Reset()         { *m = KVEntry{} }
+func (m *KVEntry) String() string { return proto.CompactTextString(m) }
+func (*KVEntry) ProtoMessage()    {}
+func (*KVEntry) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{32}
+}
+func (m *KVEntry) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *KVEntry) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_KVEntry.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *KVEntry) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_KVEntry.Merge(m, src)
+}
+func (m *KVEntry) XXX_Size() int {
+	return m.Size()
+}
+func (m *KVEntry) XXX_DiscardUnknown() {
+	xxx_messageInfo_KVEntry.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_KVEntry proto.InternalMessageInfo
+
+// SessionCreate opens a session for a registered service instance. The
+// signer must be an operator whose prefixes cover the service name. The
+// session's id is SessionID of the transaction's bytes.
+type SessionCreate struct {
+	Service  string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Instance string `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// name is a free label (Consul's Name), at most 128 bytes.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// ttl_ms: 0 for no TTL, else 10 s .. 24 h; renew within it.
+	TtlMs int64 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// behavior is "release" (default) or "delete": what happens to the keys
+	// the session holds when it is invalidated.
+	Behavior string `protobuf:"bytes,5,opt,name=behavior,proto3" json:"behavior,omitempty"`
+	// lock_delay_ms is how long a key the session held stays unlockable after
+	// the session is invalidated: 0 for the default 15 s, at most 60 s;
+	// no_lock_delay sets none.
+	LockDelayMs int64 `protobuf:"varint,6,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	NoLockDelay bool  `protobuf:"varint,7,opt,name=no_lock_delay,json=noLockDelay,proto3" json:"no_lock_delay,omitempty"`
+}
+
+func (m *SessionCreate) Reset()         { *m = SessionCreate{} }
+func (m *SessionCreate) String() string { return proto.CompactTextString(m) }
+func (*SessionCreate) ProtoMessage()    {}
+func (*SessionCreate) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{33}
+}
+func (m *SessionCreate) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *SessionCreate) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_SessionCreate.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *SessionCreate) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_SessionCreate.Merge(m, src)
+}
+func (m *SessionCreate) XXX_Size() int {
+	return m.Size()
+}
+func (m *SessionCreate) XXX_DiscardUnknown() {
+	xxx_messageInfo_SessionCreate.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_SessionCreate proto.InternalMessageInfo
+
+// SessionRenew resets a session's TTL from the block time.
+type SessionRenew struct {
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+}
+
+func (m *SessionRenew) Reset()         { *m = SessionRenew{} }
+func (m *SessionRenew) String() string { return proto.CompactTextString(m) }
+func (*SessionRenew) ProtoMessage()    {}
+func (*SessionRenew) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{34}
+}
+func (m *SessionRenew) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *SessionRenew) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_SessionRenew.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *SessionRenew) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_SessionRenew.Merge(m, src)
+}
+func (m *SessionRenew) XXX_Size() int {
+	return m.Size()
+}
+func (m *SessionRenew) XXX_DiscardUnknown() {
+	xxx_messageInfo_SessionRenew.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_SessionRenew proto.InternalMessageInfo
+
+// SessionDestroy invalidates a session.
+type SessionDestroy struct {
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+}
+
+func (m *SessionDestroy) Reset()         { *m = SessionDestroy{} }
+func (m *SessionDestroy) String() string { return proto.CompactTextString(m) }
+func (*SessionDestroy) ProtoMessage()    {}
+func (*SessionDestroy) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{35}
+}
+func (m *SessionDestroy) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *SessionDestroy) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_SessionDestroy.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *SessionDestroy) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_SessionDestroy.Merge(m, src)
+}
+func (m *SessionDestroy) XXX_Size() int {
+	return m.Size()
+}
+func (m *SessionDestroy) XXX_DiscardUnknown() {
+	xxx_messageInfo_SessionDestroy.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_SessionDestroy proto.InternalMessageInfo
+
+// Session is a stored session.
+type Session struct {
+	Id          string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Service     string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	Instance    string `protobuf:"bytes,4,opt,name=instance,proto3" json:"instance,omitempty"`
+	TtlMs       int64  `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	Behavior    string `protobuf:"bytes,6,opt,name=behavior,proto3" json:"behavior,omitempty"`
+	LockDelayMs int64  `protobuf:"varint,7,opt,name=lock_delay_ms,json=lockDelayMs,proto3" json:"lock_delay_ms,omitempty"`
+	// expires_ms is the block time at which the TTL lapses (0: no TTL).
+	ExpiresMs int64 `protobuf:"varint,8,opt,name=expires_ms,json=expiresMs,proto3" json:"expires_ms,omitempty"`
+	// create_index is the height that created it.
+	CreateIndex uint64 `protobuf:"varint,9,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	// operator is the creating operator's public key.
+	Operator []byte `protobuf:"bytes,10,opt,name=operator,proto3" json:"operator,omitempty"`
+}
+
+func (m *Session) Reset()         { *m = Session{} }
+func (m *Session) String() string { return proto.CompactTextString(m) }
+func (*Session) ProtoMessage()    {}
+func (*Session) Descriptor() ([]byte, []int) {
+	return fileDescriptor_1c8aae5a3929aa93, []int{36}
+}
+func (m *Session) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *Session) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_Session.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *Session) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_Session.Merge(m, src)
+}
+func (m *Session) XXX_Size() int {
+	return m.Size()
+}
+func (m *Session) XXX_DiscardUnknown() {
+	xxx_messageInfo_Session.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_Session proto.InternalMessageInfo
+
 func init() {
 	proto.RegisterEnum("bftmon.v1.Status", Status_name, Status_value)
 	proto.RegisterType((*Envelope)(nil), "bftmon.v1.Envelope")
@@ -1429,140 +1920,181 @@ func init() {
 	proto.RegisterType((*StandingBucket)(nil), "bftmon.v1.StandingBucket")
 	proto.RegisterType((*ObserverStanding)(nil), "bftmon.v1.ObserverStanding")
 	proto.RegisterType((*Meta)(nil), "bftmon.v1.Meta")
+	proto.RegisterType((*KVSet)(nil), "bftmon.v1.KVSet")
+	proto.RegisterType((*KVDelete)(nil), "bftmon.v1.KVDelete")
+	proto.RegisterType((*KVOp)(nil), "bftmon.v1.KVOp")
+	proto.RegisterType((*KVTxn)(nil), "bftmon.v1.KVTxn")
+	proto.RegisterType((*KVEntry)(nil), "bftmon.v1.KVEntry")
+	proto.RegisterType((*SessionCreate)(nil), "bftmon.v1.SessionCreate")
+	proto.RegisterType((*SessionRenew)(nil), "bftmon.v1.SessionRenew")
+	proto.RegisterType((*SessionDestroy)(nil), "bftmon.v1.SessionDestroy")
+	proto.RegisterType((*Session)(nil), "bftmon.v1.Session")
 }
 
 func init() { proto.RegisterFile("bftmon/v1/bftmon.proto", fileDescriptor_1c8aae5a3929aa93) }
 
 var fileDescriptor_1c8aae5a3929aa93 = []byte{
-	// 2038 bytes of a gzipped FileDescriptorProto
-	0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0x9c, 0x58, 0x4b, 0x8f, 0x1b, 0xc7,
-	0x11, 0xe6, 0x70, 0xf8, 0x2c, 0x72, 0xb9, 0x54, 0x5b, 0x92, 0x47, 0x1b, 0x65, 0xbd, 0x9a, 0x58,
-	0xc6, 0x2a, 0x06, 0x56, 0xd0, 0x1a, 0x88, 0x1d, 0xc0, 0x88, 0xbd, 0x2f, 0x5b, 0x1b, 0x7b, 0x1f,
-	0x69, 0x52, 0x56, 0xa0, 0xcb, 0xa0, 0x77, 0xa6, 0x97, 0x1c, 0x2c, 0x39, 0x33, 0xe9, 0x6e, 0x72,
-	0x97, 0xb9, 0xe4, 0x9a, 0x53, 0x90, 0x4b, 0x90, 0x1f, 0xe0, 0x7f, 0x10, 0x20, 0xbf, 0x20, 0x17,
-	0x1d, 0x72, 0xf0, 0x31, 0x40, 0x90, 0x20, 0x91, 0xce, 0xf9, 0x0d, 0x09, 0xfa, 0x31, 0x0f, 0x2e,
-	0x97, 0x91, 0xed, 0x13, 0xbb, 0xaa, 0xbf, 0xee, 0xea, 0xa9, 0xfa, 0xaa, 0xba, 0x9a, 0x70, 0xf7,
-	0xec, 0x5c, 0x8c, 0xe3, 0xe8, 0xf1, 0xf4, 0xc9, 0x63, 0x3d, 0xda, 0x4a, 0x58, 0x2c, 0x62, 0xd4,
-	0x34, 0xd2, 0xf4, 0xc9, 0xda, 0xed, 0x41, 0x3c, 0x88, 0x95, 0xf6, 0xb1, 0x1c, 0x69, 0x80, 0xfb,
-	0x31, 0x34, 0x0e, 0xa2, 0x29, 0x1d, 0xc5, 0x09, 0x45, 0x08, 0x2a, 0x67, 0x71, 0x30, 0x73, 0xac,
-	0x0d, 0x6b, 0xb3, 0x8d, 0xd5, 0x18, 0xdd, 0x87, 0x26, 0x0f, 0x07, 0x11, 0x11, 0x13, 0x46, 0x9d,
-	0xb2, 0x9a, 0xc8, 0x15, 0xee, 0x2f, 0xa1, 0xd6, 0xbf, 0xda, 0x95, 0xb8, 0xbb, 0x50, 0x93, 0x6a,
-	0xca, 0xcc, 0x6a, 0x23, 0xa1, 0xdb, 0x50, 0x8d, 0xe2, 0xc8, 0xd7, 0x6b, 0x2b, 0x58, 0x0b, 0x68,
-	0x03, 0xec, 0x31, 0x1f, 0x38, 0xf6, 0x86, 0xb5, 0xd9, 0xda, 0xee, 0x6c, 0x65, 0x87, 0xdc, 0x3a,
-	0xe2, 0x03, 0x2c, 0xa7, 0xdc, 0xbf, 0x94, 0xc1, 0x3e, 0xe2, 0x03, 0xf4, 0x11, 0x34, 0x18, 0x1d,
-	0x84, 0x5c, 0x98, 0x9d, 0x5b, 0xdb, 0x6b, 0x05, 0x38, 0x36, 0x53, 0x3d, 0xca, 0xa6, 0xa1, 0x4f,
-	0x9f, 0x96, 0x70, 0x86, 0x46, 0x3f, 0x03, 0x08, 0x68, 0xb6, 0xb6, 0xac, 0xd6, 0xde, 0x2f, 0xac,
-	0xdd, 0xcf, 0x26, 0xf3, 0xd5, 0x85, 0x15, 0xe8, 0x43, 0xa8, 0xc7, 0x67, 0x9c, 0xb2, 0x29, 0x35,
-	0xe7, 0xfc, 0x41, 0x61, 0xf1, 0x89, 0x9a, 0x21, 0x22, 0x8c, 0xa3, 0x5d, 0x22, 0xfc, 0xe1, 0xd3,
-	0x12, 0x4e, 0xd1, 0xe8, 0x27, 0x50, 0x67, 0xd4, 0xa7, 0x61, 0x22, 0x9c, 0xca, 0xc2, 0x89, 0xf7,
-	0xe9, 0x28, 0x9c, 0x52, 0x36, 0xc3, 0x1a, 0x21, 0xd7, 0x19, 0x30, 0xfa, 0x39, 0xdc, 0x4a, 0x8d,
-	0x7b, 0x4a, 0x37, 0xa5, 0xcc, 0xa9, 0x2e, 0x98, 0x4e, 0xbf, 0x19, 0x1b, 0xc8, 0xd3, 0x12, 0xee,
-	0xb2, 0x6b, 0xba, 0xdd, 0x2a, 0xd8, 0x7c, 0x32, 0x76, 0x5f, 0xc0, 0xea, 0x35, 0x83, 0xe8, 0x1e,
-	0x34, 0xc8, 0x88, 0x32, 0xe1, 0x85, 0x81, 0x72, 0x68, 0x13, 0xd7, 0x95, 0x7c, 0x18, 0xa0, 0x35,
-	0xe9, 0x6b, 0x63, 0xb7, 0xac, 0xa6, 0x32, 0x19, 0x75, 0xc1, 0x26, 0xfe, 0x85, 0xf2, 0x44, 0x1b,
-	0xcb, 0xa1, 0xfb, 0x27, 0x0b, 0x1a, 0xe9, 0xe6, 0xdf, 0x77, 0xd7, 0x35, 0x68, 0x18, 0xaf, 0x31,
-	0xb5, 0x75, 0x13, 0x67, 0xb2, 0x64, 0xd4, 0x90, 0x86, 0x83, 0xa1, 0xf6, 0xa2, 0x8d, 0x8d, 0x84,
-	0xde, 0x86, 0xba, 0x08, 0xc7, 0xd4, 0x1b, 0x73, 0xe5, 0x1c, 0x1b, 0xd7, 0xa4, 0x78, 0xc4, 0x91,
-	0x0b, 0x6d, 0xe2, 0x5f, 0x44, 0xf1, 0xe5, 0x88, 0x06, 0x03, 0x1a, 0x38, 0xb5, 0x0d, 0x6b, 0xb3,
-	0x81, 0xe7, 0x74, 0xee, 0x27, 0xd0, 0xbd, 0xee, 0x3f, 0x49, 0xfb, 0x88, 0x8c, 0xa9, 0x39, 0xb7,
-	0x1a, 0x4b, 0x23, 0xc9, 0xe4, 0xcc, 0xbb, 0xa0, 0x33, 0x43, 0xfa, 0x5a, 0x32, 0x39, 0xfb, 0x82,
-	0xce, 0xdc, 0x0b, 0x68, 0x7c, 0xaf, 0x85, 0xea, 0x53, 0x13, 0xca, 0x88, 0x88, 0x99, 0xf1, 0x62,
-	0x26, 0x2f, 0xfb, 0x54, 0x77, 0x0b, 0x2a, 0xa7, 0x24, 0x54, 0xce, 0x97, 0x1b, 0x6a, 0x3b, 0x72,
-	0x28, 0xd3, 0x6a, 0x4a, 0x46, 0x13, 0x6a, 0x3c, 0xaa, 0x05, 0xf7, 0xef, 0x65, 0x80, 0xa7, 0xfd,
-	0xfe, 0xe9, 0x29, 0x61, 0x64, 0xcc, 0xe5, 0xb2, 0x09, 0x1b, 0xa5, 0xcb, 0x26, 0x6c, 0x24, 0x0d,
-	0x8d, 0xa9, 0x18, 0xc6, 0x81, 0x59, 0x67, 0x24, 0xf4, 0x23, 0x58, 0xa1, 0x57, 0x09, 0xf5, 0x85,
-	0xc7, 0x05, 0x11, 0x13, 0xee, 0xd8, 0x1b, 0xf6, 0xe6, 0x0a, 0x6e, 0x6b, 0x65, 0x4f, 0xe9, 0x24,
-	0x48, 0x96, 0x04, 0xcf, 0x8f, 0x23, 0x41, 0xc2, 0x88, 0xab, 0xc3, 0x36, 0x71, 0x5b, 0x2a, 0xf7,
-	0x8c, 0x0e, 0x3d, 0x86, 0xfa, 0x90, 0x92, 0x80, 0x32, 0x19, 0x1d, 0x7b, 0xb3, 0xb5, 0xbd, 0x5a,
-	0xa0, 0xae, 0xfc, 0x98, 0xdd, 0xca, 0xcb, 0x7f, 0xbe, 0x53, 0xc2, 0x29, 0x0a, 0xbd, 0x07, 0xab,
-	0x62, 0xc4, 0x3d, 0x7e, 0x11, 0x26, 0xde, 0x94, 0xb2, 0xf0, 0x7c, 0x66, 0x02, 0xb7, 0x22, 0x46,
-	0xbc, 0x77, 0x11, 0x26, 0x5f, 0x29, 0x25, 0xda, 0x82, 0xb7, 0xa2, 0xd8, 0x3b, 0x8f, 0x47, 0xa3,
-	0xf8, 0xd2, 0x63, 0x34, 0x08, 0x19, 0xf5, 0x05, 0x77, 0xea, 0x0a, 0x7b, 0x2b, 0x8a, 0x3f, 0x53,
-	0x33, 0x38, 0x9d, 0x40, 0x3f, 0x04, 0x50, 0xa7, 0x65, 0x74, 0x40, 0xaf, 0x9c, 0x86, 0x3a, 0x6a,
-	0x53, 0x6a, 0xb0, 0x54, 0xa0, 0x27, 0x70, 0xc7, 0x97, 0x7c, 0xa5, 0x57, 0x49, 0xc8, 0x66, 0xde,
-	0x25, 0x61, 0x91, 0x17, 0x90, 0x19, 0x77, 0x9a, 0x1b, 0xd6, 0xe6, 0x0a, 0x46, 0x72, 0xf2, 0x40,
-	0xcd, 0x3d, 0x27, 0x2c, 0xda, 0x27, 0x33, 0xee, 0xfe, 0x02, 0x9a, 0xfd, 0xbd, 0xd4, 0xb7, 0x0e,
-	0xd4, 0x49, 0x10, 0x30, 0xca, 0x79, 0xc6, 0x77, 0x2d, 0x4a, 0x56, 0x70, 0x1a, 0xa5, 0x1e, 0x56,
-	0x63, 0xe9, 0x77, 0xed, 0x4a, 0xc3, 0x72, 0x23, 0xb9, 0x3e, 0x34, 0xf7, 0x8f, 0x7b, 0x66, 0x4b,
-	0x59, 0x42, 0x75, 0x2a, 0xe8, 0x1d, 0x8d, 0x94, 0xd1, 0xac, 0x5c, 0xa0, 0x19, 0x82, 0x8a, 0x98,
-	0x25, 0xd4, 0x6c, 0xa7, 0xc6, 0x05, 0x23, 0x95, 0x0d, 0xbb, 0x60, 0xe4, 0xd7, 0x00, 0x9f, 0xe3,
-	0xd3, 0xbd, 0x37, 0x1e, 0xdc, 0x81, 0x3a, 0xd7, 0x95, 0xd0, 0x98, 0x4a, 0x45, 0x49, 0x24, 0x31,
-	0xe2, 0xca, 0x58, 0x03, 0xcb, 0xe1, 0x4d, 0x51, 0xab, 0xdc, 0x10, 0x35, 0xf7, 0x05, 0xc0, 0xc1,
-	0x15, 0xf5, 0x8d, 0x6d, 0x04, 0x15, 0xc2, 0x06, 0x53, 0xc7, 0x52, 0xe7, 0x53, 0x63, 0xf4, 0x11,
-	0x74, 0x64, 0xfe, 0xc6, 0x93, 0x8c, 0x7b, 0xd2, 0x78, 0x67, 0xfb, 0x56, 0x81, 0x37, 0x9a, 0x80,
-	0x78, 0xc5, 0x00, 0xb5, 0xe8, 0xfe, 0xc7, 0x86, 0xea, 0xde, 0x90, 0xfa, 0x17, 0xa8, 0x03, 0xe5,
-	0xac, 0xee, 0x94, 0xc3, 0x40, 0xda, 0xb9, 0x08, 0xf3, 0x10, 0xc8, 0x31, 0x7a, 0x04, 0x95, 0xa1,
-	0x10, 0x89, 0xa9, 0xe5, 0x77, 0x0a, 0xbb, 0xe7, 0x19, 0x83, 0x15, 0x04, 0xbd, 0x07, 0xb6, 0xf0,
-	0x13, 0x53, 0xbc, 0x6f, 0x17, 0x90, 0x59, 0xf8, 0xb1, 0x04, 0xa0, 0x77, 0xa0, 0x15, 0x46, 0x42,
-	0xde, 0x03, 0xa3, 0xbc, 0x1a, 0x41, 0xaa, 0x3a, 0x52, 0x1c, 0x4c, 0xbf, 0x6d, 0xcc, 0x15, 0xad,
-	0x6d, 0xdc, 0x34, 0x9a, 0x23, 0x8e, 0xee, 0x40, 0x4d, 0x08, 0xb5, 0xb4, 0xae, 0xa6, 0xaa, 0x42,
-	0xc8, 0x55, 0x1b, 0xd0, 0x0a, 0x88, 0x20, 0x3e, 0x95, 0x1b, 0x71, 0xa7, 0xa1, 0x9c, 0x55, 0x54,
-	0xc9, 0x48, 0xff, 0x6a, 0x12, 0xb3, 0xc9, 0x58, 0xb1, 0xb5, 0x82, 0x8d, 0x24, 0xed, 0xf9, 0x71,
-	0x74, 0x1e, 0xb2, 0xb1, 0xdc, 0x14, 0xb4, 0x3d, 0xa3, 0x39, 0xe2, 0xe8, 0x13, 0xb8, 0x9f, 0xdf,
-	0x6f, 0x9e, 0xcf, 0x42, 0x11, 0xfa, 0x64, 0xe4, 0x91, 0x73, 0x29, 0x8e, 0xb9, 0xd3, 0x52, 0x0b,
-	0xee, 0xe5, 0x98, 0x3d, 0x03, 0xd9, 0x91, 0x88, 0x23, 0x2e, 0x7d, 0x48, 0xaf, 0xa8, 0xef, 0xb4,
-	0x17, 0x7c, 0x98, 0x07, 0x19, 0x2b, 0x88, 0xf4, 0x61, 0x10, 0x71, 0x67, 0x65, 0xc1, 0x87, 0x19,
-	0xdf, 0xb1, 0x04, 0xc8, 0x2d, 0x07, 0x2c, 0xf1, 0x9d, 0xce, 0xc2, 0x96, 0x39, 0x67, 0xb1, 0x82,
-	0xb8, 0x7f, 0x2e, 0xc3, 0xaa, 0xb9, 0xaa, 0x0f, 0x23, 0x2e, 0x88, 0x6c, 0x24, 0x6e, 0x2a, 0xc1,
-	0x9a, 0x0d, 0xe5, 0x8c, 0x0d, 0x05, 0xc6, 0xdb, 0x0b, 0xa9, 0x9a, 0xc4, 0x4c, 0x57, 0xdd, 0x15,
-	0xac, 0xc6, 0x68, 0x1d, 0x20, 0x77, 0xb5, 0x8a, 0x69, 0x13, 0x17, 0x34, 0x2a, 0xf3, 0xc8, 0x40,
-	0x46, 0x53, 0x71, 0x58, 0x8e, 0xe5, 0x47, 0x8c, 0xa9, 0x20, 0x4e, 0xfd, 0xff, 0x55, 0x3c, 0x05,
-	0x41, 0x5b, 0x50, 0xf3, 0x25, 0x67, 0x75, 0x5c, 0x5b, 0xdb, 0xdd, 0x02, 0x58, 0x91, 0xd9, 0xa0,
-	0x0d, 0x4a, 0x16, 0xfa, 0xf8, 0x52, 0xb6, 0x55, 0x4d, 0x75, 0x67, 0x68, 0x01, 0xbd, 0x9f, 0xb7,
-	0x0a, 0x34, 0xf0, 0xcc, 0xdd, 0xa1, 0xe3, 0xdd, 0xcd, 0x27, 0x9e, 0xea, 0x5b, 0xe4, 0x04, 0x56,
-	0xaf, 0xf5, 0x49, 0xe8, 0x63, 0x68, 0x84, 0xc6, 0x85, 0x37, 0x74, 0x55, 0xd7, 0x9c, 0x6c, 0x4e,
-	0x94, 0xad, 0x70, 0x3f, 0x84, 0x5b, 0x0b, 0xcd, 0xd3, 0xb7, 0x89, 0x84, 0xfb, 0x5f, 0x0b, 0x5a,
-	0x85, 0xce, 0xa9, 0x58, 0x71, 0xac, 0xf9, 0x8a, 0xb3, 0x56, 0x38, 0xa0, 0x69, 0x1a, 0x52, 0x59,
-	0xba, 0x44, 0x39, 0xc7, 0x44, 0x53, 0x0b, 0xe8, 0x11, 0xd4, 0x4c, 0xfd, 0xa8, 0x2c, 0xab, 0x1f,
-	0x06, 0x20, 0xd3, 0x64, 0x44, 0x04, 0x8d, 0xfc, 0x99, 0x37, 0x49, 0xd3, 0xb6, 0x69, 0x34, 0xcf,
-	0x54, 0x76, 0xc5, 0x13, 0x91, 0x4c, 0x84, 0xca, 0xd8, 0x26, 0x36, 0x12, 0x7a, 0x17, 0x3a, 0xa6,
-	0x39, 0x09, 0x3c, 0x22, 0xf2, 0xb4, 0x6d, 0xa7, 0xda, 0x1d, 0x99, 0xd4, 0xf7, 0xa1, 0x39, 0x89,
-	0xfc, 0x21, 0x89, 0x64, 0x0b, 0xd2, 0x50, 0x35, 0x31, 0x57, 0xb8, 0x7d, 0xe8, 0x5e, 0x6f, 0x1d,
-	0xd1, 0xa7, 0x60, 0x76, 0x50, 0x3a, 0xae, 0xaa, 0x63, 0x6b, 0xfb, 0xee, 0x92, 0x6e, 0x53, 0x07,
-	0x63, 0x6e, 0x85, 0xfb, 0x1b, 0x68, 0x9c, 0xa4, 0x6d, 0xd3, 0x0d, 0xb5, 0x70, 0xe1, 0xf6, 0x28,
-	0x34, 0x29, 0xf6, 0x5c, 0x93, 0x32, 0x4f, 0xfe, 0xca, 0x02, 0xf9, 0xef, 0x42, 0xed, 0x52, 0x93,
-	0xad, 0xaa, 0x0b, 0x8f, 0x96, 0xdc, 0x1e, 0x34, 0x4e, 0xd2, 0x66, 0xe6, 0xbb, 0x76, 0x45, 0x09,
-	0xa3, 0xe7, 0xe1, 0x15, 0xd5, 0x3d, 0x47, 0x13, 0x67, 0xb2, 0xfb, 0x57, 0x0b, 0x6e, 0x15, 0xbe,
-	0x1c, 0x53, 0x3f, 0x66, 0x41, 0x21, 0xce, 0xd6, 0x77, 0x8b, 0x73, 0x79, 0x79, 0x9c, 0xed, 0x37,
-	0xc4, 0xb9, 0x72, 0x43, 0x9c, 0xf3, 0x9e, 0xad, 0xba, 0xac, 0x3d, 0xad, 0x15, 0xdb, 0x53, 0xf7,
-	0x0f, 0x65, 0x00, 0x95, 0xe1, 0xf2, 0x94, 0x14, 0xbd, 0x0f, 0xf5, 0x29, 0x65, 0x41, 0xe8, 0x8b,
-	0xe5, 0x1f, 0x92, 0x22, 0xd0, 0x43, 0xe8, 0x98, 0x61, 0x9a, 0xec, 0xfa, 0x6b, 0x56, 0x8c, 0x56,
-	0x67, 0xba, 0xbc, 0x95, 0x53, 0x58, 0x7a, 0x06, 0x7b, 0x0e, 0xd7, 0xd7, 0x9d, 0xf2, 0x43, 0xa8,
-	0x0c, 0x09, 0x0b, 0x96, 0x67, 0x8a, 0x9a, 0x96, 0xf7, 0x9b, 0xfc, 0xf5, 0xe6, 0xbe, 0x13, 0xa4,
-	0xca, 0xd8, 0xdb, 0x80, 0xb6, 0x02, 0xcc, 0x7f, 0xb0, 0x42, 0x18, 0x4b, 0x0f, 0xa0, 0x7d, 0x3e,
-	0x22, 0x03, 0x4f, 0x3d, 0x06, 0x68, 0x60, 0xda, 0xb5, 0x96, 0xd4, 0xed, 0x68, 0x95, 0xfb, 0xb5,
-	0x05, 0xed, 0x94, 0xbd, 0x5f, 0x85, 0xf4, 0x72, 0xee, 0x51, 0x60, 0x5d, 0x7b, 0x14, 0xcc, 0x13,
-	0xb4, 0xbc, 0x40, 0xd0, 0x9c, 0x1d, 0xf6, 0x9b, 0xd8, 0x71, 0x1b, 0xaa, 0xe7, 0x8c, 0xf2, 0xa1,
-	0x69, 0x5c, 0xb4, 0x50, 0x20, 0x45, 0xb5, 0x48, 0x0a, 0xf9, 0x1e, 0xad, 0xaa, 0x13, 0x7f, 0xab,
-	0x66, 0xe3, 0x21, 0x54, 0xce, 0x59, 0x3c, 0x5e, 0x7e, 0x08, 0x35, 0x8d, 0x1e, 0x40, 0x59, 0xc4,
-	0xcb, 0xa3, 0x50, 0x16, 0x71, 0xb1, 0x44, 0x56, 0x97, 0x97, 0xc8, 0xda, 0xb2, 0x12, 0x59, 0x2f,
-	0x96, 0xc8, 0x9c, 0xb2, 0x8d, 0x65, 0x94, 0x6d, 0xce, 0xbd, 0xa8, 0x3e, 0x80, 0xea, 0x34, 0xa4,
-	0x97, 0xb2, 0x95, 0x90, 0x25, 0xe9, 0xed, 0x85, 0x92, 0xa4, 0x23, 0x66, 0x6a, 0x92, 0xc6, 0xce,
-	0x85, 0xaf, 0x35, 0x1f, 0x3e, 0x97, 0x40, 0xa7, 0x27, 0x48, 0x14, 0x84, 0xd1, 0x60, 0x77, 0xe2,
-	0x5f, 0x50, 0xf5, 0x1c, 0xe5, 0x82, 0x30, 0x95, 0x66, 0x96, 0x32, 0x5e, 0x57, 0xb2, 0xce, 0x30,
-	0x32, 0x60, 0x94, 0x06, 0xe6, 0xbf, 0x03, 0x23, 0xc9, 0x0a, 0x1b, 0x84, 0xdc, 0x4c, 0xd9, 0x6a,
-	0x2a, 0x57, 0xb8, 0xbf, 0xb3, 0xd2, 0x12, 0x4b, 0x59, 0x6a, 0x0b, 0xfd, 0x14, 0xea, 0x67, 0xca,
-	0x5e, 0x5a, 0x5d, 0xef, 0xcd, 0x7b, 0xbb, 0x70, 0xa2, 0xf4, 0x7d, 0x62, 0xf0, 0x2a, 0x00, 0x13,
-	0xae, 0xda, 0xea, 0xb2, 0x22, 0x4a, 0x2a, 0xca, 0xa4, 0x34, 0xc3, 0x34, 0x43, 0x4c, 0xb2, 0x19,
-	0xad, 0xb9, 0x7e, 0xff, 0x51, 0x86, 0xca, 0x91, 0xbc, 0xfa, 0xef, 0x41, 0xc3, 0x1f, 0x92, 0x30,
-	0x2a, 0xbc, 0x91, 0x95, 0x7c, 0x18, 0x14, 0x22, 0x53, 0x5e, 0x16, 0x19, 0x7b, 0x2e, 0x32, 0x0f,
-	0xa1, 0xe3, 0x13, 0x41, 0x46, 0xf1, 0xc0, 0x9b, 0x7b, 0x39, 0xae, 0x18, 0xad, 0x49, 0xd0, 0x07,
-	0xd0, 0x96, 0x6c, 0xa7, 0xf3, 0x29, 0xdc, 0x52, 0xba, 0x1c, 0xa2, 0x5f, 0xee, 0x06, 0xa2, 0x73,
-	0xb8, 0xa5, 0x74, 0x06, 0xf2, 0x08, 0xba, 0x69, 0x04, 0x79, 0x0a, 0xd3, 0x57, 0xdf, 0x6a, 0xa6,
-	0xcf, 0xa1, 0xe9, 0xe3, 0x3e, 0x83, 0x6a, 0xb2, 0xad, 0x66, 0x7a, 0x03, 0x7d, 0x17, 0x3a, 0x43,
-	0x32, 0x12, 0x34, 0xf0, 0x64, 0x2e, 0xe4, 0xe4, 0x6b, 0x6b, 0xed, 0x67, 0x2c, 0x1e, 0xab, 0x66,
-	0xd8, 0xc8, 0x9e, 0x88, 0xf3, 0xa6, 0x16, 0xb4, 0xae, 0x1f, 0x1f, 0xf1, 0x1f, 0xff, 0xd1, 0x82,
-	0x9a, 0x79, 0xa1, 0xae, 0x42, 0xab, 0xd7, 0xdf, 0xe9, 0x3f, 0xeb, 0x79, 0xc7, 0x27, 0xc7, 0x07,
-	0xdd, 0x12, 0x42, 0xd0, 0x31, 0x8a, 0xd3, 0x9d, 0x5e, 0xef, 0xf0, 0xf8, 0xf3, 0xae, 0x55, 0xd0,
-	0x3d, 0xdf, 0xc1, 0xc7, 0x52, 0x57, 0x46, 0x6f, 0xc1, 0xaa, 0xd1, 0xed, 0xe1, 0xc3, 0xfe, 0xe1,
-	0xde, 0xce, 0x97, 0x5d, 0xbb, 0x00, 0x7c, 0x76, 0xfc, 0xc5, 0xf1, 0xc9, 0xf3, 0xe3, 0x6e, 0x05,
-	0x75, 0xa1, 0x6d, 0x74, 0xbd, 0xfe, 0xce, 0x97, 0x07, 0xdd, 0x6a, 0x61, 0xe9, 0xfe, 0x61, 0xef,
-	0xf4, 0x59, 0xff, 0x60, 0xbf, 0x5b, 0x5b, 0xab, 0xfc, 0xf6, 0xeb, 0xf5, 0xd2, 0xee, 0xa7, 0x2f,
-	0xff, 0xbd, 0x5e, 0x7a, 0xf9, 0x6a, 0xdd, 0xfa, 0xe6, 0xd5, 0xba, 0xf5, 0xaf, 0x57, 0xeb, 0xd6,
-	0xef, 0x5f, 0xaf, 0x97, 0xbe, 0x79, 0xbd, 0x5e, 0xfa, 0xdb, 0xeb, 0xf5, 0xd2, 0x0b, 0x77, 0x10,
-	0x8a, 0xe1, 0xe4, 0x6c, 0xcb, 0x8f, 0xc7, 0xe6, 0x3f, 0xbb, 0xf4, 0x87, 0x24, 0xc9, 0x63, 0xf9,
-	0xa2, 0xe3, 0x67, 0x35, 0xf5, 0x27, 0xdd, 0x07, 0xff, 0x0b, 0x00, 0x00, 0xff, 0xff, 0x39, 0xfd,
-	0x9d, 0xdd, 0xdf, 0x13, 0x00, 0x00,
+	// 2555 bytes of a gzipped FileDescriptorProto
+	0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0xa4, 0x59, 0x49, 0x8f, 0x1b, 0xc7,
+	0xf5, 0x27, 0xd9, 0xcd, 0xed, 0x71, 0x19, 0xaa, 0x2c, 0xcb, 0xd4, 0x58, 0x1e, 0x8f, 0xfa, 0x6f,
+	0xd9, 0xf2, 0xdf, 0xc0, 0x28, 0x1e, 0x03, 0xb1, 0x03, 0x18, 0xb6, 0x67, 0xb3, 0x67, 0x22, 0xcf,
+	0x92, 0x26, 0x25, 0x07, 0xbe, 0x34, 0x6a, 0xba, 0x6b, 0xc8, 0x06, 0xc9, 0x6e, 0xba, 0xaa, 0xc8,
+	0x21, 0x73, 0xc9, 0xd5, 0xa7, 0x20, 0x97, 0x2c, 0x77, 0x5f, 0x72, 0x0e, 0x90, 0x4f, 0x10, 0x20,
+	0xf0, 0x21, 0x07, 0x1f, 0x72, 0x08, 0x10, 0x20, 0x48, 0xa4, 0x73, 0x3e, 0x43, 0x82, 0xda, 0xd8,
+	0xdd, 0xc3, 0x61, 0x24, 0x2b, 0x27, 0xd6, 0xfb, 0xd5, 0xaf, 0x96, 0x7e, 0x5b, 0xbd, 0x2a, 0xc2,
+	0xad, 0xf3, 0x0b, 0x3e, 0x8a, 0xa3, 0x07, 0xd3, 0x77, 0x1f, 0xa8, 0xd6, 0xd6, 0x98, 0xc6, 0x3c,
+	0x46, 0x55, 0x2d, 0x4d, 0xdf, 0x5d, 0xbf, 0xd9, 0x8b, 0x7b, 0xb1, 0x44, 0x1f, 0x88, 0x96, 0x22,
+	0x38, 0x1f, 0x42, 0xe5, 0x20, 0x9a, 0x92, 0x61, 0x3c, 0x26, 0x08, 0x81, 0x7d, 0x1e, 0x07, 0xf3,
+	0x76, 0x7e, 0x33, 0x7f, 0xbf, 0xee, 0xca, 0x36, 0xba, 0x03, 0x55, 0x16, 0xf6, 0x22, 0xcc, 0x27,
+	0x94, 0xb4, 0x0b, 0xb2, 0x23, 0x01, 0x9c, 0x9f, 0x42, 0xa9, 0x3b, 0xdb, 0x15, 0xbc, 0x5b, 0x50,
+	0x12, 0x30, 0xa1, 0x7a, 0xb4, 0x96, 0xd0, 0x4d, 0x28, 0x46, 0x71, 0xe4, 0xab, 0xb1, 0xb6, 0xab,
+	0x04, 0xb4, 0x09, 0xd6, 0x88, 0xf5, 0xda, 0xd6, 0x66, 0xfe, 0x7e, 0x6d, 0xbb, 0xb9, 0xb5, 0xd8,
+	0xe4, 0xd6, 0x31, 0xeb, 0xb9, 0xa2, 0xcb, 0xf9, 0x75, 0x11, 0xac, 0x63, 0xd6, 0x43, 0x1f, 0x40,
+	0x85, 0x92, 0x5e, 0xc8, 0xb8, 0x9e, 0xb9, 0xb6, 0xbd, 0x9e, 0xa2, 0xbb, 0xba, 0xab, 0x43, 0xe8,
+	0x34, 0xf4, 0xc9, 0x61, 0xce, 0x5d, 0xb0, 0xd1, 0x47, 0x00, 0x01, 0x59, 0x8c, 0x2d, 0xc8, 0xb1,
+	0x77, 0x52, 0x63, 0xf7, 0x17, 0x9d, 0xc9, 0xe8, 0xd4, 0x08, 0xf4, 0x3e, 0x94, 0xe3, 0x73, 0x46,
+	0xe8, 0x94, 0xe8, 0x7d, 0xbe, 0x9a, 0x1a, 0x7c, 0x2a, 0x7b, 0x30, 0x0f, 0xe3, 0x68, 0x17, 0x73,
+	0xbf, 0x7f, 0x98, 0x73, 0x0d, 0x1b, 0xfd, 0x10, 0xca, 0x94, 0xf8, 0x24, 0x1c, 0xf3, 0xb6, 0xbd,
+	0xb4, 0xe3, 0x7d, 0x32, 0x0c, 0xa7, 0x84, 0xce, 0x5d, 0xc5, 0x10, 0xe3, 0x34, 0x19, 0xfd, 0x18,
+	0x6e, 0x98, 0xc5, 0x3d, 0x89, 0x4d, 0x09, 0x6d, 0x17, 0x97, 0x96, 0x36, 0xdf, 0xec, 0x6a, 0xca,
+	0x61, 0xce, 0x6d, 0xd1, 0x2b, 0x18, 0x7a, 0x1b, 0x4a, 0x83, 0xa9, 0xc7, 0x08, 0x6f, 0x97, 0xe4,
+	0x04, 0xad, 0xd4, 0x04, 0x0f, 0x1f, 0x77, 0x88, 0x58, 0xb8, 0x38, 0x98, 0x76, 0x08, 0x47, 0xdb,
+	0x50, 0x1d, 0x4c, 0xbd, 0x80, 0x0c, 0x09, 0x27, 0xed, 0xb2, 0x64, 0xbf, 0x94, 0x61, 0xef, 0xcb,
+	0x2e, 0xa1, 0xdb, 0xc1, 0x54, 0xb5, 0xf5, 0xf4, 0x7c, 0x16, 0xb5, 0x2b, 0xd7, 0x4c, 0xdf, 0x9d,
+	0x45, 0x6a, 0xfa, 0xee, 0x2c, 0x42, 0x3b, 0xd0, 0x64, 0x84, 0xb1, 0x30, 0x8e, 0x3c, 0x9f, 0x12,
+	0xcc, 0x49, 0xbb, 0x2a, 0x87, 0xb4, 0x53, 0x43, 0x3a, 0x8a, 0xb0, 0x27, 0xfb, 0x0f, 0x73, 0x6e,
+	0x83, 0xa5, 0x01, 0xf4, 0x11, 0x18, 0xc0, 0xa3, 0x24, 0x22, 0x97, 0x6d, 0x90, 0x33, 0xbc, 0xb2,
+	0x3c, 0x83, 0x2b, 0xba, 0x0f, 0x73, 0x6e, 0x9d, 0xa5, 0x64, 0xb4, 0x0f, 0x6b, 0x66, 0x7c, 0x40,
+	0x18, 0xa7, 0xf1, 0xbc, 0x5d, 0x93, 0x33, 0xdc, 0x5e, 0x9e, 0x61, 0x5f, 0x11, 0x0e, 0x73, 0xae,
+	0xd9, 0xb6, 0x46, 0x76, 0x8b, 0x60, 0xb1, 0xc9, 0xc8, 0xf9, 0x12, 0xd6, 0xae, 0xd8, 0x10, 0xdd,
+	0x86, 0x0a, 0x1e, 0x12, 0xca, 0xbd, 0x30, 0x90, 0x3e, 0x5a, 0x75, 0xcb, 0x52, 0x3e, 0x0a, 0xd0,
+	0xba, 0x70, 0x5f, 0x6d, 0xca, 0x82, 0xec, 0x5a, 0xc8, 0xa8, 0x05, 0x16, 0xf6, 0x07, 0xd2, 0xb9,
+	0xea, 0xae, 0x68, 0x3a, 0xbf, 0xcf, 0x43, 0xc5, 0x4c, 0xfe, 0xa2, 0xb3, 0xae, 0x43, 0x45, 0x3b,
+	0x22, 0x95, 0x53, 0x57, 0xdd, 0x85, 0x2c, 0x82, 0xb4, 0x4f, 0xc2, 0x5e, 0x5f, 0x39, 0xa6, 0xe5,
+	0x6a, 0x09, 0xbd, 0x02, 0x65, 0x1e, 0x8e, 0x88, 0x37, 0x62, 0xd2, 0xdf, 0x2c, 0xb7, 0x24, 0xc4,
+	0x63, 0x86, 0x1c, 0xa8, 0x63, 0x7f, 0x10, 0xc5, 0x97, 0x43, 0x12, 0xf4, 0x48, 0x20, 0x9d, 0xa9,
+	0xe2, 0x66, 0x30, 0xe7, 0x63, 0x68, 0x5d, 0x75, 0x49, 0x91, 0x49, 0x22, 0x3c, 0x22, 0x7a, 0xdf,
+	0xb2, 0x2d, 0x16, 0x19, 0x4f, 0xce, 0xbd, 0x01, 0x99, 0xeb, 0x3c, 0x52, 0x1a, 0x4f, 0xce, 0x1f,
+	0x92, 0xb9, 0x33, 0x80, 0xca, 0x0b, 0x0d, 0x94, 0x9f, 0x3a, 0x26, 0x14, 0xf3, 0x98, 0x6a, 0x2d,
+	0x2e, 0xe4, 0x55, 0x9f, 0xea, 0x6c, 0x81, 0x7d, 0x86, 0x43, 0xa9, 0x7c, 0x31, 0xa1, 0x5a, 0x47,
+	0x34, 0x45, 0xa6, 0x9a, 0xe2, 0xe1, 0x84, 0x68, 0x8d, 0x2a, 0xc1, 0xf9, 0x5b, 0x01, 0xe0, 0xb0,
+	0xdb, 0x3d, 0x3b, 0xc3, 0x14, 0x8f, 0x98, 0x18, 0x36, 0xa1, 0x43, 0x33, 0x6c, 0x42, 0x87, 0x62,
+	0xa1, 0x11, 0xe1, 0xfd, 0x38, 0xd0, 0xe3, 0xb4, 0x84, 0xfe, 0x0f, 0x1a, 0x64, 0x36, 0x26, 0x3e,
+	0xf7, 0x18, 0xc7, 0x7c, 0xc2, 0xda, 0xd6, 0xa6, 0x75, 0xbf, 0xe1, 0xd6, 0x15, 0xd8, 0x91, 0x98,
+	0x20, 0x89, 0x2c, 0xeb, 0xf9, 0x71, 0xc4, 0x71, 0x18, 0x31, 0xb9, 0xd9, 0xaa, 0x5b, 0x17, 0xe0,
+	0x9e, 0xc6, 0xd0, 0x03, 0x28, 0xf7, 0x09, 0x0e, 0x08, 0x15, 0xd6, 0xb1, 0xee, 0xd7, 0xb6, 0xd7,
+	0x52, 0x6e, 0x2b, 0x3e, 0x66, 0xd7, 0xfe, 0xf6, 0xef, 0xaf, 0xe7, 0x5c, 0xc3, 0x42, 0x6f, 0xc2,
+	0x1a, 0x1f, 0x32, 0x8f, 0x0d, 0xc2, 0xb1, 0x37, 0x25, 0x34, 0xbc, 0x98, 0x6b, 0xc3, 0x35, 0xf8,
+	0x90, 0x75, 0x06, 0xe1, 0xf8, 0xb1, 0x04, 0xd1, 0x16, 0xbc, 0x14, 0xc5, 0xde, 0x45, 0x3c, 0x1c,
+	0xc6, 0x97, 0x1e, 0x25, 0x41, 0x48, 0x89, 0xcf, 0x99, 0xcc, 0x01, 0x15, 0xf7, 0x46, 0x14, 0x7f,
+	0x2a, 0x7b, 0x5c, 0xd3, 0x81, 0x5e, 0x03, 0x90, 0xbb, 0xa5, 0xa4, 0x47, 0x66, 0x32, 0xf2, 0xab,
+	0x6e, 0x55, 0x20, 0xae, 0x00, 0xd0, 0xbb, 0xf0, 0xb2, 0x2f, 0xfc, 0x95, 0xcc, 0xc6, 0x21, 0x9d,
+	0x7b, 0x97, 0x98, 0x46, 0x5e, 0x80, 0xe7, 0x4c, 0x06, 0x7c, 0xc3, 0x45, 0xa2, 0xf3, 0x40, 0xf6,
+	0x7d, 0x81, 0x69, 0xb4, 0x8f, 0xe7, 0xcc, 0xf9, 0x09, 0x54, 0xbb, 0x7b, 0x46, 0xb7, 0x6d, 0x28,
+	0xe3, 0x20, 0xa0, 0x84, 0xb1, 0x85, 0xbf, 0x2b, 0x51, 0x78, 0x05, 0x23, 0x91, 0xd1, 0xb0, 0x6c,
+	0x0b, 0xbd, 0x2b, 0x55, 0x6a, 0x2f, 0xd7, 0x92, 0xe3, 0x43, 0x75, 0xff, 0xa4, 0xa3, 0xa7, 0x14,
+	0xa7, 0x92, 0x0a, 0x05, 0x35, 0xa3, 0x96, 0x16, 0x6e, 0x56, 0x48, 0xb9, 0x19, 0x02, 0x9b, 0xcf,
+	0xc7, 0x44, 0x4f, 0x27, 0xdb, 0xa9, 0x45, 0xec, 0x4d, 0x2b, 0xb5, 0xc8, 0xcf, 0x00, 0x3e, 0x73,
+	0xcf, 0xf6, 0x9e, 0xb9, 0xf1, 0x36, 0x94, 0x99, 0x3a, 0x5c, 0xf4, 0x52, 0x46, 0x14, 0x8e, 0xc4,
+	0x87, 0x4c, 0x2e, 0x56, 0x71, 0x45, 0xf3, 0x3a, 0xab, 0xd9, 0xd7, 0x58, 0xcd, 0xf9, 0x12, 0xe0,
+	0x60, 0x46, 0x7c, 0xbd, 0x36, 0x02, 0x1b, 0xd3, 0xde, 0xb4, 0x9d, 0x97, 0xfb, 0x93, 0x6d, 0xf4,
+	0x01, 0x34, 0x45, 0xfc, 0xc6, 0x93, 0x85, 0xef, 0x89, 0xc5, 0x9b, 0xdb, 0x37, 0xd2, 0xe9, 0x4e,
+	0x76, 0xb8, 0x0d, 0x4d, 0x54, 0xa2, 0xf3, 0x2f, 0x0b, 0x8a, 0x7b, 0x7d, 0xe2, 0x0f, 0x50, 0x13,
+	0x0a, 0x8b, 0xbc, 0x53, 0x08, 0x03, 0xb1, 0xce, 0x20, 0x4c, 0x4c, 0x20, 0xda, 0xe8, 0x6d, 0xb0,
+	0xfb, 0x9c, 0x8f, 0xf5, 0xf1, 0xf8, 0x72, 0x6a, 0xf6, 0x24, 0x62, 0x5c, 0x49, 0x41, 0x6f, 0x82,
+	0xc5, 0xfd, 0xb1, 0x3e, 0x0f, 0x6f, 0xa6, 0x98, 0x0b, 0xf3, 0xbb, 0x82, 0x80, 0x5e, 0x87, 0x5a,
+	0x18, 0x71, 0x71, 0xb4, 0x0e, 0x93, 0x6c, 0x04, 0x06, 0x3a, 0x96, 0x3e, 0x68, 0xbe, 0x6d, 0xc4,
+	0xa4, 0x5b, 0x5b, 0x6e, 0x55, 0x23, 0xc7, 0x0c, 0xbd, 0x0c, 0x25, 0xce, 0xe5, 0xd0, 0xb2, 0xec,
+	0x2a, 0x72, 0x2e, 0x46, 0x6d, 0x42, 0x2d, 0xc0, 0x1c, 0xfb, 0x44, 0x4c, 0xc4, 0xda, 0x15, 0xa9,
+	0xac, 0x34, 0x24, 0x2c, 0xfd, 0xd5, 0x24, 0xa6, 0x93, 0x91, 0xf4, 0x56, 0xdb, 0xd5, 0x92, 0x58,
+	0xcf, 0x8f, 0xa3, 0x8b, 0x90, 0x8e, 0xc4, 0xa4, 0xa0, 0xd6, 0xd3, 0xc8, 0x31, 0x43, 0x1f, 0xc3,
+	0x9d, 0xa4, 0x64, 0xf0, 0x7c, 0x1a, 0xf2, 0xd0, 0xc7, 0x43, 0x0f, 0x5f, 0x08, 0x71, 0xc4, 0xe4,
+	0x39, 0x63, 0xb9, 0xb7, 0x13, 0xce, 0x9e, 0xa6, 0xec, 0x08, 0xc6, 0x31, 0x13, 0x3a, 0x24, 0x33,
+	0xe2, 0xb7, 0xeb, 0x4b, 0x3a, 0x4c, 0x8c, 0xec, 0x4a, 0x8a, 0xd0, 0x61, 0x10, 0xb1, 0x76, 0x63,
+	0x49, 0x87, 0x0b, 0x7f, 0x77, 0x05, 0x41, 0x4c, 0xd9, 0xa3, 0x63, 0xbf, 0xdd, 0x5c, 0x9a, 0x32,
+	0xf1, 0x59, 0x57, 0x52, 0x9c, 0x3f, 0x14, 0x60, 0x4d, 0x57, 0x3f, 0x47, 0x11, 0xe3, 0x58, 0xd4,
+	0x66, 0xd7, 0xa5, 0x60, 0xe5, 0x0d, 0x85, 0x85, 0x37, 0xa4, 0x3c, 0xde, 0x5a, 0x0a, 0xd5, 0x71,
+	0x4c, 0x55, 0xd6, 0x6d, 0xb8, 0xb2, 0x8d, 0x36, 0x00, 0x12, 0x55, 0x4b, 0x9b, 0x56, 0xdd, 0x14,
+	0x22, 0x23, 0x0f, 0xf7, 0x84, 0x35, 0xa5, 0x0f, 0x8b, 0xb6, 0xf8, 0x88, 0x11, 0xe1, 0xb8, 0x5d,
+	0xfe, 0x6f, 0x19, 0x4f, 0x52, 0xd0, 0x16, 0x94, 0x7c, 0xe1, 0xb3, 0xca, 0xae, 0xd9, 0x62, 0x44,
+	0x3a, 0xb3, 0x66, 0x6b, 0x96, 0x48, 0xf4, 0xf1, 0xa5, 0xa8, 0x54, 0xab, 0xf2, 0xcc, 0x50, 0x02,
+	0x7a, 0x27, 0xa9, 0xbe, 0x48, 0xe0, 0xe9, 0xb3, 0x43, 0xd9, 0xbb, 0x95, 0x74, 0x1c, 0xaa, 0x53,
+	0xe4, 0x14, 0xd6, 0xae, 0x94, 0x9e, 0xe8, 0x43, 0xa8, 0x84, 0x5a, 0x85, 0xd7, 0x14, 0xaa, 0x57,
+	0x94, 0xac, 0x77, 0xb4, 0x18, 0xe1, 0xbc, 0x0f, 0x37, 0x96, 0xea, 0xd1, 0xe7, 0xb1, 0x84, 0xf3,
+	0xef, 0x3c, 0xd4, 0x52, 0xc5, 0x68, 0x3a, 0xe3, 0xe4, 0xb3, 0x19, 0x67, 0x3d, 0xb5, 0x41, 0x5d,
+	0x34, 0x18, 0x59, 0xa8, 0x44, 0x2a, 0x47, 0x5b, 0x53, 0x09, 0xa2, 0xca, 0xd3, 0xf9, 0xc3, 0x5e,
+	0x95, 0x3f, 0x34, 0x41, 0x84, 0xc9, 0x10, 0x73, 0x12, 0xf9, 0x73, 0x6f, 0x62, 0xc2, 0xb6, 0xaa,
+	0x91, 0x47, 0x32, 0xba, 0xe2, 0x09, 0x1f, 0x4f, 0x54, 0x39, 0x5a, 0x75, 0xb5, 0x84, 0xde, 0x80,
+	0xa6, 0x2e, 0x4e, 0x02, 0x0f, 0xf3, 0x24, 0x6c, 0xeb, 0x06, 0xdd, 0x11, 0x41, 0x7d, 0x07, 0xaa,
+	0x93, 0xc8, 0xef, 0xe3, 0x48, 0x94, 0x20, 0x15, 0x99, 0x13, 0x13, 0xc0, 0xe9, 0x42, 0xeb, 0x6a,
+	0x35, 0x8e, 0x3e, 0x01, 0x3d, 0x83, 0xc4, 0x98, 0xcc, 0x8e, 0xb5, 0xed, 0x5b, 0x2b, 0x0a, 0x78,
+	0x65, 0x8c, 0xcc, 0x08, 0xe7, 0xe7, 0x50, 0x39, 0x35, 0x65, 0xd3, 0x35, 0xb9, 0x70, 0xe9, 0xf4,
+	0x48, 0x15, 0x29, 0x56, 0xa6, 0x48, 0xc9, 0x3a, 0xbf, 0xbd, 0xe4, 0xfc, 0xb7, 0xa0, 0x74, 0xa9,
+	0x9c, 0xad, 0xa8, 0x12, 0x8f, 0x92, 0x9c, 0x0e, 0x54, 0x4e, 0x4d, 0x31, 0xf3, 0x7d, 0xab, 0xa2,
+	0x31, 0x25, 0x17, 0xe1, 0x8c, 0xa8, 0x9a, 0xa3, 0xea, 0x2e, 0x64, 0xe7, 0xcf, 0x79, 0xb8, 0x91,
+	0xfa, 0x72, 0x97, 0xf8, 0x31, 0x0d, 0x52, 0x76, 0xce, 0x7f, 0x3f, 0x3b, 0x17, 0x56, 0xdb, 0xd9,
+	0x7a, 0x86, 0x9d, 0xed, 0x6b, 0xec, 0x9c, 0xd4, 0x6c, 0xc5, 0x55, 0xe5, 0x69, 0x29, 0x5d, 0x9e,
+	0x3a, 0xbf, 0x2a, 0x00, 0xc8, 0x08, 0x17, 0xbb, 0x24, 0xe8, 0x1d, 0x28, 0x4f, 0x09, 0x0d, 0x42,
+	0x9f, 0xaf, 0xfe, 0x10, 0xc3, 0x40, 0xf7, 0xa0, 0xa9, 0x9b, 0x26, 0xd8, 0xd5, 0xd7, 0x34, 0x34,
+	0xaa, 0x22, 0x5d, 0x9c, 0xca, 0x86, 0x66, 0xf6, 0x60, 0x65, 0x78, 0x5d, 0x55, 0x29, 0xdf, 0x03,
+	0xbb, 0x8f, 0x69, 0xb0, 0x3a, 0x52, 0x64, 0xb7, 0x38, 0xdf, 0xc4, 0xaf, 0x97, 0xf9, 0x4e, 0x10,
+	0x90, 0x5e, 0x6f, 0x13, 0xea, 0x92, 0x90, 0xfd, 0x60, 0xc9, 0xd0, 0x2b, 0xdd, 0x85, 0xfa, 0xc5,
+	0x10, 0xf7, 0x3c, 0x79, 0x19, 0x20, 0x81, 0x2e, 0xd7, 0x6a, 0x02, 0xdb, 0x51, 0x90, 0xf3, 0x4d,
+	0x1e, 0xea, 0xc6, 0x7b, 0x1f, 0x87, 0xe4, 0x32, 0x73, 0x29, 0xc8, 0x5f, 0xb9, 0x14, 0x64, 0x1d,
+	0xb4, 0xb0, 0xe4, 0xa0, 0x89, 0x77, 0x58, 0xcf, 0xf2, 0x8e, 0x9b, 0x50, 0xbc, 0xa0, 0x84, 0xf5,
+	0x75, 0xe1, 0xa2, 0x84, 0x94, 0x53, 0x14, 0xd3, 0x4e, 0xe1, 0xfc, 0xb1, 0x00, 0x45, 0xb9, 0xe3,
+	0xe7, 0x2a, 0x36, 0xee, 0x81, 0x7d, 0x41, 0xe3, 0xd1, 0xea, 0x4d, 0xc8, 0x6e, 0x74, 0x17, 0x0a,
+	0x3c, 0x5e, 0x6d, 0x85, 0x02, 0x8f, 0xd3, 0x29, 0xb2, 0xb8, 0x3a, 0x45, 0x96, 0x56, 0xa5, 0xc8,
+	0x72, 0x3a, 0x45, 0x26, 0x2e, 0x5b, 0x59, 0xe5, 0xb2, 0xd5, 0xcc, 0x8d, 0xea, 0x3d, 0x28, 0x4e,
+	0x43, 0x72, 0x29, 0x4a, 0x09, 0xeb, 0xca, 0x1d, 0x36, 0x6d, 0x31, 0x9d, 0x93, 0x14, 0x37, 0x63,
+	0xbe, 0x5a, 0xd6, 0x7c, 0x0e, 0x86, 0x66, 0x87, 0xe3, 0x28, 0x08, 0xa3, 0xde, 0xee, 0xc4, 0x1f,
+	0x10, 0x79, 0x1d, 0x65, 0x1c, 0x53, 0x19, 0x66, 0x79, 0xb9, 0x78, 0x59, 0xca, 0x2a, 0xc2, 0x70,
+	0x8f, 0x12, 0x12, 0xe8, 0xe7, 0x18, 0x2d, 0x89, 0x0c, 0x1b, 0x84, 0x4c, 0x77, 0x59, 0xb2, 0x2b,
+	0x01, 0x9c, 0x5f, 0xe4, 0x4d, 0x8a, 0x25, 0xd4, 0xac, 0x85, 0x7e, 0x04, 0xe5, 0x73, 0xb9, 0x9e,
+	0xc9, 0xae, 0xb7, 0xb3, 0xda, 0x4e, 0xed, 0xc8, 0xdc, 0x4f, 0x34, 0x5f, 0x1a, 0x60, 0xc2, 0x64,
+	0x59, 0x5d, 0x90, 0x8e, 0x62, 0x44, 0x11, 0x94, 0xba, 0x69, 0x22, 0x44, 0x07, 0x9b, 0x46, 0xf5,
+	0xf1, 0xfb, 0x8d, 0x05, 0xf6, 0xb1, 0x38, 0xfa, 0x6f, 0x43, 0xc5, 0xef, 0xe3, 0x30, 0x4a, 0xdd,
+	0x91, 0xa5, 0x7c, 0x14, 0xa4, 0x2c, 0x53, 0x58, 0x65, 0x19, 0x2b, 0x63, 0x99, 0x7b, 0xd0, 0xf4,
+	0x31, 0xc7, 0xc3, 0xb8, 0xe7, 0x65, 0x6e, 0x8e, 0x0d, 0x8d, 0xea, 0x00, 0xbd, 0x0b, 0x75, 0xe1,
+	0xed, 0x24, 0x1b, 0xc2, 0x35, 0x89, 0x25, 0x14, 0x75, 0x73, 0xd7, 0x14, 0x15, 0xc3, 0x35, 0x89,
+	0x69, 0xca, 0xdb, 0xd0, 0x32, 0x16, 0x64, 0x86, 0xa6, 0x8e, 0xbe, 0xb5, 0x05, 0x9e, 0x50, 0xcd,
+	0xe5, 0x7e, 0x41, 0x55, 0xce, 0xb6, 0xb6, 0xc0, 0x35, 0xf5, 0x0d, 0x68, 0xf6, 0xf1, 0x90, 0x93,
+	0xc0, 0x13, 0xb1, 0x90, 0x38, 0x5f, 0x5d, 0xa1, 0x9f, 0xd2, 0x78, 0x24, 0x8b, 0x61, 0x2d, 0x7b,
+	0x3c, 0x4e, 0x8a, 0x5a, 0x50, 0x58, 0x37, 0x3e, 0x66, 0xe8, 0x55, 0xf9, 0x24, 0xa4, 0xd7, 0x52,
+	0x25, 0x6c, 0x65, 0x30, 0xd5, 0x8b, 0xbc, 0xb5, 0x78, 0x4d, 0x59, 0x6c, 0xa7, 0x2e, 0x29, 0xe6,
+	0xc1, 0x44, 0xef, 0xc6, 0xf9, 0x5d, 0x1e, 0x8a, 0xf2, 0xad, 0xe9, 0x59, 0x97, 0xed, 0xba, 0xbe,
+	0x6c, 0xcb, 0xfc, 0x31, 0x14, 0x95, 0xa0, 0x72, 0x41, 0x25, 0x88, 0xd1, 0x3e, 0x66, 0x3a, 0xa7,
+	0x88, 0xa6, 0xd8, 0x9f, 0x8f, 0x99, 0x17, 0x46, 0x01, 0x99, 0xe9, 0x63, 0xb3, 0xe2, 0x63, 0x76,
+	0x24, 0x64, 0x59, 0x9b, 0xfa, 0x5f, 0x4d, 0x42, 0x6a, 0x62, 0xd8, 0x88, 0xa2, 0x87, 0x92, 0x21,
+	0xc1, 0x8c, 0xe8, 0x20, 0x36, 0xa2, 0x43, 0xa0, 0x62, 0xde, 0xb9, 0xae, 0xd9, 0xac, 0x1c, 0xe7,
+	0x4f, 0x28, 0x23, 0xc6, 0x5f, 0xb5, 0x68, 0xb6, 0x66, 0xad, 0xd8, 0x9a, 0x9d, 0xdd, 0x9a, 0xf3,
+	0x75, 0x1e, 0xec, 0x87, 0x8f, 0x4f, 0xc7, 0x22, 0xc1, 0x4d, 0x09, 0x3d, 0x37, 0x07, 0xba, 0x68,
+	0x9b, 0x75, 0x0b, 0xd7, 0x28, 0xc9, 0xba, 0x56, 0x49, 0x76, 0x5a, 0x49, 0x37, 0xa1, 0x98, 0x56,
+	0x87, 0x12, 0x54, 0xaa, 0x93, 0x46, 0x31, 0xba, 0xd0, 0xa2, 0xf3, 0x03, 0x61, 0x9b, 0xee, 0x2c,
+	0x42, 0x6f, 0x81, 0x15, 0x8f, 0x4d, 0x0c, 0xaf, 0x65, 0xde, 0xf1, 0x4e, 0xc7, 0x3a, 0x72, 0x05,
+	0xc3, 0xf9, 0x53, 0x1e, 0xca, 0x0f, 0x1f, 0x1f, 0x44, 0x9c, 0xce, 0xff, 0x47, 0x83, 0xde, 0x85,
+	0xba, 0x7a, 0x0a, 0xcc, 0xa8, 0xa9, 0xa6, 0x30, 0x65, 0xc4, 0xbb, 0x50, 0x1f, 0xc5, 0x41, 0x78,
+	0x31, 0xcf, 0x18, 0xb9, 0xa6, 0x30, 0x45, 0x11, 0xa5, 0x48, 0xec, 0x0f, 0x34, 0xa1, 0xa4, 0x92,
+	0x96, 0x40, 0x8e, 0xae, 0x7e, 0x7a, 0x39, 0xfb, 0xe9, 0x7f, 0xc9, 0x43, 0x23, 0xf3, 0xe2, 0xf8,
+	0x82, 0x45, 0xb3, 0xa9, 0xca, 0xac, 0x54, 0x55, 0x96, 0xdc, 0x3f, 0xed, 0xf4, 0xfd, 0x73, 0x1d,
+	0x2a, 0xe7, 0xa4, 0x8f, 0xa7, 0x61, 0x6c, 0xee, 0x3f, 0x0b, 0x19, 0x39, 0xd0, 0x90, 0xdf, 0x11,
+	0x90, 0x21, 0x9e, 0x27, 0x47, 0x7e, 0x4d, 0x80, 0xfb, 0x02, 0x93, 0xef, 0x70, 0x8d, 0x28, 0xf6,
+	0x12, 0x9a, 0x39, 0xf4, 0xa3, 0xf8, 0x73, 0xc3, 0x72, 0x36, 0xa0, 0x9e, 0x7e, 0x05, 0xbd, 0x7a,
+	0xa8, 0x3a, 0x9b, 0xd0, 0xcc, 0xbe, 0x71, 0x2e, 0x31, 0x7e, 0x5b, 0x80, 0xb2, 0xa6, 0x3c, 0x57,
+	0xcd, 0x9b, 0x52, 0x9b, 0xb5, 0x5a, 0x6d, 0xf6, 0x15, 0xb5, 0x25, 0x2a, 0x2a, 0xae, 0x52, 0x51,
+	0xe9, 0x59, 0x2a, 0x2a, 0x2f, 0xab, 0xe8, 0x35, 0x00, 0xf9, 0xf0, 0x44, 0x98, 0x20, 0xa8, 0x04,
+	0x59, 0xd5, 0xc8, 0xf1, 0xb2, 0xcf, 0x55, 0x97, 0x7d, 0x2e, 0xfd, 0x9c, 0x08, 0xd9, 0xe7, 0xc4,
+	0xff, 0xff, 0x4d, 0x1e, 0x4a, 0xfa, 0xcd, 0x6e, 0x0d, 0x6a, 0x9d, 0xee, 0x4e, 0xf7, 0x51, 0xc7,
+	0x3b, 0x39, 0x3d, 0x39, 0x68, 0xe5, 0x10, 0x82, 0xa6, 0x06, 0xce, 0x76, 0x3a, 0x9d, 0xa3, 0x93,
+	0xcf, 0x5a, 0xf9, 0x14, 0xf6, 0xc5, 0x8e, 0x7b, 0x22, 0xb0, 0x02, 0x7a, 0x09, 0xd6, 0x34, 0xb6,
+	0xe7, 0x1e, 0x75, 0x8f, 0xf6, 0x76, 0x3e, 0x6f, 0x59, 0x29, 0xe2, 0xa3, 0x93, 0x87, 0x27, 0xa7,
+	0x5f, 0x9c, 0xb4, 0x6c, 0xd4, 0x82, 0xba, 0xc6, 0x3a, 0xdd, 0x9d, 0xcf, 0x0f, 0x5a, 0xc5, 0xd4,
+	0xd0, 0xfd, 0xa3, 0xce, 0xd9, 0xa3, 0xee, 0xc1, 0x7e, 0xab, 0xb4, 0x6e, 0x7f, 0xfd, 0xcd, 0x46,
+	0x6e, 0xf7, 0x93, 0x6f, 0xff, 0xb9, 0x91, 0xfb, 0xf6, 0xc9, 0x46, 0xfe, 0xbb, 0x27, 0x1b, 0xf9,
+	0x7f, 0x3c, 0xd9, 0xc8, 0xff, 0xf2, 0xe9, 0x46, 0xee, 0xbb, 0xa7, 0x1b, 0xb9, 0xbf, 0x3e, 0xdd,
+	0xc8, 0x7d, 0xe9, 0xf4, 0x42, 0xde, 0x9f, 0x9c, 0x6f, 0xf9, 0xf1, 0x48, 0xff, 0x31, 0x64, 0x7e,
+	0xf0, 0x78, 0xfc, 0x80, 0xcf, 0xc7, 0x84, 0x9d, 0x97, 0xe4, 0x3f, 0x41, 0xef, 0xfd, 0x27, 0x00,
+	0x00, 0xff, 0xff, 0xd5, 0x37, 0xf9, 0x83, 0x44, 0x1a, 0x00, 0x00,
 }
 
 func (m *Envelope) Marshal() (dAtA []byte, err error) {
@@ -1783,6 +2315,132 @@ func (m *Msg_RegisterReceiver) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		}
 		i--
 		dAtA[i] = 0x2a
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_KvSet) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_KvSet) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.KvSet != nil {
+		{
+			size, err := m.KvSet.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x32
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_KvDelete) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_KvDelete) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.KvDelete != nil {
+		{
+			size, err := m.KvDelete.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x3a
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_KvTxn) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_KvTxn) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.KvTxn != nil {
+		{
+			size, err := m.KvTxn.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x42
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_SessionCreate) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_SessionCreate) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.SessionCreate != nil {
+		{
+			size, err := m.SessionCreate.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x4a
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_SessionRenew) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_SessionRenew) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.SessionRenew != nil {
+		{
+			size, err := m.SessionRenew.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x52
+	}
+	return len(dAtA) - i, nil
+}
+func (m *Msg_SessionDestroy) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Msg_SessionDestroy) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	if m.SessionDestroy != nil {
+		{
+			size, err := m.SessionDestroy.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintBftmon(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x5a
 	}
 	return len(dAtA) - i, nil
 }
@@ -2091,20 +2749,20 @@ func (m *HTTPParams) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		dAtA[i] = 0x22
 	}
 	if len(m.ExpectStatus) > 0 {
-		dAtA8 := make([]byte, len(m.ExpectStatus)*10)
-		var j7 int
+		dAtA14 := make([]byte, len(m.ExpectStatus)*10)
+		var j13 int
 		for _, num := range m.ExpectStatus {
 			for num >= 1<<7 {
-				dAtA8[j7] = uint8(uint64(num)&0x7f | 0x80)
+				dAtA14[j13] = uint8(uint64(num)&0x7f | 0x80)
 				num >>= 7
-				j7++
+				j13++
 			}
-			dAtA8[j7] = uint8(num)
-			j7++
+			dAtA14[j13] = uint8(num)
+			j13++
 		}
-		i -= j7
-		copy(dAtA[i:], dAtA8[:j7])
-		i = encodeVarintBftmon(dAtA, i, uint64(j7))
+		i -= j13
+		copy(dAtA[i:], dAtA14[:j13])
+		i = encodeVarintBftmon(dAtA, i, uint64(j13))
 		i--
 		dAtA[i] = 0x1a
 	}
@@ -3228,6 +3886,16 @@ func (m *Meta) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
+	if m.SessionsHeight != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.SessionsHeight))
+		i--
+		dAtA[i] = 0x60
+	}
+	if m.KvHeight != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.KvHeight))
+		i--
+		dAtA[i] = 0x58
+	}
 	if m.HaltedToMs != 0 {
 		i = encodeVarintBftmon(dAtA, i, uint64(m.HaltedToMs))
 		i--
@@ -3277,6 +3945,510 @@ func (m *Meta) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		i -= len(m.ChainId)
 		copy(dAtA[i:], m.ChainId)
 		i = encodeVarintBftmon(dAtA, i, uint64(len(m.ChainId)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *KVSet) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *KVSet) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *KVSet) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Release) > 0 {
+		i -= len(m.Release)
+		copy(dAtA[i:], m.Release)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Release)))
+		i--
+		dAtA[i] = 0x3a
+	}
+	if len(m.Acquire) > 0 {
+		i -= len(m.Acquire)
+		copy(dAtA[i:], m.Acquire)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Acquire)))
+		i--
+		dAtA[i] = 0x32
+	}
+	if m.CasIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.CasIndex))
+		i--
+		dAtA[i] = 0x28
+	}
+	if m.Cas {
+		i--
+		if m.Cas {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x20
+	}
+	if m.Flags != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.Flags))
+		i--
+		dAtA[i] = 0x18
+	}
+	if len(m.Value) > 0 {
+		i -= len(m.Value)
+		copy(dAtA[i:], m.Value)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Value)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Key) > 0 {
+		i -= len(m.Key)
+		copy(dAtA[i:], m.Key)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Key)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *KVDelete) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *KVDelete) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *KVDelete) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if m.CasIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.CasIndex))
+		i--
+		dAtA[i] = 0x20
+	}
+	if m.Cas {
+		i--
+		if m.Cas {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x18
+	}
+	if m.Recurse {
+		i--
+		if m.Recurse {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x10
+	}
+	if len(m.Key) > 0 {
+		i -= len(m.Key)
+		copy(dAtA[i:], m.Key)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Key)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *KVOp) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *KVOp) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *KVOp) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Session) > 0 {
+		i -= len(m.Session)
+		copy(dAtA[i:], m.Session)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Session)))
+		i--
+		dAtA[i] = 0x32
+	}
+	if m.Index != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.Index))
+		i--
+		dAtA[i] = 0x28
+	}
+	if m.Flags != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.Flags))
+		i--
+		dAtA[i] = 0x20
+	}
+	if len(m.Value) > 0 {
+		i -= len(m.Value)
+		copy(dAtA[i:], m.Value)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Value)))
+		i--
+		dAtA[i] = 0x1a
+	}
+	if len(m.Key) > 0 {
+		i -= len(m.Key)
+		copy(dAtA[i:], m.Key)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Key)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Verb) > 0 {
+		i -= len(m.Verb)
+		copy(dAtA[i:], m.Verb)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Verb)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *KVTxn) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *KVTxn) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *KVTxn) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Ops) > 0 {
+		for iNdEx := len(m.Ops) - 1; iNdEx >= 0; iNdEx-- {
+			{
+				size, err := m.Ops[iNdEx].MarshalToSizedBuffer(dAtA[:i])
+				if err != nil {
+					return 0, err
+				}
+				i -= size
+				i = encodeVarintBftmon(dAtA, i, uint64(size))
+			}
+			i--
+			dAtA[i] = 0xa
+		}
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *KVEntry) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *KVEntry) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *KVEntry) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Session) > 0 {
+		i -= len(m.Session)
+		copy(dAtA[i:], m.Session)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Session)))
+		i--
+		dAtA[i] = 0x3a
+	}
+	if m.LockIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.LockIndex))
+		i--
+		dAtA[i] = 0x30
+	}
+	if m.ModifyIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.ModifyIndex))
+		i--
+		dAtA[i] = 0x28
+	}
+	if m.CreateIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.CreateIndex))
+		i--
+		dAtA[i] = 0x20
+	}
+	if m.Flags != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.Flags))
+		i--
+		dAtA[i] = 0x18
+	}
+	if len(m.Value) > 0 {
+		i -= len(m.Value)
+		copy(dAtA[i:], m.Value)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Value)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Key) > 0 {
+		i -= len(m.Key)
+		copy(dAtA[i:], m.Key)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Key)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *SessionCreate) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *SessionCreate) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *SessionCreate) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if m.NoLockDelay {
+		i--
+		if m.NoLockDelay {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x38
+	}
+	if m.LockDelayMs != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.LockDelayMs))
+		i--
+		dAtA[i] = 0x30
+	}
+	if len(m.Behavior) > 0 {
+		i -= len(m.Behavior)
+		copy(dAtA[i:], m.Behavior)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Behavior)))
+		i--
+		dAtA[i] = 0x2a
+	}
+	if m.TtlMs != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.TtlMs))
+		i--
+		dAtA[i] = 0x20
+	}
+	if len(m.Name) > 0 {
+		i -= len(m.Name)
+		copy(dAtA[i:], m.Name)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Name)))
+		i--
+		dAtA[i] = 0x1a
+	}
+	if len(m.Instance) > 0 {
+		i -= len(m.Instance)
+		copy(dAtA[i:], m.Instance)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Instance)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Service) > 0 {
+		i -= len(m.Service)
+		copy(dAtA[i:], m.Service)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Service)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *SessionRenew) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *SessionRenew) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *SessionRenew) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Id) > 0 {
+		i -= len(m.Id)
+		copy(dAtA[i:], m.Id)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Id)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *SessionDestroy) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *SessionDestroy) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *SessionDestroy) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Id) > 0 {
+		i -= len(m.Id)
+		copy(dAtA[i:], m.Id)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Id)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *Session) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *Session) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *Session) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Operator) > 0 {
+		i -= len(m.Operator)
+		copy(dAtA[i:], m.Operator)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Operator)))
+		i--
+		dAtA[i] = 0x52
+	}
+	if m.CreateIndex != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.CreateIndex))
+		i--
+		dAtA[i] = 0x48
+	}
+	if m.ExpiresMs != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.ExpiresMs))
+		i--
+		dAtA[i] = 0x40
+	}
+	if m.LockDelayMs != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.LockDelayMs))
+		i--
+		dAtA[i] = 0x38
+	}
+	if len(m.Behavior) > 0 {
+		i -= len(m.Behavior)
+		copy(dAtA[i:], m.Behavior)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Behavior)))
+		i--
+		dAtA[i] = 0x32
+	}
+	if m.TtlMs != 0 {
+		i = encodeVarintBftmon(dAtA, i, uint64(m.TtlMs))
+		i--
+		dAtA[i] = 0x28
+	}
+	if len(m.Instance) > 0 {
+		i -= len(m.Instance)
+		copy(dAtA[i:], m.Instance)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Instance)))
+		i--
+		dAtA[i] = 0x22
+	}
+	if len(m.Service) > 0 {
+		i -= len(m.Service)
+		copy(dAtA[i:], m.Service)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Service)))
+		i--
+		dAtA[i] = 0x1a
+	}
+	if len(m.Name) > 0 {
+		i -= len(m.Name)
+		copy(dAtA[i:], m.Name)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Name)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Id) > 0 {
+		i -= len(m.Id)
+		copy(dAtA[i:], m.Id)
+		i = encodeVarintBftmon(dAtA, i, uint64(len(m.Id)))
 		i--
 		dAtA[i] = 0xa
 	}
@@ -3399,6 +4571,78 @@ func (m *Msg_RegisterReceiver) Size() (n int) {
 	_ = l
 	if m.RegisterReceiver != nil {
 		l = m.RegisterReceiver.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_KvSet) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.KvSet != nil {
+		l = m.KvSet.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_KvDelete) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.KvDelete != nil {
+		l = m.KvDelete.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_KvTxn) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.KvTxn != nil {
+		l = m.KvTxn.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_SessionCreate) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.SessionCreate != nil {
+		l = m.SessionCreate.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_SessionRenew) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.SessionRenew != nil {
+		l = m.SessionRenew.Size()
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+func (m *Msg_SessionDestroy) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if m.SessionDestroy != nil {
+		l = m.SessionDestroy.Size()
 		n += 1 + l + sovBftmon(uint64(l))
 	}
 	return n
@@ -4105,6 +5349,252 @@ func (m *Meta) Size() (n int) {
 	if m.HaltedToMs != 0 {
 		n += 1 + sovBftmon(uint64(m.HaltedToMs))
 	}
+	if m.KvHeight != 0 {
+		n += 1 + sovBftmon(uint64(m.KvHeight))
+	}
+	if m.SessionsHeight != 0 {
+		n += 1 + sovBftmon(uint64(m.SessionsHeight))
+	}
+	return n
+}
+
+func (m *KVSet) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Key)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Value)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.Flags != 0 {
+		n += 1 + sovBftmon(uint64(m.Flags))
+	}
+	if m.Cas {
+		n += 2
+	}
+	if m.CasIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.CasIndex))
+	}
+	l = len(m.Acquire)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Release)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+
+func (m *KVDelete) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Key)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.Recurse {
+		n += 2
+	}
+	if m.Cas {
+		n += 2
+	}
+	if m.CasIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.CasIndex))
+	}
+	return n
+}
+
+func (m *KVOp) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Verb)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Key)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Value)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.Flags != 0 {
+		n += 1 + sovBftmon(uint64(m.Flags))
+	}
+	if m.Index != 0 {
+		n += 1 + sovBftmon(uint64(m.Index))
+	}
+	l = len(m.Session)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+
+func (m *KVTxn) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if len(m.Ops) > 0 {
+		for _, e := range m.Ops {
+			l = e.Size()
+			n += 1 + l + sovBftmon(uint64(l))
+		}
+	}
+	return n
+}
+
+func (m *KVEntry) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Key)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Value)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.Flags != 0 {
+		n += 1 + sovBftmon(uint64(m.Flags))
+	}
+	if m.CreateIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.CreateIndex))
+	}
+	if m.ModifyIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.ModifyIndex))
+	}
+	if m.LockIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.LockIndex))
+	}
+	l = len(m.Session)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+
+func (m *SessionCreate) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Service)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Instance)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Name)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.TtlMs != 0 {
+		n += 1 + sovBftmon(uint64(m.TtlMs))
+	}
+	l = len(m.Behavior)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.LockDelayMs != 0 {
+		n += 1 + sovBftmon(uint64(m.LockDelayMs))
+	}
+	if m.NoLockDelay {
+		n += 2
+	}
+	return n
+}
+
+func (m *SessionRenew) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Id)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+
+func (m *SessionDestroy) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Id)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	return n
+}
+
+func (m *Session) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Id)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Name)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Service)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	l = len(m.Instance)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.TtlMs != 0 {
+		n += 1 + sovBftmon(uint64(m.TtlMs))
+	}
+	l = len(m.Behavior)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
+	if m.LockDelayMs != 0 {
+		n += 1 + sovBftmon(uint64(m.LockDelayMs))
+	}
+	if m.ExpiresMs != 0 {
+		n += 1 + sovBftmon(uint64(m.ExpiresMs))
+	}
+	if m.CreateIndex != 0 {
+		n += 1 + sovBftmon(uint64(m.CreateIndex))
+	}
+	l = len(m.Operator)
+	if l > 0 {
+		n += 1 + l + sovBftmon(uint64(l))
+	}
 	return n
 }
 
@@ -4574,6 +6064,216 @@ func (m *Msg) Unmarshal(dAtA []byte) error {
 				return err
 			}
 			m.Sum = &Msg_RegisterReceiver{v}
+			iNdEx = postIndex
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field KvSet", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &KVSet{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_KvSet{v}
+			iNdEx = postIndex
+		case 7:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field KvDelete", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &KVDelete{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_KvDelete{v}
+			iNdEx = postIndex
+		case 8:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field KvTxn", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &KVTxn{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_KvTxn{v}
+			iNdEx = postIndex
+		case 9:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SessionCreate", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &SessionCreate{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_SessionCreate{v}
+			iNdEx = postIndex
+		case 10:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SessionRenew", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &SessionRenew{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_SessionRenew{v}
+			iNdEx = postIndex
+		case 11:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SessionDestroy", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			v := &SessionDestroy{}
+			if err := v.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			m.Sum = &Msg_SessionDestroy{v}
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
@@ -9306,6 +11006,1669 @@ func (m *Meta) Unmarshal(dAtA []byte) error {
 					break
 				}
 			}
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field KvHeight", wireType)
+			}
+			m.KvHeight = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.KvHeight |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SessionsHeight", wireType)
+			}
+			m.SessionsHeight = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SessionsHeight |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *KVSet) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: KVSet: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: KVSet: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Key", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Key = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Value", wireType)
+			}
+			var byteLen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				byteLen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if byteLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + byteLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Value = append(m.Value[:0], dAtA[iNdEx:postIndex]...)
+			if m.Value == nil {
+				m.Value = []byte{}
+			}
+			iNdEx = postIndex
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Flags", wireType)
+			}
+			m.Flags = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Flags |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Cas", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Cas = bool(v != 0)
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CasIndex", wireType)
+			}
+			m.CasIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.CasIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Acquire", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Acquire = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 7:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Release", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Release = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *KVDelete) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: KVDelete: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: KVDelete: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Key", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Key = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Recurse", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Recurse = bool(v != 0)
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Cas", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Cas = bool(v != 0)
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CasIndex", wireType)
+			}
+			m.CasIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.CasIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *KVOp) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: KVOp: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: KVOp: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Verb", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Verb = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Key", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Key = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Value", wireType)
+			}
+			var byteLen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				byteLen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if byteLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + byteLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Value = append(m.Value[:0], dAtA[iNdEx:postIndex]...)
+			if m.Value == nil {
+				m.Value = []byte{}
+			}
+			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Flags", wireType)
+			}
+			m.Flags = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Flags |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Index", wireType)
+			}
+			m.Index = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Index |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Session", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Session = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *KVTxn) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: KVTxn: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: KVTxn: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Ops", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Ops = append(m.Ops, KVOp{})
+			if err := m.Ops[len(m.Ops)-1].Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *KVEntry) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: KVEntry: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: KVEntry: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Key", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Key = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Value", wireType)
+			}
+			var byteLen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				byteLen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if byteLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + byteLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Value = append(m.Value[:0], dAtA[iNdEx:postIndex]...)
+			if m.Value == nil {
+				m.Value = []byte{}
+			}
+			iNdEx = postIndex
+		case 3:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Flags", wireType)
+			}
+			m.Flags = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Flags |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CreateIndex", wireType)
+			}
+			m.CreateIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.CreateIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ModifyIndex", wireType)
+			}
+			m.ModifyIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.ModifyIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 6:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field LockIndex", wireType)
+			}
+			m.LockIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.LockIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 7:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Session", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Session = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *SessionCreate) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: SessionCreate: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: SessionCreate: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Service", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Service = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Instance", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Instance = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Name", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Name = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 4:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TtlMs", wireType)
+			}
+			m.TtlMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TtlMs |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 5:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Behavior", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Behavior = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 6:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field LockDelayMs", wireType)
+			}
+			m.LockDelayMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.LockDelayMs |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 7:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field NoLockDelay", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.NoLockDelay = bool(v != 0)
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *SessionRenew) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: SessionRenew: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: SessionRenew: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Id", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Id = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *SessionDestroy) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: SessionDestroy: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: SessionDestroy: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Id", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Id = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipBftmon(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *Session) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowBftmon
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: Session: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: Session: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Id", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Id = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Name", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Name = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Service", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Service = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 4:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Instance", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Instance = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TtlMs", wireType)
+			}
+			m.TtlMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TtlMs |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Behavior", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Behavior = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 7:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field LockDelayMs", wireType)
+			}
+			m.LockDelayMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.LockDelayMs |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 8:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ExpiresMs", wireType)
+			}
+			m.ExpiresMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.ExpiresMs |= int64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 9:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CreateIndex", wireType)
+			}
+			m.CreateIndex = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.CreateIndex |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 10:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Operator", wireType)
+			}
+			var byteLen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowBftmon
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				byteLen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if byteLen < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			postIndex := iNdEx + byteLen
+			if postIndex < 0 {
+				return ErrInvalidLengthBftmon
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Operator = append(m.Operator[:0], dAtA[iNdEx:postIndex]...)
+			if m.Operator == nil {
+				m.Operator = []byte{}
+			}
+			iNdEx = postIndex
 		default:
 			iNdEx = preIndex
 			skippy, err := skipBftmon(dAtA[iNdEx:])
