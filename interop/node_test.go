@@ -47,6 +47,13 @@ func startNode(ctx context.Context, t *testing.T) *testNode {
 // startNodeWith is startNode with settings changed by tune first.
 func startNodeWith(ctx context.Context, t *testing.T, tune func(*node.Settings)) *testNode {
 	t.Helper()
+	return startNodeHome(ctx, t, tune, nil)
+}
+
+// startNodeHome is startNodeWith with the home changed by prepare after
+// init (genesis, config files), before the node starts.
+func startNodeHome(ctx context.Context, t *testing.T, tune func(*node.Settings), prepare func(home string)) *testNode {
+	t.Helper()
 	home := t.TempDir()
 	tn := &testNode{httpAddr: freeAddr(t)}
 	if err := node.Init(node.InitOptions{
@@ -64,6 +71,9 @@ func startNodeWith(ctx context.Context, t *testing.T, tune func(*node.Settings))
 		if err := node.WriteSettings(home, st); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if prepare != nil {
+		prepare(home)
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
