@@ -40,6 +40,8 @@ func newRootCmd() *cobra.Command {
 		newCheckCmd(), newSubmitCmd(),
 		// Stand-ins for a local cluster's services (demo_cmds.go).
 		newDemoTargetCmd(),
+		// The key/value store and sessions (kv_cmds.go).
+		newKVCmd(), newSessionCmd(),
 		// The verifying proxy (verify_cmds.go).
 		newProxyCmd(),
 		// Benchmarks (bench_cmds.go).
