@@ -27,6 +27,9 @@ var (
 	waitFor  = testutil.WaitFor
 )
 
+// blockInterval is the block interval of the nodes the tests start.
+var blockInterval = 100 * time.Millisecond
+
 // testNode is a started one-node network whose observer is in dc1, and a
 // real HTTP server that its instances' checks probe.
 type testNode struct {
@@ -58,7 +61,7 @@ func startNodeHome(ctx context.Context, t *testing.T, tune func(*node.Settings),
 	tn := &testNode{httpAddr: freeAddr(t)}
 	if err := node.Init(node.InitOptions{
 		Home: home, ChainID: "interop", HTTPAddr: tn.httpAddr,
-		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
+		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: blockInterval,
 	}); err != nil {
 		t.Fatal(err)
 	}
