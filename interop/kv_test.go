@@ -338,8 +338,11 @@ func consulLock(t *testing.T, tn *testNode) {
 					return
 				}
 				n := holders.Add(1)
-				if n > maxHolders.Load() {
-					maxHolders.Store(n)
+				for {
+					m := maxHolders.Load()
+					if n <= m || maxHolders.CompareAndSwap(m, n) {
+						break
+					}
 				}
 				select {
 				case <-lost:
