@@ -15,18 +15,26 @@ import (
 // API (token writes, each answered at its commit) from 1 and 16 clients,
 // and, with wrk, reads per second of GET /v1/kv/KEY, on a one-node network
 // with the dev node's block interval (500 ms). It runs with
-// BFTMON_KV_BENCH=1 only: a measurement, not a check.
+// BFTMON_KV_BENCH=1 only: a measurement, not a check
+// (BFTMON_KV_BENCH_BLOCK=100ms sets another block interval).
 func TestKVThroughput(t *testing.T) {
 	if os.Getenv("BFTMON_KV_BENCH") == "" {
 		t.Skip("a measurement: set BFTMON_KV_BENCH=1")
 	}
 	blockInterval = 500 * time.Millisecond
+	if v := os.Getenv("BFTMON_KV_BENCH_BLOCK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("BFTMON_KV_BENCH_BLOCK=%q: %v", v, err)
+		}
+		blockInterval = d
+	}
 	defer func() { blockInterval = 100 * time.Millisecond }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	tn := startKVNode(ctx, t)
 	w := tn.client.Token(rootToken)
-	for _, clients := range []int{1, 16} {
+	for _, clients := range []int{1, 16, 64} {
 		var n atomic.Int64
 		var wg sync.WaitGroup
 		dur := 10 * time.Second
