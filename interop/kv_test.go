@@ -135,6 +135,16 @@ func TestKVHTTP(t *testing.T) {
 		{"bad cas", "PUT", "/v1/kv/a?cas=x", rootToken, nil, 400, "cas"},
 		{"txn fails whole", "PUT", "/v1/txn", rootToken, []byte(`[{"KV":{"Verb":"set","Key":"app/t1","Value":"eA=="}},{"KV":{"Verb":"cas","Key":"app/config","Index":1}}]`), 409, `"OpIndex": 1`},
 		{"txn applies", "PUT", "/v1/txn", rootToken, []byte(`[{"KV":{"Verb":"set","Key":"app/t2","Value":"eA=="}},{"KV":{"Verb":"get","Key":"app/config"}}]`), 200, `"Key": "app/t2"`},
+		{"session of an unknown instance", "PUT", "/v1/session/create", rootToken, []byte(`{"Node": "nope", "TTL": "15s"}`), 400, "no registered instance"},
+		{"session without Node, token bound to none", "PUT", "/v1/session/create", teamToken, []byte(`{"TTL": "15s"}`), 400, "binds to no instance"},
+		{"session with a bad TTL", "PUT", "/v1/session/create", rootToken, []byte(`{"TTL": "soon"}`), 400, "TTL"},
+		{"session with a TTL out of range", "PUT", "/v1/session/create", rootToken, []byte(`{"TTL": "1s"}`), 400, "ttl"},
+		{"session create without token", "PUT", "/v1/session/create", "", []byte(`{}`), 403, "no token"},
+		{"session of web-1 by Node", "PUT", "/v1/session/create", rootToken, []byte(`{"Node": "web-1", "TTL": "15s", "LockDelay": "0s"}`), 200, `"ID"`},
+		{"renew unknown", "PUT", "/v1/session/renew/00000000-0000-8000-8000-000000000000", rootToken, nil, 404, "not found"},
+		{"info unknown", "GET", "/v1/session/info/00000000-0000-8000-8000-000000000000", "", nil, 200, "[]"},
+		{"sessions of web-1", "GET", "/v1/session/node/web-1", "", nil, 200, `"Node": "web-1"`},
+		{"non-KV txn op", "PUT", "/v1/txn", rootToken, []byte(`[{"Node": {}}]`), 400, "only KV"},
 		{"read-only txn without token", "PUT", "/v1/txn", "", []byte(`[{"KV":{"Verb":"get","Key":"app/config"}}]`), 200, `"Value": "djE="`},
 	}
 	for _, c := range cases {
