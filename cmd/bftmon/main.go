@@ -42,6 +42,8 @@ func newRootCmd() *cobra.Command {
 		newDemoTargetCmd(),
 		// The verifying proxy (verify_cmds.go).
 		newProxyCmd(),
+		// Leader election (lock_cmds.go).
+		newLockCmd(),
 		// Benchmarks (bench_cmds.go).
 		newBenchCmd(),
 	)
