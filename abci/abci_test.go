@@ -135,7 +135,8 @@ func TestFinalizeBlockReportsCodes(t *testing.T) {
 
 // otherKinds are seeds of every other kind of message: a deregistration, a
 // delivery receipt plain and acknowledged, a receiver key registration and
-// removal.
+// removal, key/value writes (set, cas, recursive delete, txn, acquire) and
+// session create, renew and destroy.
 func otherKinds(t testing.TB) [][]byte {
 	alert := "0123456789abcdef0123456789abcdef"
 	ack := ed25519.Sign(key("rk"), types.AckBytes(chainID, alert, "pager"))
@@ -145,6 +146,15 @@ func otherKinds(t testing.TB) [][]byte {
 		sign(t, "o2", 3, types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alert, Receiver: "pager", Ack: ack}}}),
 		sign(t, "root", 3, types.Msg{Sum: &types.Msg_RegisterReceiver{RegisterReceiver: &types.RegisterReceiver{Name: "pager", PubKey: key("rk").Public().(ed25519.PublicKey)}}}),
 		sign(t, "root", 4, types.Msg{Sum: &types.Msg_RegisterReceiver{RegisterReceiver: &types.RegisterReceiver{Name: "pager"}}}),
+		sign(t, "root", 5, types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: "cfg/a", Value: []byte("1"), Flags: 7}}}),
+		sign(t, "root", 6, types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: "cfg/a", Value: []byte("2"), Cas: true, CasIndex: 1}}}),
+		sign(t, "root", 7, types.Msg{Sum: &types.Msg_KvDelete{KvDelete: &types.KVDelete{Key: "cfg/", Recurse: true}}}),
+		sign(t, "root", 8, types.Msg{Sum: &types.Msg_KvTxn{KvTxn: &types.KVTxn{Ops: []types.KVOp{
+			{Verb: "set", Key: "a", Value: []byte("x")}, {Verb: "check-index", Key: "a", Index: 2}, {Verb: "lock", Key: "l", Session: "s"}}}}}),
+		sign(t, "root", 9, types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: &types.SessionCreate{Service: "svc", Instance: "i00000", TtlMs: 10_000}}}),
+		sign(t, "root", 10, types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: "lead", Acquire: "00000000-0000-8000-8000-000000000000"}}}),
+		sign(t, "root", 11, types.Msg{Sum: &types.Msg_SessionRenew{SessionRenew: &types.SessionRenew{Id: "00000000-0000-8000-8000-000000000000"}}}),
+		sign(t, "root", 12, types.Msg{Sum: &types.Msg_SessionDestroy{SessionDestroy: &types.SessionDestroy{Id: "00000000-0000-8000-8000-000000000000"}}}),
 	}
 }
 

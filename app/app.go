@@ -1,6 +1,7 @@
 // Package app is bftmon's deterministic state machine: the catalog of
 // services, observers' observation batches, the verdict of every check, hard
-// states and alert records. Blocks go in, state and alerts come out. It does
+// states and alert records, and the replicated key/value store with its
+// sessions and locks. Blocks go in, state and alerts come out. It does
 // no I/O, reads no clock and starts no goroutines: time is the block time,
 // and all state lives in a Store whose root hash is the app hash.
 package app

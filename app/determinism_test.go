@@ -23,6 +23,10 @@ type scriptedBlock struct {
 // committed, so TestDeterminism knows the histories exercised them.
 var receiptsOfCommitted, ackedReceipts int
 
+// kvAndSessions counts the generated blocks that changed both key/value
+// entries and sessions.
+var kvAndSessions int
+
 // genHistory draws a random history: registrations (with random confirm and
 // scope), deregistrations, observation batches with random statuses (some
 // blocks with every observer agreeing), and
@@ -30,7 +34,10 @@ var receiptsOfCommitted, ackedReceipts int
 // or of unknown ones; with no acknowledgement, the receiver's, or one by
 // another key), and receivers' key registrations and removals (in and out
 // of the signer's scope). It runs each block on n as it goes, to learn the
-// alert ids the receipts name.
+// alert ids the receipts name. Key/value writes (set, cas, delete, txn; in
+// and out of the signer's scope), sessions of the instances (created,
+// renewed, destroyed, ended by a critical hard status or deregistration)
+// and their locks are drawn too.
 func genHistory(t *rapid.T, n *net) []scriptedBlock {
 	// The receivers' keys start registered, so that acknowledged receipts
 	// can commit; the history then replaces and removes them at random.
@@ -42,11 +49,50 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 	blocks := []scriptedBlock{first}
 	instances := []string{"web-1", "web-2", "web-3"}
 	alertIDs := []string{"00000000000000000000000000000000"}
+	sessions := []string{"no-such-session"}
+	kvKeys := []string{"cfg/a", "cfg/b", "lead", "services/web/leader", "team-x/k"}
 	for h := rapid.IntRange(1, 40).Draw(t, "blocks"); h > 0; h-- {
 		b := scriptedBlock{dt: rapid.Int64Range(0, 4000).Draw(t, "dt")}
 		for k := rapid.IntRange(0, 5).Draw(t, "txs"); k > 0; k-- {
 			id := rapid.SampledFrom(instances).Draw(t, "instance")
-			switch rapid.IntRange(0, 10).Draw(t, "kind") {
+			switch rapid.IntRange(0, 14).Draw(t, "kind") {
+			case 11:
+				k := rapid.SampledFrom(kvKeys).Draw(t, "kv key")
+				signer := rapid.SampledFrom([]string{"root", "team"}).Draw(t, "operator")
+				var m types.Msg
+				switch rapid.IntRange(0, 3).Draw(t, "kv write") {
+				case 0:
+					m = kvSet(k, rapid.String().Draw(t, "value"))
+				case 1:
+					m = kvCAS(k, "cas", rapid.Uint64Range(0, uint64(n.height)).Draw(t, "cas index"))
+				case 2:
+					m = kvDelete(k, rapid.Bool().Draw(t, "recurse"))
+				default:
+					m = kvTxn(types.KVOp{Verb: "set", Key: k, Value: []byte("t")},
+						types.KVOp{Verb: "check-index", Key: rapid.SampledFrom(kvKeys).Draw(t, "checked"), Index: rapid.Uint64Range(0, uint64(n.height)).Draw(t, "index")})
+				}
+				b.txs = append(b.txs, n.tx(signer, m))
+			case 12:
+				tx := n.tx("root", types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: &types.SessionCreate{
+					Service: "web", Instance: id, TtlMs: rapid.SampledFrom([]int64{0, 10_000}).Draw(t, "ttl"),
+					Behavior: rapid.SampledFrom([]string{"release", "delete"}).Draw(t, "behavior"), LockDelayMs: rapid.Int64Range(0, 5000).Draw(t, "lock delay")}}})
+				sessions = append(sessions, app.SessionID(tx))
+				b.txs = append(b.txs, tx)
+			case 13:
+				k := rapid.SampledFrom(kvKeys).Draw(t, "lock key")
+				s := rapid.SampledFrom(sessions).Draw(t, "session")
+				if rapid.IntRange(0, 2).Draw(t, "release") == 0 {
+					b.txs = append(b.txs, n.tx("root", kvRelease(k, s)))
+				} else {
+					b.txs = append(b.txs, n.tx("root", kvAcquire(k, "me", s)))
+				}
+			case 14:
+				s := rapid.SampledFrom(sessions).Draw(t, "session")
+				if rapid.Bool().Draw(t, "destroy") {
+					b.txs = append(b.txs, n.tx("root", sessionDestroy(s)))
+				} else {
+					b.txs = append(b.txs, n.tx("root", sessionRenew(s)))
+				}
 			case 0:
 				si := webInstance(rapid.Int64Range(0, 5000).Draw(t, "confirm"))
 				si.Id = id
@@ -101,6 +147,9 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 		for _, al := range alerts {
 			alertIDs = append(alertIDs, al.Id)
 		}
+		if c := n.app.Changed(); len(c.KVKeys) > 0 && c.Sessions {
+			kvAndSessions++
+		}
 		for _, d := range n.app.Deliveries() {
 			if d.Acknowledged {
 				ackedReceipts++
@@ -144,6 +193,9 @@ func TestDeterminism(t *testing.T) {
 	})
 	if receiptsOfCommitted == 0 {
 		t.Error("no generated history had a receipt of a committed alert")
+	}
+	if kvAndSessions == 0 {
+		t.Error("no generated block changed both key/value entries and sessions")
 	}
 	if ackedReceipts == 0 {
 		t.Error("no generated history committed an acknowledged receipt")

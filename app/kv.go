@@ -232,7 +232,8 @@ func (a *App) kvWrite(signer []byte, msg any) (string, error) {
 // pending holds the writes of one KV transaction over the working state:
 // its reads see them, and nothing reaches the store before commit.
 type pending struct {
-	s      Store
+	r      Reader
+	s      Store // nil for a read-only txn
 	writes map[string]pendingWrite
 }
 
@@ -248,7 +249,7 @@ func (p *pending) get(k []byte) ([]byte, error) {
 		}
 		return w.value, nil
 	}
-	return p.s.Get(k)
+	return p.r.Get(k)
 }
 
 func (p *pending) set(k, v []byte) { p.writes[string(k)] = pendingWrite{value: v} }
@@ -257,7 +258,7 @@ func (p *pending) del(k []byte)    { p.writes[string(k)] = pendingWrite{deleted:
 // keys lists the keys under prefix as the transaction sees them, sorted.
 func (p *pending) keys(prefix []byte) ([]string, error) {
 	seen := map[string]bool{}
-	if err := p.s.Iterate(prefix, func(k, _ []byte) bool {
+	if err := p.r.Iterate(prefix, func(k, _ []byte) bool {
 		seen[string(k)] = true
 		return true
 	}); err != nil {
@@ -311,7 +312,7 @@ type kvExecution struct {
 }
 
 func (a *App) kvExec() *kvExecution {
-	return &kvExecution{a: a, p: &pending{s: a.store, writes: map[string]pendingWrite{}}, index: uint64(a.meta.Height), now: a.meta.TimeMs}
+	return &kvExecution{a: a, p: &pending{r: a.store, s: a.store, writes: map[string]pendingWrite{}}, index: uint64(a.meta.Height), now: a.meta.TimeMs}
 }
 
 // commit writes the execution's changes and records them for the block.

@@ -426,3 +426,20 @@ func TestSessionsSurviveAHalt(t *testing.T) {
 		t.Fatal("the session outlived its ttl")
 	}
 }
+
+func TestKVTxnRead(t *testing.T) {
+	n := newNet(t)
+	n.must(1000, "root", kvSet("a/1", "x"), kvSet("a/2", "y"), kvSet("b", "z"))
+	h := uint64(n.height)
+	q := n.query()
+	got, err := q.KVTxnRead([]types.KVOp{{Verb: "check-index", Key: "b", Index: h}, {Verb: "get", Key: "b"}, {Verb: "get-tree", Key: "a/"}, {Verb: "check-not-exists", Key: "c"}})
+	if err != nil || len(got) != 3 || string(got[0].Value) != "z" || got[2].Key != "a/2" {
+		t.Fatalf("read txn = %v, %v", got, err)
+	}
+	if _, err := q.KVTxnRead([]types.KVOp{{Verb: "get", Key: "b"}, {Verb: "check-index", Key: "b", Index: h + 1}}); app.CodeOf(err) != app.CodeConflict || !strings.Contains(err.Error(), "op 1") {
+		t.Fatalf("failing read txn: %v", err)
+	}
+	if _, err := q.KVTxnRead([]types.KVOp{{Verb: "set", Key: "b"}}); app.CodeOf(err) != app.CodeInvalid || app.ReadOnlyTxn([]types.KVOp{{Verb: "get"}, {Verb: "set"}}) {
+		t.Fatalf("a write as a read: %v", err)
+	}
+}

@@ -153,3 +153,61 @@ func (q *Query) LockHolder(key string) (LockHolder, error) {
 	}
 	return LockHolder{Entry: e, Session: s}, nil
 }
+
+// readVerbs are the verbs a read-only txn may use.
+var readVerbs = map[string]bool{VerbGet: true, VerbGetTree: true, VerbCheckIndex: true, VerbCheckSession: true, VerbCheckNotExists: true}
+
+// ReadOnlyTxn tells whether every operation only reads: such a txn is
+// answered by KVTxnRead from a committed version, without a transaction
+// (as Consul answers a read-only txn without raft).
+func ReadOnlyTxn(ops []types.KVOp) bool {
+	for i := range ops {
+		if !readVerbs[ops[i].Verb] {
+			return false
+		}
+	}
+	return len(ops) > 0
+}
+
+// KVTxnRead answers a read-only txn (get, get-tree and the checks) from the
+// version: the entries its get and get-tree operations read, in order, or
+// the refusal (a *TxError, with the codes and messages of a committed txn)
+// of the first operation that fails.
+func (q *Query) KVTxnRead(ops []types.KVOp) ([]types.KVEntry, error) {
+	what, ops, err := kvOps(&types.KVTxn{Ops: ops})
+	if err != nil {
+		return nil, err
+	}
+	if err := validKVOps(what, ops); err != nil {
+		return nil, err
+	}
+	if !ReadOnlyTxn(ops) {
+		return nil, refuse(CodeInvalid, "kv txn: a txn that writes is a signed transaction, not a read")
+	}
+	x := &kvExecution{p: &pending{r: q.r}, index: uint64(q.meta.Height), now: q.meta.TimeMs}
+	var out []types.KVEntry
+	for i := range ops {
+		op := &ops[i]
+		if err := x.apply(op); err != nil {
+			if CodeOf(err) == CodeInternal {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s: %w", opName(what, ops, i), err)
+		}
+		switch op.Verb {
+		case VerbGet:
+			e, err := q.KVGet(op.Key)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		case VerbGetTree:
+			list, err := q.KVList(op.Key)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, list...)
+		}
+	}
+	return out, nil
+}

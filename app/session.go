@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/bftmon/bftmon/app/types"
@@ -311,7 +312,7 @@ func (a *App) invalidateCritical() error {
 	}
 	sort.Strings(refs)
 	for _, r := range refs {
-		service, instance, _ := splitRef(r + "/x")
+		service, instance, _ := strings.Cut(r, "/")
 		if err := a.invalidateInstance(service, instance); err != nil {
 			return fmt.Errorf("sessions of %s: %w", r, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,14 @@ var update = flag.Bool("update", false, "rewrite the expected output of testdata
 //
 //	register [confirm=DUR] [dc=DC]   registers web/web-1 in a block of its own
 //	block +DUR [oN=STATUS ...]        a block DUR after the last, with those observers' reports
+//	          [VERB:SESSION[:KEY] ...]  and those key/value and session messages of the operator
+//	                                  (new:S[:TTL] makes session S for web-1; acquire:S:KEY,
+//	                                  release:S:KEY, renew:S, destroy:S)
 //
 // Each command prints one line: the height, the check's verdict and hard
-// status, and the alerts the block raised.
+// status, the alerts the block raised, and the holder of every key a
+// message named (lock KEY=S, or KEY=free until DELAY after the block if it
+// is in its lock-delay).
 func TestTranscripts(t *testing.T) {
 	const path = "testdata/scenarios.txt"
 	raw, err := os.ReadFile(path)
@@ -53,6 +59,9 @@ func TestTranscripts(t *testing.T) {
 func runScenario(t *testing.T, cmds string) string {
 	n := newNet(t)
 	var out strings.Builder
+	sessions := map[string]string{} // scenario name → id
+	names := map[string]string{}    // id → scenario name
+	var lockKeys []string
 	for _, line := range strings.Split(cmds, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
@@ -89,6 +98,10 @@ func runScenario(t *testing.T, cmds string) string {
 			}
 			var txs [][]byte
 			for _, rep := range f[2:] {
+				if strings.Contains(rep, ":") {
+					txs = append(txs, scenarioMsg(t, n, rep, sessions, names, &lockKeys))
+					continue
+				}
 				who, st, _ := strings.Cut(rep, "=")
 				status, err := types.ParseStatus(st)
 				if err != nil {
@@ -111,7 +124,64 @@ func runScenario(t *testing.T, cmds string) string {
 		for _, a := range alerts {
 			fmt.Fprintf(&out, " alert=%s:%s→%s", a.Kind, a.From.Name(), a.To.Name())
 		}
+		for _, k := range lockKeys {
+			holder := "free"
+			if e, ok := n.entry(k); ok && e.Session != "" {
+				holder = names[e.Session]
+			}
+			fmt.Fprintf(&out, " lock %s=%s", k, holder)
+			if d, _ := n.query().LockDelay(k); d > n.now {
+				fmt.Fprintf(&out, " (delay %s)", time.Duration(d-n.now)*time.Millisecond)
+			}
+		}
 		out.WriteString("\n")
 	}
 	return out.String()
+}
+
+// scenarioMsg signs the key/value or session message of a transcript's
+// VERB:SESSION[:ARG] token.
+func scenarioMsg(t *testing.T, n *net, tok string, sessions, names map[string]string, lockKeys *[]string) []byte {
+	parts := strings.Split(tok, ":")
+	if len(parts) < 2 {
+		t.Fatalf("token %q: want VERB:SESSION[:ARG]", tok)
+	}
+	verb, s, arg := parts[0], parts[1], ""
+	if len(parts) > 2 {
+		arg = parts[2]
+	}
+	id := sessions[s]
+	if id == "" && verb != "new" {
+		id = "unknown-" + s
+	}
+	var msg types.Msg
+	switch verb {
+	case "new":
+		m := &types.SessionCreate{Service: "web", Instance: "web-1"}
+		if arg != "" {
+			d, err := time.ParseDuration(arg)
+			if err != nil {
+				t.Fatalf("token %q: %v", tok, err)
+			}
+			m.TtlMs = d.Milliseconds()
+		}
+		tx := n.tx("root", types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: m}})
+		sessions[s], names[app.SessionID(tx)] = app.SessionID(tx), s
+		return tx
+	case "acquire", "release":
+		if !slices.Contains(*lockKeys, arg) {
+			*lockKeys = append(*lockKeys, arg)
+		}
+		msg = kvAcquire(arg, s, id)
+		if verb == "release" {
+			msg = kvRelease(arg, id)
+		}
+	case "renew":
+		msg = sessionRenew(id)
+	case "destroy":
+		msg = sessionDestroy(id)
+	default:
+		t.Fatalf("token %q: unknown verb %s", tok, verb)
+	}
+	return n.tx("root", msg)
 }

@@ -258,7 +258,11 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken, Limits: n.settings.httpLimits()}, n.log)
+	tokens, err := LoadTokens(n.cfg.Home, n.log)
+	if err != nil {
+		return err
+	}
+	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken, Tokens: tokens, Limits: n.settings.httpLimits()}, n.log)
 	n.httpLn = apiSrv.Limit(n.httpLn)
 	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bftmon_http_blocking_queries", Help: "Blocking queries of the HTTP API waiting for a change now.",

@@ -59,6 +59,10 @@ type Config struct {
 	// node's config/observe_token). Empty, every passive result is
 	// refused.
 	ObserveToken string
+	// Tokens map the tokens of Consul-style writes (/v1/kv, /v1/txn,
+	// /v1/session) to operator keys this node holds: never logged, never in
+	// replicated state. Empty, such writes answer 403.
+	Tokens []Token
 	// Limits bound connections and the request bodies read at once
 	// (zero fields: defaults).
 	Limits Limits
@@ -80,6 +84,8 @@ type Server struct {
 	limits Limits       // cfg.Limits with defaults
 	bodies *bodyLimiter // request bodies being read
 	conns  atomic.Int64 // open connections of Limit's listeners
+
+	kvState
 }
 
 // Parked is the number of blocking queries waiting for a change now.
@@ -107,10 +113,11 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /v1/sd/prometheus", provable(s.promSD))
 	mux.HandleFunc("GET /v1/locks/{key...}", unprovable(s.lock))
 	s.consulRoutes(mux)
+	s.kvRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The catch-all hides the mux's own 405s: look for the path under
 		// another method.
-		for _, m := range []string{http.MethodGet, http.MethodPost} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {
 			other := r.Clone(r.Context())
 			other.Method = m
 			if _, pattern := mux.Handler(other); m != r.Method && pattern != "/" {
@@ -304,7 +311,15 @@ func compute(q *app.Query, read answer) (cachedAnswer, error) {
 	a := cachedAnswer{height: info.Height, blockTime: info.BlockTime, code: http.StatusOK}
 	index, body, err := read(q)
 	var te *textError
+	var missing *kvMissing
+	var raw *rawValue
 	switch {
+	case errors.As(err, &missing):
+		a.code, a.index, a.text = http.StatusNotFound, missing.index, true
+		return a, nil
+	case errors.As(err, &raw):
+		a.index, a.body, a.text = max(raw.index, 1), raw.value, true
+		return a, nil
 	case errors.As(err, &te):
 		a.code, a.body, a.text, a.final = te.code, []byte(te.msg), true, true
 		return a, nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/bftmon/bftmon/app"
@@ -89,6 +90,16 @@ func (h *hub) committed(c app.Changes) {
 	}
 	if c.Receivers {
 		h.fire(topicReceivers)
+	}
+	if c.Sessions {
+		h.fire(topicSessions)
+	}
+	if len(c.KVKeys) > 0 || len(c.KVTrees) > 0 {
+		for name := range h.topics {
+			if prefix, ok := strings.CutPrefix(name, "kv:"); ok && c.KVChanged(prefix) {
+				h.fire(name)
+			}
+		}
 	}
 }
 
