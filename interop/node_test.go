@@ -27,6 +27,9 @@ var (
 	waitFor  = testutil.WaitFor
 )
 
+// blockInterval is the block interval of the nodes the tests start.
+var blockInterval = 100 * time.Millisecond
+
 // testNode is a started one-node network whose observer is in dc1, and a
 // real HTTP server that its instances' checks probe.
 type testNode struct {
@@ -47,11 +50,18 @@ func startNode(ctx context.Context, t *testing.T) *testNode {
 // startNodeWith is startNode with settings changed by tune first.
 func startNodeWith(ctx context.Context, t *testing.T, tune func(*node.Settings)) *testNode {
 	t.Helper()
+	return startNodeHome(ctx, t, tune, nil)
+}
+
+// startNodeHome is startNodeWith with the home changed by prepare after
+// init (genesis, config files), before the node starts.
+func startNodeHome(ctx context.Context, t *testing.T, tune func(*node.Settings), prepare func(home string)) *testNode {
+	t.Helper()
 	home := t.TempDir()
 	tn := &testNode{httpAddr: freeAddr(t)}
 	if err := node.Init(node.InitOptions{
 		Home: home, ChainID: "interop", HTTPAddr: tn.httpAddr,
-		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: 100 * time.Millisecond,
+		RPCAddr: "tcp://" + freeAddr(t), P2PAddr: "tcp://" + freeAddr(t), BlockInterval: blockInterval,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +74,9 @@ func startNodeWith(ctx context.Context, t *testing.T, tune func(*node.Settings))
 		if err := node.WriteSettings(home, st); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if prepare != nil {
+		prepare(home)
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {

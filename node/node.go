@@ -253,15 +253,15 @@ func (n *Node) start(ctx context.Context, ccfg *cmtcfg.Config, genesis []byte) e
 		n.watchPeers(runCtx, peerProgress)
 	}()
 
+	tokens, err := LoadTokens(n.cfg.Home, n.log)
+	if err != nil {
+		return err
+	}
 	n.httpLn, err = net.Listen("tcp", n.settings.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("HTTP API: listen on %s: %w (is another bftmon running? choose another address with --http)", n.settings.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
-	tokens, err := LoadTokens(n.cfg.Home, n.log)
-	if err != nil {
-		return err
-	}
 	apiSrv := server.New(&backend{n: n}, server.Config{ObserveToken: n.observeToken, Tokens: tokens, Limits: n.settings.httpLimits()}, n.log)
 	n.httpLn = apiSrv.Limit(n.httpLn)
 	n.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -62,6 +62,18 @@ func TestProxyRoutes(t *testing.T) {
 	if resp.StatusCode != 200 || string(gotTx) != "signed-tx" || !strings.Contains(string(body), `"height":7`) {
 		t.Errorf("POST /v1/txs: %d %s (node got %q)", resp.StatusCode, body, gotTx)
 	}
+	// Consul-style writes pass on to the node, which signs them.
+	for _, mp := range [][2]string{{http.MethodPut, "/v1/kv/a?cas=0"}, {http.MethodDelete, "/v1/kv/a"}, {http.MethodPut, "/v1/txn"}, {http.MethodPut, "/v1/session/create"}} {
+		req, _ := http.NewRequest(mp[0], proxy.URL+mp[1], strings.NewReader("v"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s %s: %d, want the node's 200", mp[0], mp[1], resp.StatusCode)
+		}
+	}
 	for _, tc := range []struct {
 		method, path string
 		code         int
@@ -69,6 +81,7 @@ func TestProxyRoutes(t *testing.T) {
 	}{
 		{http.MethodPost, "/v1/observe", http.StatusMethodNotAllowed, "serves reads"},
 		{http.MethodDelete, "/v1/services/web", http.StatusMethodNotAllowed, "serves reads"},
+		{http.MethodPost, "/v1/kv/a", http.StatusMethodNotAllowed, "serves reads"},
 		{http.MethodGet, "/v1/alerts", http.StatusBadGateway, "node refused proof: HTTP 400: proof: not provable here"},
 		{http.MethodGet, "/v1/services/web", http.StatusBadGateway, "node sent no proofs"},
 	} {

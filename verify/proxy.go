@@ -71,16 +71,34 @@ func NewProxy(c *Client, logger *slog.Logger) (*Proxy, error) {
 // ServeHTTP answers one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/txs":
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/txs", consulWrite(r):
 		p.pass.ServeHTTP(w, r)
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET")
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the verifying proxy serves reads, and passes POST /v1/txs on", r.Method, r.URL.Path))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the verifying proxy serves reads, and passes POST /v1/txs and Consul's key/value, txn and session writes on", r.Method, r.URL.Path))
 	case r.URL.Path == "/v1/status":
 		p.status(w, r)
 	default:
 		p.read(w, r)
 	}
+}
+
+// consulWrite tells whether r is a Consul-style write (PUT or DELETE
+// /v1/kv/..., PUT or POST /v1/txn, PUT /v1/session/...), which the proxy
+// passes on to the node like POST /v1/txs: the node signs it with the key
+// its token maps to, and the network decides it. Its answer (true, false,
+// a txn's results) is the node's word, not verified; what a client then
+// reads through the proxy is.
+func consulWrite(r *http.Request) bool {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/v1/kv/"):
+		return r.Method == http.MethodPut || r.Method == http.MethodDelete
+	case r.URL.Path == "/v1/txn":
+		return r.Method == http.MethodPut || r.Method == http.MethodPost
+	case strings.HasPrefix(r.URL.Path, "/v1/session/"):
+		return r.Method == http.MethodPut
+	}
+	return false
 }
 
 // read answers a GET from a verified answer.

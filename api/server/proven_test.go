@@ -53,6 +53,15 @@ var provenRoutes = []struct {
 	{"/v1/health/state/any?dc=dc2", 200},
 	{"/v1/agent/services", 200},
 	{"/v1/catalog/nodes?dc=dc2", 200},
+	{"/v1/kv/cfg/a", 200},
+	{"/v1/kv/cfg/a?raw", 200},
+	{"/v1/kv/cfg/lock", 200}, // the lock holder: the entry's Session
+	{"/v1/kv/cfg/?recurse", 200},
+	{"/v1/kv/?keys&separator=/", 200},
+	{"/v1/kv/nope", 404},
+	{"/v1/kv/cfg/none?recurse", 404},
+	{"/v1/session/list", 200},
+	{"/v1/session/node/web-1", 200},
 }
 
 // getProven fetches path with ?proof=1 and decodes the proven answer.

@@ -83,6 +83,21 @@ func newReadNet(t *testing.T) *readNet {
 		}
 		n.send(o, types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}})
 	}
+	// Key/value entries and a lock held by a session of web-1, for the
+	// proven reads of /v1/kv and /v1/session.
+	for _, kv := range []string{"cfg/a", "cfg/b", "cfg/sub/c"} {
+		n.send("root", types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: kv, Value: []byte("v of " + kv), Flags: 7}}})
+	}
+	tx, err := n.c.Sign(context.Background(), key("root"), types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: &types.SessionCreate{Service: "web", Instance: "web-1", Name: "leader"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := n.c.BroadcastTx(context.Background(), tx); err != nil || res.Code != 0 {
+		t.Fatalf("session create: %+v %v", res, err)
+	}
+	n.send("root", types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: "cfg/lock", Value: []byte("web-1"), Acquire: api.SessionID(tx)}}})
+	// One more block, so that the lock is provable (at the latest minus one).
+	n.send("root", types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: "other/x"}}})
 	return n
 }
 

@@ -1,6 +1,6 @@
 // Command bftmon is the one binary of bftmon: it runs nodes (dev, init,
 // start, testnet), talks to them (status, service, services, health, observers, alerts, receiver, webhook,
-// version), runs or submits check results as an observer (check run, submit), and stands in for the
+// version, kv, session), runs or submits check results as an observer (check run, submit), and stands in for the
 // services of a local cluster (demo-target, webhook receive).
 package main
 
@@ -40,6 +40,8 @@ func newRootCmd() *cobra.Command {
 		newCheckCmd(), newSubmitCmd(),
 		// Stand-ins for a local cluster's services (demo_cmds.go).
 		newDemoTargetCmd(),
+		// The key/value store and sessions (kv_cmds.go).
+		newKVCmd(), newSessionCmd(),
 		// The verifying proxy (verify_cmds.go).
 		newProxyCmd(),
 		// Leader election (lock_cmds.go).
