@@ -3,8 +3,11 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -317,6 +320,80 @@ func TestLockElection(t *testing.T) {
 		}
 		c.CheckInvariants(ctx)
 	})
+
+	t.Run("health --near --tag --meta: agreed-passing instances by the agreed latency from a datacenter", func(t *testing.T) {
+		c.t = t
+		// db-1 in dc1, db-2 in dc2 behind a slow target (120 ms), db-3 in
+		// dc3 behind a faster one (30 ms): from dc1, db-1 (its own dc),
+		// then db-3, then db-2, although dc2 sorts before dc3. db-4 lacks
+		// the tag, db-5 the version; db-6 is down.
+		slow, fast, down := delayedTarget(t, 120*time.Millisecond), delayedTarget(t, 30*time.Millisecond), newTarget(t)
+		down.down.Store(true)
+		for _, in := range []struct {
+			id, dc, url string
+			tags        []string
+			version     string
+		}{
+			{"db-1", "dc1", tgB.srv.URL, []string{"primary"}, "2.3.1"},
+			{"db-2", "dc2", slow, []string{"primary"}, "2.3.1"},
+			{"db-3", "dc3", fast, []string{"primary"}, "2.3.1"},
+			{"db-4", "dc1", tgB.srv.URL, []string{"replica"}, "2.3.1"},
+			{"db-5", "dc1", tgB.srv.URL, []string{"primary"}, "2.2.0"},
+			{"db-6", "dc1", down.srv.URL, []string{"primary"}, "2.3.1"},
+		} {
+			si := types.ServiceInstance{Name: "db", Id: in.id, Address: "127.0.0.1", Port: 5432, Datacenter: in.dc, Tags: in.tags,
+				Meta: []types.Pair{{Key: "version", Value: in.version}}, Checks: []types.Check{{
+					Id: "http", Kind: "http", Http: &types.HTTPParams{Url: in.url + "/health"},
+					IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
+				}}}
+			if res, err := n0.Client.Register(ctx, c.Operator.Private, si); err != nil || res.Code != 0 {
+				t.Fatalf("register %s: %+v %v", si.Id, res, err)
+			}
+		}
+		var got []api.Instance
+		c.WaitFor("bftmon health db --near dc1 --tag primary --meta version=2.3.1: db-1, db-3, db-2 with distances", Patience, func(ctx context.Context) (bool, error) {
+			cmd := exec.Command(c.bin, "health", "db", "--near", "dc1", "--tag", "primary", "--meta", "version=2.3.1", "--passing",
+				"--addr", n3.HTTPAddr, "-o", "json")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				return false, fmt.Errorf("%v: %s %s", err, out, stderr.Bytes())
+			}
+			got = nil
+			if err := json.Unmarshal(out, &got); err != nil {
+				return false, err
+			}
+			var ids []string
+			for _, in := range got {
+				ids = append(ids, in.ID)
+			}
+			if fmt.Sprint(ids) != "[db-1 db-3 db-2]" {
+				return false, fmt.Errorf("order %v", ids)
+			}
+			for _, in := range got {
+				if in.DistanceMs == nil {
+					return false, fmt.Errorf("%s has no distance yet", in.ID)
+				}
+			}
+			return true, nil
+		})
+		d1, d3, d2 := *got[0].DistanceMs, *got[1].DistanceMs, *got[2].DistanceMs
+		t.Logf("from dc1: db-1 %.1f ms, db-3 (dc3, 30 ms target) %.1f ms, db-2 (dc2, 120 ms target) %.1f ms", d1, d3, d2)
+		if d1 != 0 || d3 < 30 || d2 < 120 || d3 >= d2 {
+			t.Fatalf("distances %v %v %v: want 0, ≥30, ≥120", d1, d3, d2)
+		}
+	})
+}
+
+// delayedTarget is an HTTP target answering 200 after d; its URL.
+func delayedTarget(t *testing.T, d time.Duration) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(d) // the target's own latency, which the observers measure
+		fmt.Fprintln(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // webInstanceCheck is the agreed state of one web instance's check.
