@@ -111,6 +111,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 	mux.HandleFunc("GET /v1/txs/{hash}", unprovable(s.tx))
 	mux.HandleFunc("POST /v1/observe", unprovable(s.observe))
 	mux.HandleFunc("GET /v1/sd/prometheus", provable(s.promSD))
+	mux.HandleFunc("GET /v1/locks/{key...}", unprovable(s.lock))
 	s.consulRoutes(mux)
 	s.kvRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

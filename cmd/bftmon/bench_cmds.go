@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -84,12 +86,48 @@ not counted.`,
 	verifyCmd.Flags().IntVar(&reads, "reads", 300, "sequential reads of /v1/services/web measured each way")
 	verifyCmd.Flags().IntVar(&conns, "connections", 16, "concurrent HTTP connections (wrk -c)")
 	verifyCmd.Flags().DurationVar(&verifyDuration, "duration", 15*time.Second, "how long to load each query with wrk (0: no wrk runs)")
+	var kvClients []int
+	var kvBatch int
+	var kvDuration time.Duration
+	var kvSystems []string
+	var etcdBin string
+	kvCmd := &cobra.Command{
+		Use:   "kv",
+		Short: "Key/value throughput beside etcd: committed puts/s (single and in txns) and reads/s on bftmon's one-node and 4-node networks, etcd alone and 3 etcd members",
+		Long: `Starts on loopback, one after the other and in temporary directories: a
+one-node bftmon network with bftmon dev's settings (blocks every 500 ms), a
+4-node bftmon testnet (four processes), etcd alone and a 3-member etcd
+cluster (Debian's etcd-server, its default settings). For each client
+concurrency it measures, for --duration each: single puts committed per
+second (bftmon: a signed KV set on POST /v1/txs, which answers once it is
+committed; etcd: POST /v3/kv/put on its JSON gateway), puts committed per
+second in transactions of --batch sets (bftmon txn, etcd txn), and reads per
+second (bftmon: GET /v1/kv/KEY of the agreed state; etcd: a linearizable
+range). Clients spread over the nodes and members. Every process it starts
+is killed at the end (docs/BENCHMARKS.md).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if etcdBin == "" {
+				etcdBin, _ = exec.LookPath("etcd")
+			}
+			return bench.KV(cmd.Context(), os.Stdout, bench.KVConfig{Self: self, Etcd: etcdBin, Clients: kvClients, Batch: kvBatch, Duration: kvDuration, Systems: kvSystems})
+		},
+	}
+	kvCmd.Flags().IntSliceVar(&kvClients, "clients", []int{1, 16}, "client concurrencies to measure")
+	kvCmd.Flags().IntVar(&kvBatch, "batch", 16, "sets per batched transaction (1..64)")
+	kvCmd.Flags().DurationVar(&kvDuration, "duration", 10*time.Second, "how long to measure each workload at each concurrency")
+	kvCmd.Flags().StringSliceVar(&kvSystems, "systems", nil, "systems to run (default all: "+strings.Join(bench.KVSystems, ",")+")")
+	kvCmd.Flags().StringVar(&etcdBin, "etcd", "", "the etcd binary (default: etcd on PATH)")
 	serve := &cobra.Command{
 		Use:    "serve-targets",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE:   func(cmd *cobra.Command, _ []string) error { return bench.ServeTargets(cmd.Context(), os.Stdout) },
 	}
-	cmd.AddCommand(observer, nodeCmd, read, verifyCmd, serve)
+	cmd.AddCommand(observer, nodeCmd, read, verifyCmd, kvCmd, serve)
 	return cmd
 }

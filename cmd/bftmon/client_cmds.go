@@ -253,18 +253,20 @@ func servicesCmd(use string) *cobra.Command {
 type filterFlags struct {
 	status, tags []string
 	dc           string
+	meta         map[string]string
 }
 
 func (ff *filterFlags) add(cmd *cobra.Command, withDC bool) {
 	cmd.Flags().StringSliceVar(&ff.status, "status", nil, "only instances with these agreed statuses (passing, warning, critical, unknown, stale, disputed, pending; repeatable or comma-separated)")
 	cmd.Flags().StringArrayVar(&ff.tags, "tag", nil, "only instances carrying this tag (repeatable: all of them)")
+	cmd.Flags().StringToStringVar(&ff.meta, "meta", nil, "only instances whose metadata has KEY=VALUE (repeatable or comma-separated: all of them)")
 	if withDC {
 		cmd.Flags().StringVar(&ff.dc, "dc", "", "only instances registered in this datacenter")
 	}
 }
 
 func (ff *filterFlags) options() *api.QueryOptions {
-	return &api.QueryOptions{Status: ff.status, Tags: ff.tags, Datacenter: ff.dc}
+	return &api.QueryOptions{Status: ff.status, Tags: ff.tags, Datacenter: ff.dc, Meta: ff.meta}
 }
 
 func newServiceShowCmd() *cobra.Command {

@@ -44,6 +44,8 @@ func newRootCmd() *cobra.Command {
 		newKVCmd(), newSessionCmd(),
 		// The verifying proxy (verify_cmds.go).
 		newProxyCmd(),
+		// Leader election (lock_cmds.go).
+		newLockCmd(),
 		// Benchmarks (bench_cmds.go).
 		newBenchCmd(),
 	)
