@@ -95,10 +95,18 @@ func TestConsulLockAcrossNodes(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		p, _, err := clients[0].KV().Get("consul/counter", nil)
-		if err != nil || p == nil || string(p.Value) != fmt.Sprint(2*rounds) {
-			t.Fatalf("counter after %d CAS increments from each node: %+v %v", rounds, p, err)
-		}
+		// Each CAS was answered at its commit on its own node; the other
+		// node may be a block behind: wait until both read every
+		// increment (a lost one never arrives).
+		c.WaitFor(fmt.Sprintf("both nodes to read the counter at %d", 2*rounds), Patience, func(ctx context.Context) (bool, error) {
+			for i, cl := range clients {
+				p, _, err := cl.KV().Get("consul/counter", nil)
+				if err != nil || p == nil || string(p.Value) != fmt.Sprint(2*rounds) {
+					return false, fmt.Errorf("client %d reads %+v %v", i, p, err)
+				}
+			}
+			return true, nil
+		})
 	})
 
 	t.Run("Lock: one holder at a time, across nodes", func(t *testing.T) {
