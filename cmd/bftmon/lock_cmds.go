@@ -37,22 +37,6 @@ type lockSession struct {
 	id  string
 }
 
-// sign sends msg signed with the operator key and refuses a refusal.
-func (s *lockSession) send(ctx context.Context, what string, msg types.Msg) (api.TxResult, error) {
-	tx, err := s.c.Sign(ctx, s.key, msg)
-	if err != nil {
-		return api.TxResult{}, fmt.Errorf("%s: %w", what, err)
-	}
-	res, err := s.c.BroadcastTx(ctx, tx)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", what, err)
-	}
-	if res.Code != 0 {
-		return res, fmt.Errorf("%s: refused (code %d): %s", what, res.Code, res.Log)
-	}
-	return res, nil
-}
-
 func newLockAcquireCmd() *cobra.Command {
 	var f clientFlags
 	var key, instance, name string
@@ -121,26 +105,18 @@ type lockArgs struct {
 var errLost = errors.New("lost the lock")
 
 func (s *lockSession) run(ctx context.Context, out, errOut io.Writer, a lockArgs) error {
-	create := &types.SessionCreate{Service: a.service, Instance: a.instance, Name: a.name, TtlMs: a.ttl.Milliseconds(),
-		Behavior: app.BehaviorRelease, LockDelayMs: a.lockDelay.Milliseconds(), NoLockDelay: a.lockDelay == 0}
-	tx, err := s.c.Sign(ctx, s.key, types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: create}})
+	id, _, err := s.c.SessionCreate(ctx, s.key, types.SessionCreate{Service: a.service, Instance: a.instance, Name: a.name, TtlMs: a.ttl.Milliseconds(),
+		Behavior: app.BehaviorRelease, LockDelayMs: a.lockDelay.Milliseconds(), NoLockDelay: a.lockDelay == 0})
 	if err != nil {
-		return fmt.Errorf("lock %s: create session: %w", a.key, err)
+		return fmt.Errorf("lock %s: %w", a.key, err)
 	}
-	res, err := s.c.BroadcastTx(ctx, tx)
-	if err == nil && res.Code != 0 {
-		err = fmt.Errorf("refused (code %d): %s", res.Code, res.Log)
-	}
-	if err != nil {
-		return fmt.Errorf("lock %s: create session for %s/%s: %w", a.key, a.service, a.instance, err)
-	}
-	s.id = app.SessionID(tx)
+	s.id = id
 	fmt.Fprintf(errOut, "session %s for %s/%s (ttl %s, lock-delay %s); waiting for %s\n", s.id, a.service, a.instance, a.ttl, a.lockDelay, a.key)
 	// Everything below ends with the session destroyed, even when ctx is.
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, _ = s.send(dctx, "destroy session", types.Msg{Sum: &types.Msg_SessionDestroy{SessionDestroy: &types.SessionDestroy{Id: s.id}}})
+		_, _ = s.c.SessionDestroy(dctx, s.key, s.id)
 	}()
 	lost := make(chan error, 2)
 	if a.ttl > 0 {
@@ -158,7 +134,7 @@ func (s *lockSession) run(ctx context.Context, out, errOut io.Writer, a lockArgs
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := s.send(rctx, "release", types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: a.key, Value: lock.Value, Release: s.id}}}); err != nil {
+		if _, err := s.c.KVPut(rctx, s.key, types.KVSet{Key: a.key, Value: lock.Value, Release: s.id}); err != nil {
 			fmt.Fprintf(errOut, "lock %s: %v\n", a.key, err)
 		}
 	}
@@ -243,13 +219,13 @@ func (s *lockSession) acquire(ctx context.Context, key string, lost <-chan error
 				return l, ctx.Err()
 			}
 		}
-		_, err = s.send(ctx, "acquire", types.Msg{Sum: &types.Msg_KvSet{KvSet: &types.KVSet{Key: key, Value: l.Value, Acquire: s.id}}})
-		switch {
+		res, err := s.c.KVPut(ctx, s.key, types.KVSet{Key: key, Value: l.Value, Acquire: s.id})
+		switch code := app.Code(res.Code); {
 		case err == nil:
 			index = 0
 		case ctx.Err() != nil:
 			return l, ctx.Err()
-		case strings.Contains(err.Error(), "(code 4)") || strings.Contains(err.Error(), "(code 8)"):
+		case code == app.CodeUnauthorized || code == app.CodeNotFound:
 			return l, err // the session is gone
 		}
 		// Taken by another, or still in its lock-delay: look again.
@@ -295,7 +271,7 @@ func (s *lockSession) renew(ctx context.Context, ttl time.Duration, lost chan<- 
 			return
 		case <-t.C:
 		}
-		_, err := s.send(ctx, "renew session", types.Msg{Sum: &types.Msg_SessionRenew{SessionRenew: &types.SessionRenew{Id: s.id}}})
+		_, err := s.c.SessionRenew(ctx, s.key, s.id)
 		if err != nil && ctx.Err() == nil && strings.Contains(err.Error(), "refused") {
 			lost <- fmt.Errorf("session %s: %w", s.id, err)
 			return
