@@ -319,23 +319,41 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	return fmt.Sprintf("%s %s/%s with %d checks", verb, si.Name, si.Id, len(si.Checks)), nil
 }
 
-// checkScopes refuses a check whose observer scope could never reach its
-// quorum: the quorum is never below a third of all the observers' weight,
-// so that no minority owns a check by drawing its scope around itself.
+// checkScopes refuses a check whose observer scope is not safe
+// (verdict.Safety): its quorum is never below a third of all the observers'
+// weight, so no minority owns a check by drawing its scope around itself; and
+// the scope's honest weight reaches its quorum against every coalition
+// holding less than a third of all the weight, so no minority can hide what
+// the honest observers of the scope see by lying or staying silent.
+// Observers are fixed at genesis, so a scope safe at registration stays safe.
 func (a *App) checkScopes(si *types.ServiceInstance) error {
 	for i := range si.Checks {
 		c := &si.Checks[i]
-		var w uint64
+		var weights []uint64
 		for j := range a.observers {
 			if InScope(c, &a.observers[j]) {
-				w += a.observers[j].Weight
+				weights = append(weights, a.observers[j].Weight)
 			}
 		}
-		if !verdict.Reachable(w, a.totalWeight) {
-			return refuse(CodeInvalid, "register %s/%s: check %s: its observer scope %v holds weight %d of %d, and a verdict needs %d "+
-				"(more than two thirds of the scope and at least a third of all observers' weight): add datacenters to the scope or leave it empty for all",
-				si.Name, si.Id, c.Id, c.Datacenters, w, a.totalWeight, verdict.Quorum(w, a.totalWeight))
+		s := verdict.ScopeSafety(weights, a.totalWeight, c.Quorum)
+		if s.Safe() {
+			continue
 		}
+		scope := "every observer"
+		if len(c.Datacenters) > 0 {
+			scope = fmt.Sprintf("datacenters %v", c.Datacenters)
+		}
+		if s.Weight < s.Quorum {
+			return refuse(CodeInvalid, "register %s/%s: check %s: its observer scope (%s) holds weight %d of %d, and a verdict needs %d "+
+				"(more than two thirds of the scope, at least a third of all observers' weight, and the check's quorum): "+
+				"add datacenters to the scope, leave it empty for all, or lower the quorum",
+				si.Name, si.Id, c.Id, scope, s.Weight, a.totalWeight, s.Quorum)
+		}
+		return refuse(CodeInvalid, "register %s/%s: check %s: its observer scope (%s) is not safe: it holds weight %d of %d, "+
+			"a coalition of less than a third of all observers' weight can hold %d of it, and the %d left to honest observers "+
+			"is below the %d a verdict needs, so such a coalition could hide an outage by lying or staying silent; "+
+			"widen the scope (add datacenters, or leave it empty for every observer), give it more observers, or lower the quorum",
+			si.Name, si.Id, c.Id, scope, s.Weight, a.totalWeight, s.Tolerated, s.Weight-min(s.Weight, s.Tolerated), s.Quorum)
 	}
 	return nil
 }

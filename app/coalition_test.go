@@ -48,11 +48,14 @@ type coalitionCheck struct {
 //     truth, or warning where the honest see critical (the rule's "warning
 //     or critical" quorum, reached when too few honest are fresh or the
 //     coalition owns more than W − Q of the scope: still not passing);
-//   - no suppressed verdict: where the coalition holds at most W − Q of the
-//     scope and the honest are fresh, the verdict is the truth;
+//   - no suppressed verdict: an accepted scope is safe (the coalition holds
+//     at most W − Q of it), and where its honest observers are fresh the
+//     verdict is the truth;
 //   - no alert to a status the honest do not see;
 //   - no honest observer is ever counted as disagreeing, let alone suspect;
-//   - a scope that could never reach its quorum is refused at registration.
+//   - a scope is accepted exactly when it is safe (verdict.Safety): its
+//     honest weight reaches the quorum against every coalition below a
+//     third; any other is refused at registration.
 func TestCoalitionsBelowAThird(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		nObs := rapid.IntRange(4, 9).Draw(rt, "observers")
@@ -107,16 +110,24 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 					}
 				}
 			}
-			c.q = verdict.Quorum(c.w, total)
+			var mw []uint64
+			for _, i := range c.members {
+				mw = append(mw, weights[i])
+			}
+			safety := verdict.ScopeSafety(mw, total, 0)
+			c.q = safety.Quorum
 			si := webInstance(rapid.SampledFrom([]int64{0, 2000}).Draw(rt, "confirm"))
 			si.Id, si.Checks[0].Datacenters = c.id, c.scope
 			codes, _ := n.block(1000, n.tx("root", register(si)))
-			switch reachable := c.w >= c.q && c.w > 0; {
-			case reachable && codes[0] != app.CodeOK:
-				rt.Fatalf("scope %v of weight %d (quorum %d of %d) refused: %v", c.scope, c.w, c.q, total, codes[0])
-			case !reachable && codes[0] != app.CodeInvalid:
-				rt.Fatalf("unreachable scope %v of weight %d (quorum %d of %d) registered: %v", c.scope, c.w, c.q, total, codes[0])
-			case reachable:
+			switch safe := safety.Safe(); {
+			case safe && codes[0] != app.CodeOK:
+				rt.Fatalf("safe scope %v of weight %d (quorum %d of %d, tolerated %d) refused: %v", c.scope, c.w, c.q, total, safety.Tolerated, codes[0])
+			case !safe && codes[0] != app.CodeInvalid:
+				rt.Fatalf("unsafe scope %v of weight %d (quorum %d of %d, tolerated %d) registered: %v", c.scope, c.w, c.q, total, safety.Tolerated, codes[0])
+			case safe:
+				if c.faulty > c.w-c.q {
+					rt.Fatalf("accepted scope %v of weight %d (quorum %d) holds coalition weight %d: it owns the check", c.scope, c.w, c.q, c.faulty)
+				}
 				checks = append(checks, c)
 			}
 		}
@@ -230,12 +241,11 @@ func TestCoalitionsBelowAThird(t *testing.T) {
 					honestFresh += r.Observer.Weight
 				}
 				v := cv.State.Verdict
-				owned := c.faulty > c.w-c.q
 				if decided(v) && !consistent(v, c.truth) {
 					rt.Fatalf("block %d: check %s (scope %v, W %d, Q %d, coalition %d of %d) is %s, the honest see %s",
 						blk, c.id, c.scope, c.w, c.q, c.faulty, total, v.Name(), c.truth.Name())
 				}
-				if !owned && honestFresh == c.w-c.faulty && v != c.truth {
+				if honestFresh == c.w-c.faulty && v != c.truth {
 					rt.Fatalf("block %d: every honest observer of %s is fresh and sees %s, yet the verdict is %s (W %d, Q %d, coalition %d)",
 						blk, c.id, c.truth.Name(), v.Name(), c.w, c.q, c.faulty)
 				}

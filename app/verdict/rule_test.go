@@ -291,3 +291,102 @@ func BenchmarkRuleDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestToleratedMatchesBruteForce: Tolerated is the largest weight of a
+// subset of the scope that holds less than a third of all the weight.
+func TestToleratedMatchesBruteForce(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ws := rapid.SliceOfN(rapid.Uint64Range(0, 20), 0, 10).Draw(t, "weights")
+		var w uint64
+		for _, x := range ws {
+			w += x
+		}
+		all := w + rapid.Uint64Range(0, 60).Draw(t, "outside")
+		var best uint64
+		for mask := 0; mask < 1<<len(ws); mask++ {
+			var s uint64
+			for i, x := range ws {
+				if mask&(1<<i) != 0 {
+					s += x
+				}
+			}
+			if 3*s < all && s > best {
+				best = s
+			}
+		}
+		if got := Tolerated(ws, all); got != best {
+			t.Fatalf("Tolerated(%v, %d) = %d, brute force %d", ws, all, got, best)
+		}
+	})
+}
+
+// TestSafeScopeCannotBeBlinded is issue 22's property over the arithmetic:
+// for a scope Safe accepts and every coalition holding less than a third of
+// all the weight, whatever the coalition reports or withholds, when every
+// honest observer of the scope reports X the verdict is X, and the coalition
+// alone decides nothing; and Safe refuses exactly the scopes where the
+// largest such coalition, reporting the opposite or silent, keeps the
+// verdict from the honest view.
+func TestSafeScopeCannotBeBlinded(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, 9).Draw(t, "n")
+		ws := make([]uint64, n)
+		var w uint64
+		for i := range ws {
+			ws[i] = rapid.Uint64Range(1, 5).Draw(t, fmt.Sprintf("w%d", i))
+			w += ws[i]
+		}
+		all := w + rapid.Uint64Range(0, 3*w).Draw(t, "outside")
+		override := rapid.SampledFrom([]uint64{0, 0, w / 2, w}).Draw(t, "override")
+		s := ScopeSafety(ws, all, override)
+		x := types.Status(rapid.IntRange(int(pass), int(unkn)).Draw(t, "honest"))
+		if s.Safe() {
+			var f uint64
+			faulty := make([]bool, n)
+			for i := range ws {
+				if rapid.Bool().Draw(t, fmt.Sprintf("faulty%d", i)) && 3*(f+ws[i]) < all {
+					faulty[i], f = true, f+ws[i]
+				}
+			}
+			reports := make([]Report, n)
+			alone := make([]Report, n)
+			for i := range reports {
+				reports[i] = Report{Weight: ws[i], Status: x, Fresh: true}
+				if faulty[i] {
+					reports[i] = drawReport(t, fmt.Sprint(i))
+					reports[i].Weight = ws[i]
+					alone[i] = reports[i]
+				} else {
+					alone[i] = Report{Weight: ws[i]}
+				}
+			}
+			if v := Decide(reports, override, all).Status; v != x {
+				t.Fatalf("safe scope %+v, coalition %d of %d: honest report %s, verdict %s", s, f, all, x.Name(), v.Name())
+			}
+			if v := Decide(alone, override, all).Status; v != types.STATUS_STALE {
+				t.Fatalf("safe scope %+v: the coalition of %d of %d alone made %s", s, f, all, v.Name())
+			}
+			return
+		}
+		// Unsafe: the largest coalition below a third, silent, blinds it.
+		var best, bestMask uint64
+		for mask := uint64(0); mask < 1<<n; mask++ {
+			var sum uint64
+			for i := range ws {
+				if mask&(1<<i) != 0 {
+					sum += ws[i]
+				}
+			}
+			if 3*sum < all && sum >= best {
+				best, bestMask = sum, mask
+			}
+		}
+		reports := make([]Report, n)
+		for i := range reports {
+			reports[i] = Report{Weight: ws[i], Status: x, Fresh: bestMask&(1<<i) == 0}
+		}
+		if v := Decide(reports, override, all).Status; v == x {
+			t.Fatalf("refused scope %+v of %d: its largest coalition (%d) silent still leaves verdict %s", s, all, best, v.Name())
+		}
+	})
+}

@@ -51,9 +51,94 @@ func Quorum(w, all uint64) uint64 {
 }
 
 // Reachable tells whether a scope of weight w among observers of weight all
-// can ever reach its quorum; a check whose scope cannot is refused at
-// registration.
+// can ever reach its quorum.
 func Reachable(w, all uint64) bool { return w > 0 && w >= Quorum(w, all) }
+
+// EffectiveQuorum is the quorum Decide applies to a scope of weight w:
+// Quorum(w, all), raised by override up to the scope's weight.
+func EffectiveQuorum(w, all, override uint64) uint64 {
+	q := Quorum(w, all)
+	if override > q {
+		q = max(min(override, w), q)
+	}
+	return q
+}
+
+// maxSums bounds the reachable-sum set Tolerated builds; past it, it falls
+// back to the safe overestimate min(w, (all-1)/3).
+const maxSums = 1 << 14
+
+// Tolerated returns f, the largest weight within a scope whose members have
+// the given weights that a coalition holding less than a third of all the
+// observers' weight (all) can hold: the largest subset sum s of weights with
+// 3s < all. It is exact while the set of reachable subset sums stays small
+// (maxSums), and otherwise the overestimate min(scope weight, (all-1)/3),
+// which can only make a scope look less safe than it is.
+func Tolerated(weights []uint64, all uint64) uint64 {
+	if all == 0 {
+		return 0
+	}
+	limit := (all - 1) / 3 // the largest s with 3s < all
+	var w uint64
+	for _, x := range weights {
+		w += x
+	}
+	if w <= limit {
+		return w
+	}
+	sums := map[uint64]bool{0: true}
+	for _, x := range weights {
+		if x == 0 || x > limit {
+			continue
+		}
+		next := make([]uint64, 0, len(sums))
+		for s := range sums {
+			if t := s + x; t <= limit && !sums[t] {
+				next = append(next, t)
+			}
+		}
+		for _, t := range next {
+			sums[t] = true
+		}
+		if len(sums) > maxSums {
+			return min(w, limit)
+		}
+	}
+	var f uint64
+	for s := range sums {
+		f = max(f, s)
+	}
+	return f
+}
+
+// Safety is what registration needs to know about a check's scope: its
+// weight, its quorum, and the share of it a coalition holding less than a
+// third of all the observers' weight can hold.
+type Safety struct {
+	Weight    uint64 // W: the scope's weight
+	Quorum    uint64 // Q: EffectiveQuorum(W, all, override)
+	Tolerated uint64 // f: Tolerated(scope's weights, all)
+}
+
+// ScopeSafety computes a scope's Safety from its members' weights.
+func ScopeSafety(weights []uint64, all, override uint64) Safety {
+	var w uint64
+	for _, x := range weights {
+		w += x
+	}
+	return Safety{Weight: w, Quorum: EffectiveQuorum(w, all, override), Tolerated: Tolerated(weights, all)}
+}
+
+// Safe tells whether the scope guarantees both halves of the verdict rule's
+// promise against every coalition holding less than a third of all the
+// observers' weight: the coalition alone never reaches Q (Q is at least a
+// third of all), and the honest remainder always does, W - f >= Q, so that
+// when every honest observer of the scope reports one status, that status is
+// the verdict however the coalition reports or stays silent. A check whose
+// scope is not Safe is refused at registration.
+func (s Safety) Safe() bool {
+	return s.Weight > 0 && s.Weight >= s.Tolerated && s.Weight-s.Tolerated >= s.Quorum
+}
 
 // Count tallies reports.
 func Count(reports []Report) Tally {
@@ -95,10 +180,7 @@ func Count(reports []Report) Tally {
 //	otherwise                   → disputed
 func Decide(reports []Report, override, all uint64) Result {
 	t := Count(reports)
-	q := Quorum(t.Total, all)
-	if override > q {
-		q = max(min(override, t.Total), q)
-	}
+	q := EffectiveQuorum(t.Total, all, override)
 	res := Result{Quorum: q, Tally: t}
 	switch {
 	case t.Total == 0 || t.Fresh < q:
