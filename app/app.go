@@ -74,12 +74,27 @@ type App struct {
 const maxVerified = 20_000
 
 // HaltGapMs is the longest gap between two blocks' times that is not a halt
-// of the chain: longer than any healthy block interval of bftmon's settings
-// (dev 100 ms, init and testnet about 0.5 s). After a longer one, reports that were fresh when the chain
-// stopped stay fresh for a ttl after it resumed: the network not committing
-// is not the targets going stale, and observers need a moment to get their
-// reports in again.
-const HaltGapMs = 3000
+// of the chain. After a longer one, reports that were fresh when the chain
+// stopped stay fresh for a ttl after it resumed, and sessions alive then get
+// a fresh TTL from it (as Consul resets every TTL when a new leader takes
+// over): the network not committing is not the targets going stale, nor the
+// session holders going away, and both need a moment to get their reports
+// and renewals in again.
+//
+// It must be longer than any gap a network that keeps committing produces,
+// however often single rounds fail: a crashed validator makes every round it
+// proposes time out, and were such a gap a halt, a dead holder's session
+// would get a fresh TTL on every turn of the crashed validator and never
+// expire (issue 22: a 10 s session alive after 59 s with one of four nodes
+// down, gaps of up to 5.5 s). At bftmon init's consensus timeouts (propose
+// 3 s, growing 0.5 s a round; commit 0.5 s) a height with k failed rounds in
+// a row takes about 3k + k²/4 + 1 s: 30 s covers six crashed proposers in a
+// row, and one of four down (at most one failed round a height) gaps of
+// about 5 s. So while more than two thirds of the validators commit, an
+// unrenewed session ends at the first block at or after its TTL, within
+// TTL + HaltGapMs of its last renewal, and a report goes stale within
+// ttl + HaltGapMs of when it was observed.
+const HaltGapMs = 30_000
 
 // timer asks for a check to be re-evaluated at the first block whose time is
 // at or after at.

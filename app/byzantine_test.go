@@ -226,7 +226,7 @@ func TestChainHaltIsNotStaleness(t *testing.T) {
 	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
 	n.reportAll(1000, P, P, P, P)
 	n.wantState(P, P)
-	if _, alerts := n.block(15_000); len(alerts) != 0 { // 15 s without a block
+	if _, alerts := n.block(app.HaltGapMs + 15_000); len(alerts) != 0 { // 45 s without a block
 		t.Fatalf("the chain's halt raised %+v", alerts)
 	}
 	n.wantState(P, P)
@@ -235,5 +235,35 @@ func TestChainHaltIsNotStaleness(t *testing.T) {
 	_, alerts := n.block(1100)
 	if v := n.check().State.Verdict; v != types.STATUS_STALE || len(alerts) != 1 || alerts[0].Kind != app.AlertStale {
 		t.Fatalf("a ttl after the chain resumed without reports: verdict %s, alerts %+v; want stale and one stale alert", v.Name(), alerts)
+	}
+}
+
+// TestReportGoesStaleWithAValidatorDown (issue 22 item 2): a silent
+// observer's last report goes stale within its ttl plus the longest gap
+// between blocks, while the gaps of a crashed validator's turns keep coming;
+// before, each gap over 3 s made it fresh for another ttl, for ever.
+func TestReportGoesStaleWithAValidatorDown(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
+	n.reportAll(1000, P, P, P, P)
+	last := n.now
+	for i := 0; ; i++ {
+		var fresh bool
+		for _, r := range n.check().Reports {
+			if r.Observer.Name == "o4" {
+				fresh = r.Fresh
+			}
+		}
+		if !fresh {
+			break
+		}
+		if n.now-last > 3000+5500 {
+			t.Fatalf("o4's report is still fresh %d ms after it was observed, with ttl 3 s and a validator down", n.now-last)
+		}
+		gap := []int64{1000, 1000, 1000, 5500}[i%4]
+		n.reportAll(gap, P, P, P)
+	}
+	if v := n.check().State.Verdict; v != P {
+		t.Fatalf("verdict %s with three fresh passing reports", v.Name())
 	}
 }

@@ -443,3 +443,35 @@ func TestKVTxnRead(t *testing.T) {
 		t.Fatalf("a write as a read: %v", err)
 	}
 }
+
+// crashedValidatorGaps are block intervals (ms) of a network with one of
+// four validators crashed at bftmon init's timeouts: three heights of about
+// a second, and one whose first round, the crashed validator's, times out.
+var crashedValidatorGaps = []int64{1000, 1000, 1000, 5500}
+
+// TestSessionExpiresWithAValidatorDown (issue 22 item 2): while more than
+// two thirds of the validators commit, a session nobody renews ends at the
+// first block at or after its TTL, however often single rounds fail; the
+// gaps of a crashed validator's turns are not halts that renew it. Before,
+// every gap over 3 s gave it a fresh TTL, and a 10 s session outlived 59 s.
+func TestSessionExpiresWithAValidatorDown(t *testing.T) {
+	n := newNet(t)
+	twoInstances(n, 0)
+	created := n.now + 1000
+	s1 := n.newSession(1000, &types.SessionCreate{Service: "web", Instance: "web-1", TtlMs: 10_000})
+	n.must(1000, "root", kvAcquire("lead", "", s1))
+	for i := 0; n.holder("lead") == s1; i++ {
+		if n.now-created > 10_000+app.HaltGapMs {
+			t.Fatalf("an unrenewed 10 s session still holds the lock %d ms after it was created, with a validator down", n.now-created)
+		}
+		gap := crashedValidatorGaps[i%len(crashedValidatorGaps)]
+		n.run(gap)
+		if n.holder("lead") == s1 || n.now-created >= 10_000 {
+			continue
+		}
+		t.Fatalf("the session ended %d ms after it was created, before its 10 s TTL", n.now-created)
+	}
+	if at := n.now - created; at > 10_000+crashedValidatorGaps[3] {
+		t.Fatalf("the session ended %d ms after it was created: later than its TTL plus the longest gap", at)
+	}
+}
