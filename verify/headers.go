@@ -274,6 +274,31 @@ func describe(err error) string {
 	return msg
 }
 
+// StaleError refuses an answer read at a height whose header (the one
+// after it, which carries its app hash) is older than MaxAge: true once,
+// perhaps, but not known to be true now. The node that gave it may be
+// honest and behind, or the chain may have stopped; either way the answer
+// is not verified. It wraps ErrNotVerified.
+type StaleError struct {
+	// Height is the height the answer was read at.
+	Height int64
+	// HeaderTime is the time of header Height+1.
+	HeaderTime time.Time
+	// Age is how old that header was when checked.
+	Age time.Duration
+	// MaxAge is the limit it passed.
+	MaxAge time.Duration
+}
+
+// Error says which height is stale and by how much.
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("stale height %d: its header %d is %s old (max age %s): %s",
+		e.Height, e.Height+1, e.Age.Round(time.Millisecond), e.MaxAge, ErrNotVerified)
+}
+
+// Unwrap makes errors.Is(err, ErrNotVerified) true.
+func (e *StaleError) Unwrap() error { return ErrNotVerified }
+
 // AppHash returns the app hash after version (the hash that the verified
 // header version+1 carries) and that header's time. A header older than
 // MaxAge is refused as stale.
@@ -286,8 +311,7 @@ func (h *Headers) AppHash(ctx context.Context, version int64) ([]byte, time.Time
 		return nil, time.Time{}, fmt.Errorf("app hash of height %d: %w", version, err)
 	}
 	if age := h.opts.Now().Sub(sh.Time); age > h.opts.MaxAge {
-		return nil, sh.Time, fmt.Errorf("stale height %d: its header %d is %s old (max age %s): %w",
-			version, version+1, age.Round(time.Millisecond), h.opts.MaxAge, ErrNotVerified)
+		return nil, sh.Time, &StaleError{Height: version, HeaderTime: sh.Time, Age: age, MaxAge: h.opts.MaxAge}
 	}
 	return sh.AppHash, sh.Time, nil
 }

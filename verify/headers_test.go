@@ -156,8 +156,13 @@ func TestHeadersVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, err = h.AppHash(ctx, net.node.Height()-1)
+		v := net.node.Height() - 1
+		_, _, err = h.AppHash(ctx, v)
 		refused(t, err, "stale height")
+		var se *verify.StaleError
+		if !errors.As(err, &se) || se.Height != v || se.Age < time.Minute-time.Second {
+			t.Errorf("a stale answer is not told as a StaleError of height %d about a minute old: %#v", v, se)
+		}
 	})
 	t.Run("no trust root", func(t *testing.T) {
 		_, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{rpc}, ChainID: "verify-chain"})
