@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -160,28 +161,62 @@ func validKVOps(what string, ops []types.KVOp) error {
 	return nil
 }
 
-// authorizeKV checks that signer is an operator whose scope covers key (a
-// prefix: every key that starts with it): a prefix of the operator's that
-// key starts with, or services/NAME/ for a service name NAME the operator's
-// prefixes cover.
-func (a *App) authorizeKV(signer []byte, key string) error {
+// authorizeKV checks that signer is an operator whose scope covers key
+// (tree: key is the prefix of a recursive operation, which reaches every
+// key starting with it). Operator prefixes are service-name prefixes, and a
+// key is matched by what it belongs to, never raw across that boundary:
+//
+//   - a key under services/NAME/ (services/ belongs to the services) is
+//     covered only if a prefix of the operator's starts NAME; a key or tree
+//     under services/ with no whole NAME/ segment (services/web, the tree
+//     services/we) belongs to no one service, and only the all-covering
+//     prefix "" covers it;
+//   - a tree that reaches into services/ from above (the prefix "", "s",
+//     "services") reaches every service's keys, so only the all-covering
+//     prefix "" covers it;
+//   - any other key is covered by a prefix of the operator's it starts with.
+//
+// So the operator of the service prefix "s" may write s/x and
+// services/search/..., but not services/web/config (issue 22: it did, the
+// prefix matched raw against the key).
+func (a *App) authorizeKV(signer []byte, key string, tree bool) error {
 	op := a.operators[string(signer)]
 	if op == nil {
 		return refuse(CodeUnauthorized, "signer %s is not an operator", types.KeyID(signer))
 	}
-	for _, p := range op.Prefixes {
-		if strings.HasPrefix(key, p) {
-			return nil
-		}
-	}
-	if rest, ok := strings.CutPrefix(key, ServicesKVPrefix); ok {
-		if name, _, ok := strings.Cut(rest, "/"); ok && validName("service name", name) == nil {
-			for _, p := range op.Prefixes {
-				if strings.HasPrefix(name, p) {
-					return nil
-				}
+	covered := func(s string) bool {
+		for _, p := range op.Prefixes {
+			if strings.HasPrefix(s, p) {
+				return true
 			}
 		}
+		return false
+	}
+	switch rest, under := strings.CutPrefix(key, ServicesKVPrefix); {
+	case under:
+		name, _, named := strings.Cut(rest, "/")
+		if !named {
+			// services/web (a key, or a tree reaching services/web/ and
+			// services/webshop/ alike) belongs to no one service.
+			if slices.Contains(op.Prefixes, "") {
+				return nil
+			}
+			return refuse(CodeUnauthorized, "operator %s: %s is under services/ but not under one service's services/NAME/, which only an operator of the prefix \"\" may touch: end the service's name with a slash",
+				op.Name, quoteKey(key))
+		}
+		if covered(name) {
+			return nil
+		}
+		return refuse(CodeUnauthorized, "operator %s may write under services/NAME/ only for service names starting with %s, and %s belongs to the service %q: ask an operator whose scope covers it",
+			op.Name, quoteList(op.Prefixes), quoteKey(key), name)
+	case tree && strings.HasPrefix(ServicesKVPrefix, key):
+		if slices.Contains(op.Prefixes, "") {
+			return nil
+		}
+		return refuse(CodeUnauthorized, "operator %s: the prefix %s reaches every service's keys under services/, which only an operator of the prefix \"\" may touch: narrow the prefix",
+			op.Name, quoteKey(key))
+	case covered(key):
+		return nil
 	}
 	return refuse(CodeUnauthorized, "operator %s may write keys starting with %s or under services/NAME/ for services named so, not %s",
 		op.Name, quoteList(op.Prefixes), quoteKey(key))
@@ -198,7 +233,7 @@ func (a *App) checkKV(signer []byte, msg any) (string, []types.KVOp, error) {
 		return "", nil, err
 	}
 	for i := range ops {
-		if err := a.authorizeKV(signer, ops[i].Key); err != nil {
+		if err := a.authorizeKV(signer, ops[i].Key, kvVerbs[ops[i].Verb]); err != nil {
 			return "", nil, fmt.Errorf("%s: %w", opName(what, ops, i), err)
 		}
 	}
