@@ -162,7 +162,7 @@ func (a *App) load() error {
 			if _, err := a.get(checkKey(ref), &st); err != nil {
 				return err
 			}
-			reports, _, err := a.reports(a.store, ref, c, a.meta.TimeMs)
+			reports, _, err := a.reports(a.store, ref, c, FreshAt(&a.meta))
 			if err != nil {
 				return err
 			}
@@ -186,6 +186,7 @@ func (a *App) BeginBlock(height, timeMs int64) {
 		// network restarting): observers could not get their reports in.
 		a.meta.HaltedFromMs, a.meta.HaltedToMs = prev, timeMs
 	}
+	a.meta.PrevTimeMs = a.meta.TimeMs
 	if timeMs > a.meta.TimeMs { // block time never goes back
 		a.meta.TimeMs = timeMs
 	}

@@ -222,8 +222,13 @@ func TestVerdictHardStateAndAlerts(t *testing.T) {
 	}
 	n.wantState(types.STATUS_DISPUTED, C)
 
-	// Nobody reports for longer than the ttl: stale, without new txs.
-	_, al = n.block(3000)
+	// Nobody reports for longer than the ttl: stale, without new txs, at
+	// the block after the one that passes the ttl (judged at the block
+	// before, app.FreshAt).
+	if _, al = n.block(3000); len(al) != 0 {
+		t.Fatalf("alerts = %+v at the block that passes the ttl, want none yet", al)
+	}
+	_, al = n.block(1000)
 	if len(al) != 1 || al[0].Kind != app.AlertStale {
 		t.Fatalf("alerts = %+v, want one stale alert", al)
 	}

@@ -205,9 +205,13 @@ func TestFreshnessFromObservationTime(t *testing.T) {
 	if v := n.check().State.Verdict; v != C {
 		t.Fatalf("verdict %s, want critical", v.Name())
 	}
-	n.block(600) // 3.1 s after they looked: stale, though included 0.6 s ago
+	n.block(600) // 3.1 s after they looked, but fresh when the chain last committed
+	if v := n.check().State.Verdict; v != C {
+		t.Fatalf("verdict %s at the block after the one 2.5 s after the observations (ttl 3 s), want critical", v.Name())
+	}
+	n.block(100) // the block before was 3.1 s after they looked: stale, though included 0.7 s ago
 	if v := n.check().State.Verdict; v != types.STATUS_STALE {
-		t.Fatalf("verdict %s 3.1 s after the observations (ttl 3 s), want stale", v.Name())
+		t.Fatalf("verdict %s 3.2 s after the observations (ttl 3 s), want stale", v.Name())
 	}
 	old := n.tx("o1", observe(at(C, n.now-3000)))
 	future := n.tx("o1", observe(at(C, n.now+app.MaxObservationAheadMs+5000)))
@@ -232,7 +236,9 @@ func TestChainHaltIsNotStaleness(t *testing.T) {
 	n.wantState(P, P)
 	n.block(2000)
 	n.wantState(P, P) // within the grace: observers are getting their reports in
-	_, alerts := n.block(1100)
+	n.block(1100)
+	n.wantState(P, P) // judged at the block before, 2 s after the resumption
+	_, alerts := n.block(1000)
 	if v := n.check().State.Verdict; v != types.STATUS_STALE || len(alerts) != 1 || alerts[0].Kind != app.AlertStale {
 		t.Fatalf("a ttl after the chain resumed without reports: verdict %s, alerts %+v; want stale and one stale alert", v.Name(), alerts)
 	}
@@ -265,5 +271,39 @@ func TestReportGoesStaleWithAValidatorDown(t *testing.T) {
 	}
 	if v := n.check().State.Verdict; v != P {
 		t.Fatalf("verdict %s with three fresh passing reports", v.Name())
+	}
+}
+
+// TestNoStaleAcrossFailedRounds (issue 22): with a validator down, every
+// fourth height takes a failed round (a 5 s gap with bftmon init's
+// timeouts). Each observer sends its next batch when its last one commits,
+// so the batch that ends such a gap was observed just after the block
+// before it, more than a 3 s ttl before the block's own time. Judged at
+// the block before (app.FreshAt), those reports count: the verdict stays
+// passing and no stale alert is raised. Judged at the block's own time,
+// every gap made the check stale.
+func TestNoStaleAcrossFailedRounds(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
+	n.reportAll(1000, P, P, P, P)
+	n.wantState(P, P)
+	for i := range 24 {
+		looked := n.now + 100 // right after the last commit
+		var txs [][]byte
+		for _, o := range observerNames {
+			ob := obsOf(P)
+			ob.ObservedAtMs = looked
+			txs = append(txs, n.tx(o, observe(ob)))
+		}
+		gap := []int64{1000, 1000, 1000, 5000}[i%4]
+		codes, alerts := n.block(gap, txs...)
+		for j, code := range codes {
+			if code != 0 {
+				t.Fatalf("height %d (gap %d ms): %s's batch, observed %d ms before the block, refused with code %d", n.height, gap, observerNames[j], n.now-looked, code)
+			}
+		}
+		if v := n.check().State.Verdict; v != P || len(alerts) != 0 {
+			t.Fatalf("height %d (gap %d ms): verdict %s, alerts %+v; want passing and none", n.height, gap, v.Name(), alerts)
+		}
 	}
 }

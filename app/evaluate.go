@@ -27,7 +27,7 @@ func splitRef(ref string) (service, instance, check string) {
 }
 
 // reports gathers the latest report of every observer in the check's scope,
-// sorted by observer id, with freshness at block time now.
+// sorted by observer id, with freshness at block time now (FreshAt).
 func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]ObserverReport, []verdict.Report, error) {
 	var out []ObserverReport
 	var vr []verdict.Report
@@ -57,6 +57,25 @@ func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]Observ
 		vr = append(vr, verdict.Report{Weight: o.Weight, Status: st, Fresh: rep.Fresh})
 	}
 	return out, vr, nil
+}
+
+// FreshAt is the block time at which a block judges reports fresh: the
+// time of the block before it. A report counts at a block if it was fresh
+// when the chain last committed, so a gap between two blocks — rounds that
+// failed because a validator crashed, proposers that time out — does not
+// age the reports the observers could not get in meanwhile: each observer
+// sends its next batch when its last one commits, and a batch observed just
+// before a 5 s gap reached the chain with every 3 s report in it already too
+// old, so that with one of four validators down every check of a 3 s ttl
+// was refused its reports and went stale (and alerted so) on every turn of
+// the crashed validator (TestNoStaleAcrossFailedRounds). A report thus goes stale at the first block after the one
+// whose time passes its expiry: within ttl plus one block gap of when it
+// was observed, and a gap longer than HaltGapMs is a halt (expiry).
+func FreshAt(m *types.Meta) int64 {
+	if m.PrevTimeMs > 0 {
+		return m.PrevTimeMs
+	}
+	return m.TimeMs
 }
 
 // expiry is the block time at which rec stops being fresh: a ttl after the
@@ -93,7 +112,7 @@ func (a *App) evaluate(ref string) error {
 	if _, err := a.get(checkKey(ref), &st); err != nil {
 		return err
 	}
-	reports, vr, err := a.reports(a.store, ref, c, now)
+	reports, vr, err := a.reports(a.store, ref, c, FreshAt(&a.meta))
 	if err != nil {
 		return err
 	}
@@ -149,8 +168,8 @@ func (a *App) evaluate(ref string) error {
 }
 
 // nextWake is the block time at which the check's verdict or hard state can
-// change without any new observation: when its first fresh report goes
-// stale, or when a verdict that differs from the hard state has held for
+// change without any new observation: the block after its first fresh
+// report expires (freshness is judged at the block before, FreshAt), or when a verdict that differs from the hard state has held for
 // confirm. 0 means never.
 func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
 	var at int64
@@ -159,9 +178,18 @@ func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverR
 			at = t
 		}
 	}
+	now := a.meta.TimeMs
 	for _, r := range reports {
 		if r.Fresh && r.Record != nil {
-			earliest(a.expiry(r.Record, c))
+			if e := a.expiry(r.Record, c); e > now {
+				earliest(e)
+			} else {
+				// Fresh at the block before (FreshAt), expired by now: it
+				// is stale at the next block, whatever its time (a timer
+				// at now fires at the next block's end; a timer at now+1
+				// would miss a next block of the same time).
+				earliest(now)
+			}
 		}
 	}
 	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard

@@ -133,7 +133,7 @@ func (q *Query) Find(service string, f Filter) ([]InstanceView, error) {
 				}
 			}
 			if withReports {
-				if cv.Reports, _, err = a.reports(q.r, ref, c, q.meta.TimeMs); err != nil {
+				if cv.Reports, _, err = a.reports(q.r, ref, c, FreshAt(&q.meta)); err != nil {
 					return nil, err
 				}
 			}

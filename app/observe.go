@@ -84,9 +84,9 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 		case o.ObservedAtMs > now+MaxObservationAheadMs:
 			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, %dms after the block time %d (at most %dms): check the observer's clock",
 				ref, o.ObservedAtMs, o.ObservedAtMs-now, now, MaxObservationAheadMs))
-		case o.ObservedAtMs != 0 && o.ObservedAtMs+c.TtlMs <= now:
-			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, more than the check's ttl %dms before the block time %d: too old to count",
-				ref, o.ObservedAtMs, c.TtlMs, now))
+		case o.ObservedAtMs != 0 && o.ObservedAtMs+c.TtlMs <= FreshAt(&a.meta):
+			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, more than the check's ttl %dms before the previous block's time %d: too old to count",
+				ref, o.ObservedAtMs, c.TtlMs, FreshAt(&a.meta)))
 		default:
 			items = append(items, item{ref, o})
 		}
