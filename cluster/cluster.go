@@ -117,6 +117,44 @@ func New(t testing.TB, n, dcs int) *Cluster {
 	return c
 }
 
+// InitTimeouts gives every node the consensus timeouts of `bftmon init`
+// (CometBFT's defaults: propose 3 s growing 0.5 s a round, votes 1 s,
+// commit 0.5 s) instead of the testnet's loopback ones, so that a round
+// whose proposer is down costs what it costs in a deployment. Call it
+// before the nodes start.
+func (c *Cluster) InitTimeouts() {
+	c.t.Helper()
+	set := map[string]string{
+		"timeout_propose": "3s", "timeout_propose_delta": "500ms",
+		"timeout_prevote": "1s", "timeout_prevote_delta": "500ms",
+		"timeout_precommit": "1s", "timeout_precommit_delta": "500ms",
+		"timeout_commit": "500ms",
+	}
+	for _, n := range c.Nodes {
+		path := filepath.Join(n.Home, "config", "config.toml")
+		bz, err := os.ReadFile(path)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		lines := strings.Split(string(bz), "\n")
+		done := 0
+		for i, l := range lines {
+			if k, _, ok := strings.Cut(l, " = "); ok {
+				if v, ok := set[k]; ok {
+					lines[i] = fmt.Sprintf("%s = %q", k, v)
+					done++
+				}
+			}
+		}
+		if done != len(set) {
+			c.t.Fatalf("%s: set %d of the %d consensus timeouts", path, done, len(set))
+		}
+		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 // freeBase finds a base port whose 10n ports are free on 127.0.0.1: first
 // around ports the kernel hands out, then, since on a machine with many
 // TIME_WAIT sockets the ephemeral range may hold no free run that long, in

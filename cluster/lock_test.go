@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -57,6 +58,29 @@ func (ct *contender) session() string {
 	return ""
 }
 
+// crash kills the contender and its command at once (SIGKILL to the
+// process group): a holder that dies without releasing or renewing.
+func (ct *contender) crash(t *testing.T) {
+	if err := syscall.Kill(-ct.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill contender %s: %v", ct.name, err)
+	}
+	<-ct.exited
+	_ = os.Remove(ct.mark)
+}
+
+// started is when the contender's command started.
+func (ct *contender) started(t *testing.T) time.Time {
+	bz, err := os.ReadFile(ct.start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(string(bytes.TrimSpace(bz)), 10, 64)
+	if err != nil {
+		t.Fatalf("%s's start file: %v", ct.name, err)
+	}
+	return time.Unix(0, ns)
+}
+
 func (ct *contender) running() bool {
 	_, err := os.Stat(ct.mark)
 	return err == nil
@@ -71,7 +95,8 @@ func startContender(t *testing.T, c *Cluster, n *Node, name, key, instance strin
 		"--key", filepath.Join(c.dir, "operator_key.json"), "--ttl", "10s", "--lock-delay", "3s", "--grace", "2s",
 		"--", "sh", "-c", script)
 	ct.cmd.Stdout, ct.cmd.Stderr = ct, ct
-	ct.cmd.WaitDelay = 5 * time.Second // its command's shell may hold the output open a moment
+	ct.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // crash() kills it with its command
+	ct.cmd.WaitDelay = 5 * time.Second                       // its command's shell may hold the output open a moment
 	if err := ct.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,16 +251,8 @@ func TestLockElection(t *testing.T) {
 		c.WaitFor("B to acquire the lock and start its command", Patience, func(ctx context.Context) (bool, error) {
 			return b.session() != "" && b.running(), fmt.Errorf("B: %q", b.output())
 		})
-		bz, err := os.ReadFile(b.start)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns, err := strconv.ParseInt(string(bytes.TrimSpace(bz)), 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		started := time.Unix(0, ns)
-		t.Logf("failover: target down → A's lock released %s; → B's command started %s (confirm 1 s, lock-delay 3 s)",
+		started := b.started(t)
+		t.Logf("failover, all four validators up: target down → A's lock released %s; → B's command started %s (confirm 1 s, lock-delay 3 s)",
 			released.Sub(down).Round(10*time.Millisecond), started.Sub(down).Round(10*time.Millisecond))
 		if started.Sub(released) < 2500*time.Millisecond {
 			t.Fatalf("B started %s after the release, inside the 3 s lock-delay", started.Sub(released))
@@ -384,6 +401,150 @@ func TestLockElection(t *testing.T) {
 			t.Fatalf("distances %v %v %v: want 0, ≥30, ≥120", d1, d3, d2)
 		}
 	})
+}
+
+// TestLockFailoverWithAValidatorDown runs the election of TestLockElection
+// on a 4-node network with the consensus timeouts of `bftmon init` (propose
+// 3 s), where a crashed validator makes every round it proposes time out
+// and leaves gaps of about 5 s between blocks: a leader's target failing
+// moves the lock as fast with one validator down as with all four up, and
+// a holder that dies without a word loses its session within its TTL +
+// app.HaltGapMs of chain time (issue 22: with a 3 s halt rule its 10 s
+// session was still alive after 59 s, renewed by every failed round).
+func TestLockFailoverWithAValidatorDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a multi-process network: skipped with -short")
+	}
+	ctx := context.Background()
+	c := New(t, 4, 2)
+	c.InitTimeouts()
+	c.StartAll()
+	n0, n1, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[3]
+	tgA, tgB := newTarget(t), newTarget(t)
+	for i, tg := range []*target{tgA, tgB} {
+		in := types.ServiceInstance{Name: "web", Id: fmt.Sprintf("web-%d", i+1), Address: "127.0.0.1", Port: 8080 + uint32(i), Checks: []types.Check{{
+			Id: "http", Kind: "http", Http: &types.HTTPParams{Url: tg.srv.URL + "/health"},
+			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
+		}}}
+		if res, err := n0.Client.Register(ctx, c.Operator.Private, in); err != nil || res.Code != 0 {
+			t.Fatalf("register %s: %+v %v", in.Id, res, err)
+		}
+	}
+	passing := func(id string) {
+		c.WaitFor(id+" agreed passing", Patience, func(ctx context.Context) (bool, error) {
+			ch, err := webInstanceCheck(ctx, n0, id)
+			return err == nil && ch.HardStatus == "passing", err
+		})
+	}
+	waiting := func(ct *contender) {
+		c.WaitFor(ct.name+" to have its session and wait", Patience, func(ctx context.Context) (bool, error) {
+			return bytes.Contains([]byte(ct.output()), []byte("waiting for")), fmt.Errorf("%s: %q", ct.name, ct.output())
+		})
+	}
+	leads := func(ct *contender) {
+		c.WaitFor(ct.name+" to acquire the lock and start its command", 2*Patience, func(ctx context.Context) (bool, error) {
+			return ct.session() != "" && ct.running(), fmt.Errorf("%s: %q", ct.name, ct.output())
+		})
+	}
+	exits := func(ct *contender) {
+		select {
+		case <-ct.exited:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not exit after losing the lock:\n%s", ct.name, ct.output())
+		}
+	}
+	// failover fails tg, whose instance holds the lock, and returns how
+	// long until next's command started.
+	failover := func(tg *target, next *contender) time.Duration {
+		down := time.Now()
+		tg.down.Store(true)
+		leads(next)
+		return next.started(t).Sub(down)
+	}
+	const key = "locks/web-leader"
+	passing("web-1")
+	passing("web-2")
+	a := startContender(t, c, n0, "A", key, "web/web-1")
+	leads(a)
+	b := startContender(t, c, n1, "B", key, "web/web-2")
+	waiting(b)
+	allUp := failover(tgA, b)
+	exits(a)
+
+	tgA.down.Store(false)
+	passing("web-1")
+	cc := startContender(t, c, n0, "C", key, "web/web-1")
+	waiting(cc)
+	n3.Kill()
+	from := n0.Height(ctx)
+	c.WaitFor("three blocks without node3", Patience, func(ctx context.Context) (bool, error) {
+		return n0.Height(ctx) >= from+3, nil
+	})
+	oneDown := failover(tgB, cc)
+	exits(b)
+	t.Logf("failover (target down → the new holder's command started; confirm 1 s, lock-delay 3 s, bftmon init's timeouts): all four validators up %s, one down %s",
+		allUp.Round(10*time.Millisecond), oneDown.Round(10*time.Millisecond))
+
+	// C dies without a word: its 10 s session must end by its TTL
+	// although rounds keep failing, and D takes over.
+	tgB.down.Store(false)
+	passing("web-2")
+	d := startContender(t, c, n1, "D", key, "web/web-2")
+	waiting(d)
+	before, err := n0.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := time.Now()
+	cc.crash(t)
+	var ended api.Status
+	gaps := maxGap{}
+	c.WaitFor("C's session to end by its TTL with node3 down", 2*Patience, func(ctx context.Context) (bool, error) {
+		st, err := n0.Client.Status(ctx)
+		if err != nil {
+			return false, err
+		}
+		gaps.see(st)
+		s, _, err := n0.Client.SessionInfo(ctx, cc.session(), nil)
+		if err != nil {
+			return false, err
+		}
+		if s != nil {
+			return false, fmt.Errorf("C's session alive at block time %s, %s after the last block before C died", st.BlockTime.Format(time.TimeOnly), st.BlockTime.Sub(before.BlockTime).Round(time.Millisecond))
+		}
+		ended = st
+		return true, nil
+	})
+	// C renewed at the latest just before it died, so its session's
+	// deadline is at most TTL after that block: it ends at the first
+	// block at or past the deadline, within HaltGapMs of it (and the
+	// status read may come a block after the end).
+	age := ended.BlockTime.Sub(before.BlockTime)
+	if bound := 10*time.Second + app.HaltGapMs*time.Millisecond + 2*time.Second; age > bound {
+		t.Fatalf("C's session ended %s of chain time after C died, past TTL 10 s + HaltGapMs + a block", age)
+	}
+	leads(d)
+	t.Logf("dead holder, one of four validators down: C killed → its session ended %s of chain time later → D's command started %s after the kill (ttl 10 s, lock-delay 3 s; longest gap between blocks seen %s)",
+		age.Round(10*time.Millisecond), d.started(t).Sub(crashed).Round(10*time.Millisecond), gaps.max.Round(10*time.Millisecond))
+	l, _, err := n0.Client.Lock(ctx, key, nil)
+	if err != nil || l.Session != d.session() || l.Instance != "web-2" {
+		t.Fatalf("holder %+v (%v), want D's session for web-2", l, err)
+	}
+}
+
+// maxGap tracks the longest gap between the block times of the statuses
+// seen.
+type maxGap struct {
+	last time.Time
+	h    int64
+	max  time.Duration
+}
+
+func (g *maxGap) see(st api.Status) {
+	if st.Height == g.h+1 && !g.last.IsZero() {
+		g.max = max(g.max, st.BlockTime.Sub(g.last))
+	}
+	g.last, g.h = st.BlockTime, st.Height
 }
 
 // delayedTarget is an HTTP target answering 200 after d; its URL.

@@ -227,6 +227,15 @@ func (s *lockSession) acquire(ctx context.Context, key string, lost <-chan error
 			return l, ctx.Err()
 		case code == app.CodeUnauthorized || code == app.CodeNotFound:
 			return l, err // the session is gone
+		case code == app.CodeConflict && l.Session == "":
+			// Free when read, refused when committed: taken by another
+			// meanwhile, or still in its lock-delay at the block time the
+			// put committed at (block time trails the clock by about a
+			// block, more while rounds fail). Read again at once rather
+			// than block on a key that a lock-delay running out does not
+			// change: blocking, the next try waited out the whole 30 s
+			// wait (a failover took 48 s with one of four validators down).
+			index = 0
 		}
 		// Taken by another, or still in its lock-delay: look again.
 	}
