@@ -10,6 +10,14 @@ import (
 // form (?proof=1 or ?proof=true).
 const ProofParam = "proof"
 
+// MinHeightParam asks a read to be answered from a height at least this
+// (?min_height=H): a node behind waits for it, up to the read's wait or
+// MinHeightWait, and answers 503 if it does not get there. Verifying
+// clients send the highest height they accepted, so a lagging node's
+// honest answer is not refused as a step back, and a write's commit height,
+// so the next read reflects the write.
+const MinHeightParam = "min_height"
+
 // Proven is the answer of a read route asked with ?proof=1: the plain
 // answer the route gives at the state of Height, and the proofs of every
 // record it was built from against that version's app hash (which the

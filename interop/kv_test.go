@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
+	"github.com/bftmon/bftmon/verify"
 )
 
 // Tokens of the key/value tests' node: the genesis operator (every key),
@@ -214,7 +218,14 @@ func TestKVCASRace(t *testing.T) {
 // consulClient is Consul's own Go client against the node.
 func consulClient(t *testing.T, tn *testNode, token string) *consulapi.Client {
 	t.Helper()
-	c, err := consulapi.NewClient(&consulapi.Config{Address: tn.httpAddr, Token: token})
+	return consulClientAt(t, tn.httpAddr, token)
+}
+
+// consulClientAt is Consul's own Go client against addr (a node, or a
+// verifying proxy of one).
+func consulClientAt(t *testing.T, addr, token string) *consulapi.Client {
+	t.Helper()
+	c, err := consulapi.NewClient(&consulapi.Config{Address: addr, Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,19 +335,52 @@ func TestConsulKVClient(t *testing.T) {
 		t.Fatalf("destroyed session still there: %+v", info)
 	}
 
-	t.Run("Lock", func(t *testing.T) { consulLock(t, tn) })
-	t.Run("Semaphore", func(t *testing.T) { consulSemaphore(t, tn) })
+	t.Run("Lock", func(t *testing.T) { consulLock(t, tn.httpAddr) })
+	t.Run("Semaphore", func(t *testing.T) { consulSemaphore(t, tn.httpAddr) })
+	// Through the verifying proxy (issue 22 item 4): the helpers read
+	// their key right after taking it, and a read from before the write's
+	// commit made them lose every lock at once. The proxy raises its floor
+	// to each write's commit height.
+	proxy := verifyingProxy(ctx, t, tn)
+	t.Run("Lock through the verifying proxy", func(t *testing.T) { consulLock(t, proxy) })
+	t.Run("Semaphore through the verifying proxy", func(t *testing.T) { consulSemaphore(t, proxy) })
+}
+
+// verifyingProxy serves a verifying proxy of tn (trusting its header 1)
+// and returns its address.
+func verifyingProxy(ctx context.Context, t *testing.T, tn *testNode) string {
+	t.Helper()
+	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int64(1)
+	commit, err := rpc.Commit(ctx, &one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{tn.node.RPCURL()}, ChainID: commit.SignedHeader.ChainID, TrustHeight: 1, TrustHash: commit.SignedHeader.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // consulLock: two goroutines take one Consul Lock in turns: never both.
-func consulLock(t *testing.T, tn *testNode) {
+func consulLock(t *testing.T, addr string) {
 	var holders, maxHolders atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := consulClient(t, tn, rootToken).LockKey("election/leader")
+			l, err := consulClientAt(t, addr, rootToken).LockKey("election/leader")
 			if err != nil {
 				t.Error(err)
 				return
@@ -374,14 +418,14 @@ func consulLock(t *testing.T, tn *testNode) {
 
 // consulSemaphore: three contenders for a semaphore of 2: never more than
 // two hold it.
-func consulSemaphore(t *testing.T, tn *testNode) {
+func consulSemaphore(t *testing.T, addr string) {
 	var holders, maxHolders, took atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := consulClient(t, tn, rootToken).SemaphorePrefix("sema/", 2)
+			s, err := consulClientAt(t, addr, rootToken).SemaphorePrefix("sema/", 2)
 			if err != nil {
 				t.Error(err)
 				return

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/node"
 	"github.com/bftmon/bftmon/proof"
 )
@@ -65,10 +66,21 @@ func TestLyingAPINodeProven(t *testing.T) {
 	defer honestSrv.Close()
 	setupLieState(ctx, t, tn, honestSrv.URL)
 	base := "http://" + tn.httpAddr
+	// Key/value entries and a session held by web-1, for the lies on those
+	// routes (a lock's holder is read there).
+	sid, res, err := tn.client.SessionCreate(ctx, tn.operator.Private, types.SessionCreate{Service: "web", Instance: "web-1", TtlMs: 60_000})
+	if err != nil || res.Code != 0 {
+		t.Fatalf("session: %+v %v", res, err)
+	}
+	for _, set := range []types.KVSet{{Key: "cfg/a", Value: []byte("1")}, {Key: "cfg/b", Value: []byte("2")}, {Key: "locks/web-leader", Value: []byte("web-1"), Acquire: sid}} {
+		if res, err := tn.client.KVPut(ctx, tn.operator.Private, set); err != nil || res.Code != 0 {
+			t.Fatalf("kv put %s: %+v %v", set.Key, res, err)
+		}
+	}
 
 	F, H, I, S, O := node.LieForgeVerdict, node.LieHideInstance, node.LieInventAlert, node.LieStaleHeight, node.LieOtherProofs
 	told := map[string]int{}
-	for _, tc := range []struct {
+	cases := []struct {
 		path string
 		want []string
 	}{
@@ -91,7 +103,31 @@ func TestLyingAPINodeProven(t *testing.T) {
 		{"/v1/health/service/web?proof=1", []string{"", F, H, "", S, O}},
 		{"/v1/health/checks/web?proof=1", []string{"", F, H, "", S, O}},
 		{"/v1/health/state/any?proof=1", []string{"", F, H, "", S, O}},
-	} {
+		{"/v1/kv/cfg/?recurse&proof=1", []string{"", "", H, "", S, O}},
+		{"/v1/kv/locks/web-leader?proof=1", []string{"", "", H, "", S, O}},
+		{"/v1/session/info/" + sid + "?proof=1", []string{"", "", H, "", S, O}},
+		{"/v1/session/list?proof=1", []string{"", "", H, "", S, O}},
+		{"/v1/session/node/web-1?proof=1", []string{"", "", H, "", S, O}},
+	}
+	// Every provable route is lied on, and every one is in this table: a
+	// route added to the server without its lies fails here.
+	routes := http.NewServeMux()
+	for _, p := range node.LyingRoutes {
+		routes.HandleFunc(p, func(http.ResponseWriter, *http.Request) {})
+	}
+	covered := map[string]bool{}
+	for _, tc := range cases {
+		r := httptest.NewRequest(http.MethodGet, tc.path, nil)
+		if _, pattern := routes.Handler(r); pattern != "" {
+			covered[pattern] = true
+		}
+	}
+	for _, p := range server.ProvableRoutes() {
+		if !slices.Contains(node.LyingRoutes, p) || !covered[p] {
+			t.Errorf("provable route %s: lied on %v, in this test's table %v: a lying node must lie on every provable route", p, slices.Contains(node.LyingRoutes, p), covered[p])
+		}
+	}
+	for _, tc := range cases {
 		var got []string
 		var first api.Proven
 		var firstBody []byte

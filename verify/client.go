@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
@@ -43,7 +44,68 @@ type Client struct {
 	base    string
 	hc      *http.Client
 	headers *Headers
+	floor   atomic.Int64 // the highest height accepted (or Raise'd)
 }
+
+// DefaultLockMaxAge is the most a header may be old for an answer about
+// key/value entries and sessions (/v1/kv/, /v1/session/), where a lock's
+// holder is read, whatever Options.MaxAge allows for other reads.
+//
+// The argument that two holders never both believe they lead on verified
+// answers: a client that accepts "session A holds the lock" at its clock's
+// now accepts it from a state at block time T_h ≥ now − DefaultLockMaxAge
+// (the header's age is checked against the client's clock). Had A's
+// session ended by then, that state would not show A holding; so it ends
+// at a block time T_end > T_h, if at all. Another session may take the lock
+// only in a block whose time is at least T_end + the lock-delay (a session
+// ended by the app sets the lock-delay; one that releases the lock knows it
+// does not hold it any more); with the default lock-delay of 15 s
+// (app.DefaultLockDelayMs) that is after now − 10 s + 15 s = now + 5 s. So
+// while A's client acts on an answer younger than its max age, no other
+// session holds the lock, as long as clocks and block time agree within
+// 5 s. A session with a lock-delay below DefaultLockMaxAge plus that skew
+// (or none) waives the argument: the lock command warns of it. Heights only
+// go up (Client.Floor), so a node cannot replay an older, still young,
+// answer after a newer one was accepted.
+const DefaultLockMaxAge = 10 * time.Second
+
+// lockRoute tells whether a path reads key/value entries or sessions.
+func lockRoute(path string) bool {
+	return strings.HasPrefix(path, "/v1/kv/") || strings.HasPrefix(path, "/v1/session/")
+}
+
+// Floor is the highest height c accepted an answer from, or was raised to
+// (Raise): c never accepts an answer from below it, and asks nodes for
+// answers at or above it (api.MinHeightParam).
+func (c *Client) Floor() int64 { return c.floor.Load() }
+
+// Raise lifts c's floor to at least height: after a write committed at
+// height H, Raise(H) makes every later verified read reflect it.
+func (c *Client) Raise(height int64) {
+	for {
+		f := c.floor.Load()
+		if height <= f || c.floor.CompareAndSwap(f, height) {
+			return
+		}
+	}
+}
+
+// BackwardsError is an answer from below the height a client already
+// accepted: an older answer replayed, which the client refuses. An honest
+// node never gives one: the client asks with its floor as min_height, and
+// a node behind waits for that height or answers 503.
+type BackwardsError struct {
+	// Height is the answer's; Floor the client's when it was refused.
+	Height, Floor int64
+}
+
+func (e *BackwardsError) Error() string {
+	return fmt.Sprintf("the answer is from height %d, below height %d that this client already accepted: a node replays an old answer: %v", e.Height, e.Floor, ErrNotVerified)
+}
+
+// Unwrap makes a BackwardsError match ErrNotVerified.
+func (e *BackwardsError) Unwrap() error { return ErrNotVerified }
+
 
 // NewClient returns a verifying client of the node's API at addr
 // ("host:port" or a URL) whose headers h verifies.
@@ -60,7 +122,12 @@ func (c *Client) Headers() *Headers { return c.headers }
 
 // Get reads pathAndQuery ("/v1/services/web?status=passing") with proof=1
 // and returns the verified answer. Every failure matches ErrNotVerified and
-// says what did not verify.
+// says what did not verify. Heights only go up: an answer from below the
+// Floor when the read was sent is refused (BackwardsError), and an accepted
+// one raises Floor, so a read that starts after another returned is never
+// answered from an older state (reads that overlap in time may return in
+// either order, as concurrent operations do). A key/value or session
+// answer must be at most DefaultLockMaxAge old.
 func (c *Client) Get(ctx context.Context, pathAndQuery string) (Result, error) {
 	u, err := url.Parse(pathAndQuery)
 	if err != nil {
@@ -69,12 +136,23 @@ func (c *Client) Get(ctx context.Context, pathAndQuery string) (Result, error) {
 	what := "GET " + u.Path
 	q := u.Query()
 	q.Set("proof", "1")
+	floor := c.floor.Load()
+	if floor > 0 {
+		q.Set(api.MinHeightParam, strconv.FormatInt(floor, 10))
+	}
 	u.RawQuery = q.Encode()
 	p, err := c.fetch(ctx, u.RequestURI())
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", what, err)
 	}
-	appHash, _, err := c.headers.AppHash(ctx, p.Height)
+	if p.Height < floor {
+		return Result{}, fmt.Errorf("%s: %w", what, &BackwardsError{Height: p.Height, Floor: floor})
+	}
+	maxAge := c.headers.MaxAge()
+	if lockRoute(u.Path) {
+		maxAge = min(maxAge, DefaultLockMaxAge)
+	}
+	appHash, _, err := c.headers.appHash(ctx, p.Height, maxAge)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -102,6 +180,7 @@ func (c *Client) Get(ctx context.Context, pathAndQuery string) (Result, error) {
 	if res.Header.Get(api.IndexHeader) != "" && res.Index != p.Index {
 		return Result{}, fmt.Errorf("%s: answer differs at height %d: the node says index %d, the proven records %d: %w", what, p.Height, p.Index, res.Index, ErrNotVerified)
 	}
+	c.Raise(p.Height)
 	return res, nil
 }
 

@@ -176,6 +176,83 @@ func TestClientVerifies(t *testing.T) {
 		refused(t, err, "stale height")
 	})
 
+	t.Run("lock routes allow a younger header", func(t *testing.T) {
+		// 15 s later: within the 30 s max age of a catalog read, past the
+		// 10 s of a key/value or session read (DefaultLockMaxAge).
+		later := func() time.Time { return time.Now().Add(verify.DefaultLockMaxAge + 5*time.Second) }
+		hs, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{net.node.RPCURL()}, Genesis: net.genesis(t), Now: later})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := verify.NewClient(net.httpAddr, hs)
+		if _, err := c.Get(ctx, "/v1/services/web"); err != nil {
+			t.Fatalf("a catalog read 15 s old: %v, want it verified (max age 30 s)", err)
+		}
+		for _, uri := range []string{"/v1/kv/locks/web-leader", "/v1/session/list"} {
+			_, err := c.Get(ctx, uri)
+			var stale *verify.StaleError
+			if !errors.As(err, &stale) || stale.MaxAge != verify.DefaultLockMaxAge {
+				t.Errorf("%s 15 s old: %v, want refused as older than %s", uri, err, verify.DefaultLockMaxAge)
+			}
+		}
+	})
+
+	t.Run("never back", func(t *testing.T) {
+		// The node answers honestly twice, then replays its first answer:
+		// an older height than the client already accepted.
+		var first []byte
+		var asked atomic.Int64
+		replay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := asked.Add(1)
+			if n > 2 && first != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(first)
+				return
+			}
+			_, b := plainGet(t, base, r.URL.RequestURI())
+			if n == 1 {
+				first = b
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(b)
+		}))
+		defer replay.Close()
+		c := verify.NewClient(replay.URL, h)
+		r1, err := c.Get(ctx, "/v1/kv/locks/web-leader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The second answer must come from a later height than the first.
+		testutil.WaitFor(t, "the node to prove a newer height", 20*time.Second, func() (bool, error) {
+			_, b := plainGet(t, base, "/v1/kv/locks/web-leader?proof=1")
+			var p struct{ Height int64 }
+			json.Unmarshal(b, &p)
+			return p.Height > r1.Height, fmt.Errorf("proves height %d", p.Height)
+		})
+		r2, err := c.Get(ctx, "/v1/kv/locks/web-leader")
+		if err != nil || r2.Height <= r1.Height || c.Floor() != r2.Height {
+			t.Fatalf("second read: height %d (first %d, floor %d), %v", r2.Height, r1.Height, c.Floor(), err)
+		}
+		_, err = c.Get(ctx, "/v1/kv/locks/web-leader")
+		var back *verify.BackwardsError
+		if !errors.As(err, &back) || back.Height != r1.Height || back.Floor != r2.Height {
+			t.Fatalf("replayed answer of height %d after height %d: %v, want a BackwardsError", r1.Height, r2.Height, err)
+		}
+		if q := asked.Load(); q != 3 {
+			t.Errorf("the replaying node was asked %d times, want 3", q)
+		}
+	})
+
+	t.Run("min_height", func(t *testing.T) {
+		code, body := plainGet(t, base, "/v1/services?min_height=999999999&wait=1s")
+		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "below min_height=999999999") {
+			t.Errorf("a read above the node's height: HTTP %d %s, want 503 saying it is behind", code, body)
+		}
+		if code, body := plainGet(t, base, "/v1/services?min_height=1"); code != http.StatusOK {
+			t.Errorf("a read at min_height=1: HTTP %d %s", code, body)
+		}
+	})
+
 	t.Run("proxy", func(t *testing.T) {
 		up := newLyingAPI(t, base, nil)
 		p, err := verify.NewProxy(verify.NewClient(up.URL, h), testLogger())

@@ -303,6 +303,14 @@ func (e *StaleError) Unwrap() error { return ErrNotVerified }
 // header version+1 carries) and that header's time. A header older than
 // MaxAge is refused as stale.
 func (h *Headers) AppHash(ctx context.Context, version int64) ([]byte, time.Time, error) {
+	return h.appHash(ctx, version, h.opts.MaxAge)
+}
+
+// MaxAge is how old a header may be for AppHash.
+func (h *Headers) MaxAge() time.Duration { return h.opts.MaxAge }
+
+// appHash is AppHash with a header at most maxAge old.
+func (h *Headers) appHash(ctx context.Context, version int64, maxAge time.Duration) ([]byte, time.Time, error) {
 	if version < 1 {
 		return nil, time.Time{}, fmt.Errorf("version %d: no app hash to verify against: %w", version, ErrNotVerified)
 	}
@@ -310,8 +318,8 @@ func (h *Headers) AppHash(ctx context.Context, version int64) ([]byte, time.Time
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("app hash of height %d: %w", version, err)
 	}
-	if age := h.opts.Now().Sub(sh.Time); age > h.opts.MaxAge {
-		return nil, sh.Time, &StaleError{Height: version, HeaderTime: sh.Time, Age: age, MaxAge: h.opts.MaxAge}
+	if age := h.opts.Now().Sub(sh.Time); age > maxAge {
+		return nil, sh.Time, &StaleError{Height: version, HeaderTime: sh.Time, Age: age, MaxAge: maxAge}
 	}
 	return sh.AppHash, sh.Time, nil
 }

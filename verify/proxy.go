@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/api/server"
 )
 
 // ReuseFor is how long the proxy answers the same request with an answer
@@ -61,7 +62,8 @@ func NewProxy(c *Client, logger *slog.Logger) (*Proxy, error) {
 	}
 	p := &Proxy{c: c, log: logger, cache: map[string]cached{}}
 	p.pass = &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) },
+		Rewrite:        func(r *httputil.ProxyRequest) { r.SetURL(u) },
+		ModifyResponse: p.committed,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			writeError(w, http.StatusBadGateway, fmt.Sprintf("node %s: %v", c.base, err))
 		},
@@ -91,6 +93,32 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// committed reads the height a write the node answered committed at
+// (server.HeaderCommitHeight) and raises the proxy's floor to it, once a
+// verified header shows the chain reached that height: every later read
+// through the proxy is answered from that state or a newer one, so it
+// reflects the write (Consul's Lock helper reads its key right after
+// acquiring it). A height the chain has not reached is refused: 502,
+// whatever the node said, so that a node cannot stall every later read
+// with an invented height.
+func (p *Proxy) committed(resp *http.Response) error {
+	v := resp.Header.Get(server.HeaderCommitHeight)
+	if v == "" {
+		return nil
+	}
+	h, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || h < 1 {
+		return fmt.Errorf("the node answered a write committed at height %q: %w", v, ErrNotVerified)
+	}
+	ctx, cancel := context.WithTimeout(resp.Request.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := p.c.headers.Header(ctx, h); err != nil {
+		return fmt.Errorf("the node answered a write committed at height %d, which no verified header shows: %w", h, err)
+	}
+	p.c.Raise(h)
+	return nil
+}
+
 // consulWrite tells whether r is a Consul-style write (PUT or DELETE
 // /v1/kv/..., PUT or POST /v1/txn, PUT /v1/session/...), which the proxy
 // passes on to the node like POST /v1/txs: the node signs it with the key
@@ -113,6 +141,17 @@ func consulWrite(r *http.Request) bool {
 func (p *Proxy) read(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.RequestURI()
 	blocking := r.URL.Query().Has("index")
+	if r.URL.Query().Has("consistent") {
+		// Consul's ?consistent: no answer older than what the network had
+		// committed when the read arrived. The newest verified header's
+		// state becomes the floor; the read waits for it.
+		sh, err := p.c.headers.Latest(r.Context())
+		if err != nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("?consistent: the newest header: %v", err))
+			return
+		}
+		p.c.Raise(sh.Height - 1)
+	}
 	var res Result
 	var err error
 	if blocking {
@@ -141,7 +180,8 @@ func (p *Proxy) shared(ctx context.Context, key string) (Result, error) {
 	p.mu.Lock()
 	c, ok := p.cache[key]
 	p.mu.Unlock()
-	if ok && time.Since(c.at) < ReuseFor {
+	if ok && time.Since(c.at) < ReuseFor && c.res.Height >= p.c.Floor() {
+		// Never below what the proxy accepted since: heights only go up.
 		return c.res, nil
 	}
 	v, err, _ := p.group.Do(key, func() (any, error) {

@@ -34,14 +34,14 @@ import (
 func (s *Server) consulRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/agent/self", unprovable(s.consulAgentSelf))
 	mux.HandleFunc("GET /v1/status/leader", unprovable(s.consulLeader))
-	mux.HandleFunc("GET /v1/catalog/datacenters", provable(s.consulDatacenters))
-	mux.HandleFunc("GET /v1/catalog/services", provable(s.consulCatalogServices))
-	mux.HandleFunc("GET /v1/catalog/service/{name}", provable(s.consulCatalogService))
-	mux.HandleFunc("GET /v1/health/service/{name}", provable(s.consulHealthService))
-	mux.HandleFunc("GET /v1/health/checks/{name}", provable(s.consulHealthChecks))
-	mux.HandleFunc("GET /v1/health/state/{state}", provable(s.consulHealthState))
-	mux.HandleFunc("GET /v1/agent/services", provable(s.consulAgentServices))
-	mux.HandleFunc("GET /v1/catalog/nodes", provable(s.consulCatalogNodes))
+	s.provableRoute(mux, "GET /v1/catalog/datacenters", s.consulDatacenters)
+	s.provableRoute(mux, "GET /v1/catalog/services", s.consulCatalogServices)
+	s.provableRoute(mux, "GET /v1/catalog/service/{name}", s.consulCatalogService)
+	s.provableRoute(mux, "GET /v1/health/service/{name}", s.consulHealthService)
+	s.provableRoute(mux, "GET /v1/health/checks/{name}", s.consulHealthChecks)
+	s.provableRoute(mux, "GET /v1/health/state/{state}", s.consulHealthState)
+	s.provableRoute(mux, "GET /v1/agent/services", s.consulAgentServices)
+	s.provableRoute(mux, "GET /v1/catalog/nodes", s.consulCatalogNodes)
 	mux.HandleFunc("GET /v1/status/peers", unprovable(s.consulPeers))
 }
 

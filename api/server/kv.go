@@ -46,7 +46,7 @@ type Token struct {
 const HeaderRefusal = "X-Bftmon-Refusal"
 
 func (s *Server) kvRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/kv/{key...}", provable(s.kvGet))
+	s.provableRoute(mux, "GET /v1/kv/{key...}", s.kvGet)
 	mux.HandleFunc("PUT /v1/kv/{key...}", unprovable(s.kvPut))
 	mux.HandleFunc("DELETE /v1/kv/{key...}", unprovable(s.kvDelete))
 	mux.HandleFunc("PUT /v1/txn", unprovable(s.txn))
@@ -54,9 +54,9 @@ func (s *Server) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/session/create", unprovable(s.sessionCreate))
 	mux.HandleFunc("PUT /v1/session/destroy/{id}", unprovable(s.sessionDestroy))
 	mux.HandleFunc("PUT /v1/session/renew/{id}", unprovable(s.sessionRenew))
-	mux.HandleFunc("GET /v1/session/info/{id}", provable(s.sessionInfo))
-	mux.HandleFunc("GET /v1/session/list", provable(s.sessionList))
-	mux.HandleFunc("GET /v1/session/node/{node}", provable(s.sessionNode))
+	s.provableRoute(mux, "GET /v1/session/info/{id}", s.sessionInfo)
+	s.provableRoute(mux, "GET /v1/session/list", s.sessionList)
+	s.provableRoute(mux, "GET /v1/session/node/{node}", s.sessionNode)
 }
 
 func kvTopic(prefix string) string { return "kv:" + prefix }
@@ -221,8 +221,16 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tok *Token, msg 
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return nil, res, false
 	}
+	if res.Height > 0 {
+		w.Header().Set(HeaderCommitHeight, strconv.FormatInt(res.Height, 10))
+	}
 	return tx, res, true
 }
+
+// HeaderCommitHeight is the height a Consul-style write committed at: a
+// verifying proxy raises its floor to it, so that its next reads reflect
+// the write.
+const HeaderCommitHeight = "X-Bftmon-Commit-Height"
 
 // refusalStatus is the HTTP status of a refused write (other than a failed
 // condition, which answers false).

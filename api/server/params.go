@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/app/types"
 )
 
@@ -131,16 +132,25 @@ func (p *params) limit(def, max int) int {
 }
 
 // blocking is a read's ?index=&wait=: wait until the answer's index is
-// above index, for at most wait; and its ?proof=: answer the proven form.
+// above index, for at most wait; its ?proof=: answer the proven form; and
+// its ?min_height=: answer from a height at least minHeight.
 type blocking struct {
-	on    bool
-	index int64
-	wait  time.Duration
-	proof bool
+	on        bool
+	index     int64
+	wait      time.Duration
+	proof     bool
+	minHeight int64
 }
 
 func (p *params) blocking() blocking {
 	var b blocking
+	if v := p.str(api.MinHeightParam); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			p.fail(api.MinHeightParam, v, "want the non-negative height the answer must be at or above (the X-Bftmon-Height of an earlier answer, or a write's commit height)")
+		}
+		b.minHeight = n
+	}
 	if v := p.str("index"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {

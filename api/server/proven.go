@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/bftmon/bftmon/api"
@@ -71,6 +72,22 @@ func provable(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// provableRoute registers a route that has a proven form (provable) and
+// lists it among the server's ProvableRoutes.
+func (s *Server) provableRoute(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
+	mux.HandleFunc(pattern, provable(h))
+	s.provableRoutes = append(s.provableRoutes, pattern)
+}
+
+// ProvableRoutes are the patterns of every route that answers ?proof=1, in
+// the order the server registers them: the reads of the agreed state. The
+// lying test node lies on each of them, and the verifying proxy proves
+// each (a test fails when a route is added that either misses).
+func ProvableRoutes() []string {
+	s := New(nil, Config{}, slog.New(slog.DiscardHandler))
+	return slices.Clone(s.provableRoutes)
+}
+
 // unprovable serves a route whose answer is no function of the agreed
 // state (the node's own status, a transaction's fate, an app hash, which
 // the headers prove): ?proof=1 answers 400.
@@ -97,7 +114,9 @@ func (s *Server) proven(r *http.Request, read answer) (cachedAnswer, error) {
 		return cachedAnswer{}, fmt.Errorf("proven read: no version is provable yet (the app hash of height %d is in the header of height %d, not committed yet): %w",
 			latest.Version(), latest.Version()+1, api.ErrNotReady)
 	}
-	key := r.URL.Path + "?" + r.URL.RawQuery
+	vals := r.URL.Query()
+	vals.Del(api.MinHeightParam) // met by reach: the answer is the same
+	key := r.URL.Path + "?" + vals.Encode()
 	if a, ok := s.proofs.get(v, key); ok {
 		return a, nil
 	}
@@ -156,7 +175,7 @@ type Rebuilt struct {
 // ?proof=1) as the node's plain route answers it from the records r reads,
 // typically the reader proof.Verify returned: it runs the route's own code
 // in an in-process server whose Backend reads app.NewQuery(r). ?proof=,
-// ?index= and ?wait= are dropped (a replay never blocks). A read of
+// ?index=, ?wait= and ?min_height= are dropped (a replay never blocks). A read of
 // something r does not serve (an unproven key: proof.ErrNotProven) fails
 // with an error; so does any other failed read (HTTP 500), but for
 // Consul's plain-text 500s, which are answers of the state.
@@ -166,7 +185,7 @@ func Replay(ctx context.Context, r app.Reader, method, pathAndQuery string) (Reb
 		return Rebuilt{}, fmt.Errorf("rebuild %s %q: want a path and query", method, pathAndQuery)
 	}
 	vals := u.Query()
-	for _, p := range []string{api.ProofParam, "index", "wait"} {
+	for _, p := range []string{api.ProofParam, "index", "wait", api.MinHeightParam} {
 		vals.Del(p)
 	}
 	u.RawQuery = vals.Encode()

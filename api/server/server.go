@@ -81,6 +81,8 @@ type Server struct {
 	cache  answerCache  // plain answers of the latest version
 	proofs answerCache  // proven answers of the newest provable version
 
+	provableRoutes []string // ProvableRoutes
+
 	limits Limits       // cfg.Limits with defaults
 	bodies *bodyLimiter // request bodies being read
 	conns  atomic.Int64 // open connections of Limit's listeners
@@ -100,17 +102,17 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 		http.Redirect(w, r, "/v1/status", http.StatusFound)
 	})
 	mux.HandleFunc("GET /v1/status", unprovable(s.status))
-	mux.HandleFunc("GET /v1/services", provable(s.services))
-	mux.HandleFunc("GET /v1/services/{name}", provable(s.service))
-	mux.HandleFunc("GET /v1/checks/{service}/{instance}/{check}", provable(s.check))
-	mux.HandleFunc("GET /v1/alerts", provable(s.alerts))
-	mux.HandleFunc("GET /v1/observers", provable(s.observers))
-	mux.HandleFunc("GET /v1/receivers", provable(s.receivers))
+	s.provableRoute(mux, "GET /v1/services", s.services)
+	s.provableRoute(mux, "GET /v1/services/{name}", s.service)
+	s.provableRoute(mux, "GET /v1/checks/{service}/{instance}/{check}", s.check)
+	s.provableRoute(mux, "GET /v1/alerts", s.alerts)
+	s.provableRoute(mux, "GET /v1/observers", s.observers)
+	s.provableRoute(mux, "GET /v1/receivers", s.receivers)
 	mux.HandleFunc("GET /v1/apphash/{height}", unprovable(s.appHash))
 	mux.HandleFunc("POST /v1/txs", unprovable(s.txs))
 	mux.HandleFunc("GET /v1/txs/{hash}", unprovable(s.tx))
 	mux.HandleFunc("POST /v1/observe", unprovable(s.observe))
-	mux.HandleFunc("GET /v1/sd/prometheus", provable(s.promSD))
+	s.provableRoute(mux, "GET /v1/sd/prometheus", s.promSD)
 	mux.HandleFunc("GET /v1/locks/{key...}", unprovable(s.lock))
 	s.consulRoutes(mux)
 	s.kvRoutes(mux)
@@ -167,6 +169,12 @@ func (e *textError) Error() string { return e.msg }
 // one wakes at every commit: a change committed at height H is provable
 // only once H+1 is.
 func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b blocking, read answer, mark func(http.Header, int64)) {
+	if b.minHeight > 0 {
+		if err := s.reach(r.Context(), b); err != nil {
+			s.fail(w, err)
+			return
+		}
+	}
 	var timeout <-chan time.Time
 	if b.on {
 		t := time.NewTimer(b.wait)
@@ -213,6 +221,45 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, topic string, b bl
 			s.parked.Add(-1)
 			release()
 			return
+		}
+	}
+}
+
+// MinHeightWait is how long a read with ?min_height= waits, at most, for
+// this node to reach that height (less if its ?wait= is shorter).
+const MinHeightWait = 10 * time.Second
+
+// reach waits until this node answers b's kind of read (plain: the latest
+// height; proven: the newest provable, one below) from b.minHeight or
+// above, and says how far behind it is if it does not get there in time.
+func (s *Server) reach(ctx context.Context, b blocking) error {
+	t := time.NewTimer(min(b.wait, MinHeightWait))
+	defer t.Stop()
+	for {
+		changed, release := s.hub.watch(topicBlock)
+		q, err := s.b.Read()
+		if err != nil {
+			release()
+			return err
+		}
+		h := q.Info().Height
+		if b.proof {
+			h--
+		}
+		if h >= b.minHeight {
+			release()
+			return nil
+		}
+		select {
+		case <-changed:
+			release()
+		case <-t.C:
+			release()
+			return fmt.Errorf("this node answers from height %d, below %s=%d: it is behind (catching up, or cut off); ask again or ask another node: %w",
+				h, api.MinHeightParam, b.minHeight, api.ErrNotReady)
+		case <-ctx.Done():
+			release()
+			return ctx.Err()
 		}
 	}
 }
