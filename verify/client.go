@@ -106,7 +106,6 @@ func (e *BackwardsError) Error() string {
 // Unwrap makes a BackwardsError match ErrNotVerified.
 func (e *BackwardsError) Unwrap() error { return ErrNotVerified }
 
-
 // NewClient returns a verifying client of the node's API at addr
 // ("host:port" or a URL) whose headers h verifies.
 func NewClient(addr string, h *Headers) *Client {
