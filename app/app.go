@@ -302,6 +302,8 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 		log, err = a.sessionRenew(body.Signer, m.SessionRenew)
 	case *types.Msg_SessionDestroy:
 		log, err = a.sessionDestroy(body.Signer, m.SessionDestroy)
+	case *types.Msg_Equivocation:
+		log, err = a.equivocation(body.Signer, m.Equivocation)
 	default:
 		err = refuse(CodeInvalid, "transaction without a message")
 	}
@@ -371,6 +373,10 @@ func (a *App) checkMsg(body *types.TxBody) error {
 		if a.operators[string(body.Signer)] == nil {
 			return refuse(CodeUnauthorized, "signer %s is not an operator", types.KeyID(body.Signer))
 		}
+	case *types.Msg_Equivocation:
+		return validEquivocation(m.Equivocation) // any known signer may submit it
+	default:
+		return refuse(CodeInvalid, "transaction without a message")
 	}
 	return nil
 }

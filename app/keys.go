@@ -47,6 +47,8 @@ var (
 	prefixHeld     = []byte("h/")
 	prefixInstSess = []byte("j/")
 	prefixTTL      = []byte("q/")
+	// y/<observer id>/<nonce BE8>: evidence of an observer's equivocation.
+	prefixEquivocation = []byte("y/")
 )
 
 func kvKey(key string) []byte        { return append(append([]byte{}, prefixKV...), key...) }

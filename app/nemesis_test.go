@@ -39,6 +39,8 @@ const nemesisHaltMs = 30_000
 //   - V2 no hidden outage: with every honest observer fresh, the verdict
 //     is the truth;
 //   - V3 honest observers are never counted as disagreeing;
+//   - E1 evidence of equivocation is recorded only against the observer
+//     that signed two bodies under one nonce, which is then suspect;
 //   - F1 a report is fresh only while its ttl has not passed at the block
 //     before (or within a ttl of the end of a halt it straddled);
 //   - S1 a session nobody renews ends by its TTL from its last renewal or
@@ -50,7 +52,7 @@ const nemesisHaltMs = 30_000
 //
 // Run longer with -rapid.checks=N (CI runs the default 100).
 func TestNemesis(t *testing.T) {
-	heights := 0
+	heights, recorded := 0, 0
 	rapid.Check(t, func(rt *rapid.T) {
 		// The coalition's operator key and its scope.
 		scope := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"team-", "s", "se", "w", "services/"}), 1, 2, rapid.ID[string]).Draw(rt, "coalition scope")
@@ -91,11 +93,15 @@ func TestNemesis(t *testing.T) {
 			renew   bool  // its holder keeps renewing it
 		}
 		var sessions []*sess
-		var held [][]byte // honest batches the proposer holds back
-		var own [][]byte  // the liar's committed txs, to replay
-		var haltEnd int64 // block time of the last block after a halt
-		prev := n.now     // the previous block's time
-		for blk := range rapid.IntRange(10, 40).Draw(rt, "blocks") {
+		var held [][]byte        // honest batches the proposer holds back
+		var own [][]byte         // the liar's committed txs, to replay
+		var haltEnd int64        // block time of the last block after a halt
+		var evidence [][2][]byte // equivocating pairs, not yet submitted
+		submitted := false
+		prev := n.now // the previous block's time
+		blocks := rapid.IntRange(10, 40).Draw(rt, "blocks")
+		lastBlock := blocks - 1
+		for blk := range blocks {
 			dt := int64(1000)
 			switch rapid.IntRange(0, 19).Draw(rt, "gap") {
 			case 0, 1, 2, 3:
@@ -146,6 +152,7 @@ func TestNemesis(t *testing.T) {
 						rt.Fatal(err)
 					}
 					txs = append(txs, tx, bz)
+					evidence = append(evidence, [2][]byte{tx, bz})
 				case i == liar && behave == behaveReplay && len(own) > 0:
 					txs = append(txs, tx, rapid.SampledFrom(own).Draw(rt, "replayed"))
 					own = append(own, tx)
@@ -155,6 +162,16 @@ func TestNemesis(t *testing.T) {
 						own = append(own, tx)
 					}
 				}
+			}
+			// Anyone who saw an equivocating pair may submit it.
+			for _, ev := range evidence {
+				if rapid.Bool().Draw(rt, "submit evidence") {
+					txs = append(txs, n.tx(observerNames[(liar+1)%len(observerNames)], equivocation(ev[0], ev[1])))
+					submitted = true
+				}
+			}
+			if submitted {
+				evidence = nil
 			}
 			if len(held) > 0 && rapid.Bool().Draw(rt, "release") {
 				txs, held = append(txs, held...), nil
@@ -273,10 +290,29 @@ func TestNemesis(t *testing.T) {
 					rt.Fatalf("V2: block %d: every honest observer of %s is fresh and sees %s, the verdict is %s", blk, id, truth[id].Name(), v.Name())
 				}
 			}
+			evs, err := q.Equivocations()
+			if err != nil {
+				rt.Fatal(err)
+			}
+			liarID := ""
 			for _, s := range mustStandings(rt, q) {
 				if s.Observer.Name != observerNames[liar] && (s.Disagreed > 0 || s.Suspect) {
 					rt.Fatalf("V3: block %d: honest %s counted as disagreeing: %+v", blk, s.Observer.Name, s)
 				}
+				if s.Observer.Name == observerNames[liar] {
+					liarID = s.Observer.Id
+					if len(evs) > 0 && !s.Suspect {
+						rt.Fatalf("E1: block %d: the liar's equivocation is recorded, yet it is not suspect", blk)
+					}
+				}
+			}
+			for _, e := range evs {
+				if e.Observer != liarID {
+					rt.Fatalf("E1: block %d: equivocation recorded against %s, which signed one body per nonce", blk, e.Observer)
+				}
+			}
+			if len(evs) > 0 && blk == lastBlock {
+				recorded++
 			}
 			// S1 and L1.
 			live, err := q.Sessions()
@@ -321,5 +357,8 @@ func TestNemesis(t *testing.T) {
 			prev = now
 		}
 	})
-	t.Logf("%d heights of adversarial history checked", heights)
+	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record", heights, recorded)
+	if recorded == 0 {
+		t.Error("no history recorded an equivocation: the evidence path was not exercised")
+	}
 }

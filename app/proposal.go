@@ -34,6 +34,8 @@ func Gas(body *types.TxBody) int64 {
 		if m.KvTxn != nil {
 			return 1 + int64(len(m.KvTxn.Ops))
 		}
+	case *types.Msg_Equivocation:
+		return 3 // two more signatures to verify
 	}
 	return 1
 }

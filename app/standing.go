@@ -73,7 +73,7 @@ func (a *App) settleStanding() error {
 			st.Suspect, st.SuspectHeight = true, a.meta.Height
 			a.meta.ObserversHeight = a.meta.Height
 			a.raiseSuspect(id, agreed, disagreed)
-		case st.Suspect && disagreed*200 < total*SuspectPercent:
+		case st.Suspect && st.Equivocations == 0 && disagreed*200 < total*SuspectPercent:
 			st.Suspect, st.SuspectHeight = false, 0
 			a.meta.ObserversHeight = a.meta.Height
 		}
