@@ -39,6 +39,13 @@ type Limits struct {
 	// MaxConns caps the open connections; further clients wait in the
 	// kernel's accept queue until one closes.
 	MaxConns int
+	// MaxConnsPerClient caps the open connections of one client address
+	// (default MaxConns/2): one more is answered 429 and closed at once,
+	// so that one client's parked blocking queries or idle connections
+	// never take every slot from the others (issue 22: 2,100 parked queries
+	// of one client made another's /v1/status fail). Clients behind one
+	// proxy share its address.
+	MaxConnsPerClient int
 	// MaxBodyReads caps the request bodies being read at once. Requests
 	// without a body (reads, blocking queries) do not count.
 	MaxBodyReads int
@@ -56,6 +63,9 @@ type Limits struct {
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = DefaultMaxConns
+	}
+	if l.MaxConnsPerClient <= 0 {
+		l.MaxConnsPerClient = max(1, l.MaxConns/2)
 	}
 	if l.MaxBodyReads <= 0 {
 		l.MaxBodyReads = DefaultMaxBodyReads
@@ -95,8 +105,13 @@ func HTTPServer(h http.Handler) *http.Server {
 // Limit wraps ln so that at most Limits.MaxConns connections are open at
 // once: Accept waits for one to close.
 func (s *Server) Limit(ln net.Listener) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, s.limits.MaxConns), done: make(chan struct{}), open: &s.conns}
+	return &limitListener{Listener: ln, slots: make(chan struct{}, s.limits.MaxConns), done: make(chan struct{}), open: &s.conns,
+		perClient: s.limits.MaxConnsPerClient, clients: map[string]int{}, refused: &s.connsRefused}
 }
+
+// ConnectionsRefused is how many connections were answered 429 because
+// their client held Limits.MaxConnsPerClient already.
+func (s *Server) ConnectionsRefused() int64 { return s.connsRefused.Load() }
 
 // Connections is the number of open connections of listeners from Limit.
 func (s *Server) Connections() int { return int(s.conns.Load()) }
@@ -115,21 +130,57 @@ type limitListener struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	open      *atomic.Int64
+
+	perClient int
+	mu        sync.Mutex
+	clients   map[string]int // open connections by client address
+	refused   *atomic.Int64
 }
 
+// tooMany is the answer to a connection over its client's cap.
+const tooMany = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
+
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		host := c.RemoteAddr().String()
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		l.mu.Lock()
+		n := l.clients[host]
+		if n >= l.perClient {
+			l.mu.Unlock()
+			l.refused.Add(1)
+			body := fmt.Sprintf(`{"error": "client %s holds %d connections to this node, the most one client may: close some (idle ones, parked blocking queries) and retry"}`+"\n", host, n)
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = fmt.Fprintf(c, tooMany, len(body), body)
+			_ = c.Close()
+			<-l.slots
+			continue
+		}
+		l.clients[host] = n + 1
+		l.mu.Unlock()
+		l.open.Add(1)
+		return &limitConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.clients[host]--; l.clients[host] == 0 {
+				delete(l.clients, host)
+			}
+			l.mu.Unlock()
+			l.open.Add(-1)
+			<-l.slots
+		}}, nil
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	l.open.Add(1)
-	return &limitConn{Conn: c, release: func() { l.open.Add(-1); <-l.slots }}, nil
 }
 
 func (l *limitListener) Close() error {

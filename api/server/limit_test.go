@@ -162,7 +162,7 @@ func TestStalledBodyCut(t *testing.T) {
 // others close, and the open count never exceeds the cap.
 func TestConnectionCap(t *testing.T) {
 	const limit, clients = 10, 30
-	s, addr := serveLimited(t, server.Limits{MaxConns: limit})
+	s, addr := serveLimited(t, server.Limits{MaxConns: limit, MaxConnsPerClient: limit})
 	var mu sync.Mutex
 	answered, maxOpen := 0, 0
 	release := make(chan struct{}) // closed: served clients hang up
@@ -206,4 +206,72 @@ func TestConnectionCap(t *testing.T) {
 	if maxOpen > limit {
 		t.Errorf("%d connections were open at once, want at most %d", maxOpen, limit)
 	}
+}
+
+// TestConnectionsPerClient (issue 22 item 8): one client's idle
+// connections (or parked blocking queries) take at most its share of the
+// slots: one more is answered 429 at once, and another client, from
+// another address, is still answered.
+func TestConnectionsPerClient(t *testing.T) {
+	const perClient = 4
+	s, addr := serveLimited(t, server.Limits{MaxConns: 2 * perClient, MaxConnsPerClient: perClient})
+	var idle []net.Conn
+	for range perClient {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		idle = append(idle, c)
+	}
+	testutil.WaitFor(t, "the idle connections accepted", 10*time.Second, func() (bool, error) {
+		return s.Connections() == perClient, fmt.Errorf("%d open", s.Connections())
+	})
+	for i := range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("connection %d over the client's cap: %v %v, want 429", perClient+i+1, resp, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), "holds 4 connections") {
+			t.Errorf("429 body %q does not say why", body)
+		}
+	}
+	if n := s.ConnectionsRefused(); n != 2 {
+		t.Errorf("%d connections refused, want 2", n)
+	}
+	// Another client, from another loopback address, is served.
+	other := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}
+	resp, err := other.Get("http://" + addr + "/v1/status")
+	if err != nil {
+		t.Fatalf("another client at the first one's cap: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("another client's /v1/status: HTTP %d", resp.StatusCode)
+	}
+	// Closing one of the first client's connections frees its slot.
+	idle[0].Close()
+	testutil.WaitFor(t, "a closed connection's slot freed", 10*time.Second, func() (bool, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /v1/status HTTP/1.1\r\nHost: node\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode != http.StatusTooManyRequests, fmt.Errorf("HTTP %d", resp.StatusCode)
+	})
 }

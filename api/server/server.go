@@ -87,6 +87,8 @@ type Server struct {
 	bodies *bodyLimiter // request bodies being read
 	conns  atomic.Int64 // open connections of Limit's listeners
 
+	connsRefused atomic.Int64 // connections over a client's cap
+
 	kvState
 }
 
