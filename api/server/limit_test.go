@@ -67,8 +67,8 @@ func TestStalledBodiesBounded(t *testing.T) {
 		attackers int
 		lim       server.Limits
 	}{
-		{"count cap", 300, server.Limits{MaxConns: 400, MaxBodyReads: 20, MaxBodyBytes: 64 << 20, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
-		{"bytes cap", 300, server.Limits{MaxConns: 400, MaxBodyReads: 100, MaxBodyBytes: 10 * server.MaxBody, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
+		{"count cap", 300, server.Limits{MaxConns: 400, MaxConnsPerClient: 400, MaxBodyReads: 20, MaxBodyBytes: 64 << 20, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
+		{"bytes cap", 300, server.Limits{MaxConns: 400, MaxConnsPerClient: 400, MaxBodyReads: 100, MaxBodyBytes: 10 * server.MaxBody, BodyWait: 200 * time.Millisecond, BodyTimeout: 5 * time.Minute}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, addr := serveLimited(t, tc.lim)
