@@ -1,10 +1,15 @@
 # The handful of commands a developer needs.
-.PHONY: build test proto lint bench fuzz dev image
+.PHONY: build test test-all proto lint bench fuzz dev image
 
 build:
 	CGO_ENABLED=0 go build -o bin/bftmon ./cmd/bftmon
 
+# The fast suite: multi-process networks, Docker and long runs skip under -short.
 test:
+	go test -short -race -count=1 ./...
+
+# The whole suite, as CI runs it (the README's test command).
+test-all:
 	go test -race -count=1 ./...
 
 proto:

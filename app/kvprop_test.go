@@ -250,7 +250,7 @@ func checkLocks(t *rapid.T, n *net) {
 func TestAtMostOneLockHolder(t *testing.T) {
 	acquiredAfterDelay = 0
 	defer func() {
-		if acquiredAfterDelay == 0 {
+		if acquiredAfterDelay == 0 && !testing.Short() {
 			t.Error("no history acquired a key after its lock-delay")
 		}
 	}()

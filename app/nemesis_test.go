@@ -358,7 +358,7 @@ func TestNemesis(t *testing.T) {
 		}
 	})
 	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record", heights, recorded)
-	if recorded == 0 {
+	if recorded == 0 && !testing.Short() {
 		t.Error("no history recorded an equivocation: the evidence path was not exercised")
 	}
 }

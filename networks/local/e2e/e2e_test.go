@@ -19,6 +19,9 @@ import (
 // networks/local/scripts. It skips, with one line, only when no Docker
 // daemon answers or no compose is installed.
 func TestE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the Docker cluster: skipped with -short (make test-all runs it)")
+	}
 	n := Start(t)
 	for _, sc := range []struct {
 		name string
