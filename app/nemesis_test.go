@@ -97,8 +97,7 @@ func TestNemesis(t *testing.T) {
 		var own [][]byte         // the liar's committed txs, to replay
 		var haltEnd int64        // block time of the last block after a halt
 		var evidence [][2][]byte // equivocating pairs, not yet submitted
-		submitted := false
-		prev := n.now // the previous block's time
+		prev := n.now            // the previous block's time
 		blocks := rapid.IntRange(10, 40).Draw(rt, "blocks")
 		lastBlock := blocks - 1
 		for blk := range blocks {
@@ -163,16 +162,16 @@ func TestNemesis(t *testing.T) {
 					}
 				}
 			}
-			// Anyone who saw an equivocating pair may submit it.
+			// Anyone who saw an equivocating pair may submit it, now or later.
+			var kept [][2][]byte
 			for _, ev := range evidence {
 				if rapid.Bool().Draw(rt, "submit evidence") {
 					txs = append(txs, n.tx(observerNames[(liar+1)%len(observerNames)], equivocation(ev[0], ev[1])))
-					submitted = true
+				} else {
+					kept = append(kept, ev)
 				}
 			}
-			if submitted {
-				evidence = nil
-			}
+			evidence = kept
 			if len(held) > 0 && rapid.Bool().Draw(rt, "release") {
 				txs, held = append(txs, held...), nil
 			}

@@ -135,15 +135,7 @@ func TestLockElection(t *testing.T) {
 	c.StartAll()
 	n0, n2, n3 := c.Nodes[0], c.Nodes[2], c.Nodes[3]
 	tgA, tgB := newTarget(t), newTarget(t)
-	for i, tg := range []*target{tgA, tgB} {
-		in := types.ServiceInstance{Name: "web", Id: fmt.Sprintf("web-%d", i+1), Address: "127.0.0.1", Port: 8080 + uint32(i), Checks: []types.Check{{
-			Id: "http", Kind: "http", Http: &types.HTTPParams{Url: tg.srv.URL + "/health"},
-			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
-		}}}
-		if res, err := n0.Client.Register(ctx, c.Operator.Private, in); err != nil || res.Code != 0 {
-			t.Fatalf("register %s: %+v %v", in.Id, res, err)
-		}
-	}
+	registerWeb(ctx, t, c, n0, tgA, tgB)
 	c.WaitFor("web-1 and web-2 agreed passing (hard)", Patience, func(ctx context.Context) (bool, error) {
 		insts, _, err := n0.Client.Service(ctx, "web", &api.QueryOptions{Status: []string{"passing"}})
 		return err == nil && len(insts) == 2, err
@@ -421,15 +413,7 @@ func TestLockFailoverWithAValidatorDown(t *testing.T) {
 	c.StartAll()
 	n0, n1, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[3]
 	tgA, tgB := newTarget(t), newTarget(t)
-	for i, tg := range []*target{tgA, tgB} {
-		in := types.ServiceInstance{Name: "web", Id: fmt.Sprintf("web-%d", i+1), Address: "127.0.0.1", Port: 8080 + uint32(i), Checks: []types.Check{{
-			Id: "http", Kind: "http", Http: &types.HTTPParams{Url: tg.srv.URL + "/health"},
-			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
-		}}}
-		if res, err := n0.Client.Register(ctx, c.Operator.Private, in); err != nil || res.Code != 0 {
-			t.Fatalf("register %s: %+v %v", in.Id, res, err)
-		}
-	}
+	registerWeb(ctx, t, c, n0, tgA, tgB)
 	passing := func(id string) {
 		c.WaitFor(id+" agreed passing", Patience, func(ctx context.Context) (bool, error) {
 			ch, err := webInstanceCheck(ctx, n0, id)
@@ -558,6 +542,21 @@ func delayedTarget(t *testing.T, d time.Duration) string {
 }
 
 // webInstanceCheck is the agreed state of one web instance's check.
+// registerWeb registers web-1, web-2, … through n, one http check each on
+// the targets in turn (ttl 3 s, confirm 1 s).
+func registerWeb(ctx context.Context, t *testing.T, c *Cluster, n *Node, tgs ...*target) {
+	t.Helper()
+	for i, tg := range tgs {
+		in := types.ServiceInstance{Name: "web", Id: fmt.Sprintf("web-%d", i+1), Address: "127.0.0.1", Port: 8080 + uint32(i), Checks: []types.Check{{
+			Id: "http", Kind: "http", Http: &types.HTTPParams{Url: tg.srv.URL + "/health"},
+			IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
+		}}}
+		if res, err := n.Client.Register(ctx, c.Operator.Private, in); err != nil || res.Code != 0 {
+			t.Fatalf("register %s: %+v %v", in.Id, res, err)
+		}
+	}
+}
+
 func webInstanceCheck(ctx context.Context, n *Node, id string) (api.Check, error) {
 	insts, _, err := n.Client.Service(ctx, "web", nil)
 	if err != nil {

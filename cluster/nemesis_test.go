@@ -111,13 +111,7 @@ func TestNemesisProcesses(t *testing.T) {
 	tg := newTarget(t)
 	truth := &truthLog{}
 	truth.set(false)
-	in := types.ServiceInstance{Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 8080, Checks: []types.Check{{
-		Id: "http", Kind: "http", Http: &types.HTTPParams{Url: tg.srv.URL + "/health"},
-		IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000, ConfirmMs: 1000,
-	}}}
-	if res, err := n0.Client.Register(ctx, c.Operator.Private, in); err != nil || res.Code != 0 {
-		t.Fatalf("register: %+v %v", res, err)
-	}
+	registerWeb(ctx, t, c, n0, tg)
 	c.WaitFor("web-1 agreed passing", Patience, func(ctx context.Context) (bool, error) {
 		ch, err := webInstanceCheck(ctx, n0, "web-1")
 		return err == nil && ch.HardStatus == "passing", err

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,13 +15,11 @@ import (
 	"testing"
 	"time"
 
-	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/keys"
 	"github.com/bftmon/bftmon/node"
-	"github.com/bftmon/bftmon/verify"
 )
 
 // Tokens of the key/value tests' node: the genesis operator (every key),
@@ -344,32 +340,6 @@ func TestConsulKVClient(t *testing.T) {
 	proxy := verifyingProxy(ctx, t, tn)
 	t.Run("Lock through the verifying proxy", func(t *testing.T) { consulLock(t, proxy) })
 	t.Run("Semaphore through the verifying proxy", func(t *testing.T) { consulSemaphore(t, proxy) })
-}
-
-// verifyingProxy serves a verifying proxy of tn (trusting its header 1)
-// and returns its address.
-func verifyingProxy(ctx context.Context, t *testing.T, tn *testNode) string {
-	t.Helper()
-	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	one := int64(1)
-	commit, err := rpc.Commit(ctx, &one)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{tn.node.RPCURL()}, ChainID: commit.SignedHeader.ChainID, TrustHeight: 1, TrustHash: commit.SignedHeader.Hash()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 // consulLock: two goroutines take one Consul Lock in turns: never both.

@@ -32,28 +32,10 @@ func TestPrometheusConsulDiscoveryThroughProxy(t *testing.T) {
 	tn.register(ctx, t, tn.instance("web", "web-2", "10.1.0.2", 8080, []string{"v1"}))
 	tn.waitPassing(ctx, t, "web", 2)
 
-	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
-	if err != nil {
-		t.Fatal(err)
-	}
-	one := int64(1)
-	commit, err := rpc.Commit(ctx, &one)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{tn.node.RPCURL()}, ChainID: "interop", TrustHeight: 1, TrustHash: commit.SignedHeader.Hash()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httptest.NewServer(p)
-	defer proxy.Close()
+	proxy := verifyingProxy(ctx, t, tn)
 
 	cfg := consul.DefaultSDConfig
-	cfg.Server = strings.TrimPrefix(proxy.URL, "http://")
+	cfg.Server = proxy
 	cfg.Services = []string{"web"}
 	cfg.RefreshInterval = model.Duration(50 * time.Millisecond)
 	reg := prometheus.NewRegistry()
@@ -88,4 +70,30 @@ func TestPrometheusConsulDiscoveryThroughProxy(t *testing.T) {
 	}
 	tn.deregister(ctx, t, "web", "web-2")
 	wait("web-2 gone", func(g *targetgroup.Group) bool { return len(g.Targets) == 1 })
+}
+
+// verifyingProxy serves a verifying proxy of tn (trusting its header 1)
+// and returns its address.
+func verifyingProxy(ctx context.Context, t *testing.T, tn *testNode) string {
+	t.Helper()
+	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := int64(1)
+	commit, err := rpc.Commit(ctx, &one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := verify.NewHeaders(ctx, verify.Options{RPC: []string{tn.node.RPCURL()}, ChainID: commit.SignedHeader.ChainID, TrustHeight: 1, TrustHash: commit.SignedHeader.Hash()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }
