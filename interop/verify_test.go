@@ -76,6 +76,14 @@ func TestPrometheusConsulDiscoveryThroughProxy(t *testing.T) {
 // and returns its address.
 func verifyingProxy(ctx context.Context, t *testing.T, tn *testNode) string {
 	t.Helper()
+	return verifyingProxyOf(ctx, t, tn, tn.httpAddr)
+}
+
+// verifyingProxyOf serves a verifying proxy of the HTTP API at apiAddr (tn's
+// or one in front of it), verifying against tn's RPC from its header 1,
+// and returns its address.
+func verifyingProxyOf(ctx context.Context, t *testing.T, tn *testNode, apiAddr string) string {
+	t.Helper()
 	rpc, err := rpchttp.New(tn.node.RPCURL(), "/websocket")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +97,7 @@ func verifyingProxy(ctx context.Context, t *testing.T, tn *testNode) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := verify.NewProxy(verify.NewClient(tn.httpAddr, h), slog.New(slog.DiscardHandler))
+	p, err := verify.NewProxy(verify.NewClient(apiAddr, h), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/bftmon/bftmon/api"
 	"github.com/bftmon/bftmon/api/server"
+	"github.com/bftmon/bftmon/app/types"
 )
 
 // ReuseFor is how long the proxy answers the same request with an answer
@@ -32,10 +35,14 @@ const VerifiedHeightHeader = "X-Bftmon-Verified-Height"
 // with answers it verified (Client.Get), so that clients that cannot verify
 // (Prometheus, Consul clients) read through it unchanged. A read that does
 // not verify is answered 502 with the reason in the API's error JSON.
-// POST /v1/txs passes through (a transaction is signed: the node cannot
-// forge one); GET /v1/status describes the newest verified header. Other
-// writes are refused. The same request is answered from one verified
-// answer for up to ReuseFor, and concurrent ones share one.
+// Writes pass on to the node (POST /v1/txs, and Consul's key/value, txn
+// and session writes, which the node signs with its token's key), and the
+// node's answer reaches the client only once the proxy proved that the
+// transaction committed with that result (committed); after it, every
+// read through the proxy reflects the write. GET /v1/status describes the
+// newest verified header. Other writes are refused. The same request is
+// answered from one verified answer for up to ReuseFor, and concurrent
+// ones share one.
 type Proxy struct {
 	c    *Client
 	log  *slog.Logger
@@ -74,8 +81,8 @@ func NewProxy(c *Client, logger *slog.Logger) (*Proxy, error) {
 // ServeHTTP answers one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/txs", consulWrite(r):
-		p.pass.ServeHTTP(w, r)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/txs", server.SignedWrite(r.Method, r.URL.Path):
+		p.write(w, r)
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET")
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: the verifying proxy serves reads, and passes POST /v1/txs and Consul's key/value, txn and session writes on", r.Method, r.URL.Path))
@@ -93,48 +100,99 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// committed reads the height a write the node answered committed at
-// (server.HeaderCommitHeight) and raises the proxy's floor to it, once a
-// verified header shows the chain reached that height: every later read
-// through the proxy is answered from that state or a newer one, so it
-// reflects the write (Consul's Lock helper reads its key right after
-// acquiring it). A height the chain has not reached is refused: 502,
-// whatever the node said, so that a node cannot stall every later read
-// with an invented height.
-func (p *Proxy) committed(resp *http.Response) error {
-	v := resp.Header.Get(server.HeaderCommitHeight)
-	if v == "" {
-		return nil
-	}
-	h, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || h < 1 {
-		return fmt.Errorf("the node answered a write committed at height %q: %w", v, ErrNotVerified)
-	}
-	ctx, cancel := context.WithTimeout(resp.Request.Context(), 30*time.Second)
-	defer cancel()
-	if _, err := p.c.headers.Header(ctx, h); err != nil {
-		return fmt.Errorf("the node answered a write committed at height %d, which no verified header shows: %w", h, err)
-	}
-	p.c.Raise(h)
-	return nil
+// pendingWrite is what the proxy keeps of a write it passes on, to check
+// the node's answer: the request's body, and the newest height verified
+// before it was sent (a write the node signs cannot have committed at or
+// below it).
+type pendingWrite struct {
+	body  []byte
+	bound int64
 }
 
-// consulWrite tells whether r is a Consul-style write (PUT or DELETE
-// /v1/kv/..., PUT or POST /v1/txn, PUT /v1/session/...), which the proxy
-// passes on to the node like POST /v1/txs: the node signs it with the key
-// its token maps to, and the network decides it. Its answer (true, false,
-// a txn's results) is the node's word, not verified; what a client then
-// reads through the proxy is.
-func consulWrite(r *http.Request) bool {
-	switch {
-	case strings.HasPrefix(r.URL.Path, "/v1/kv/"):
-		return r.Method == http.MethodPut || r.Method == http.MethodDelete
-	case r.URL.Path == "/v1/txn":
-		return r.Method == http.MethodPut || r.Method == http.MethodPost
-	case strings.HasPrefix(r.URL.Path, "/v1/session/"):
-		return r.Method == http.MethodPut
+type pendingKey struct{}
+
+// write passes a write on to the node, keeping what committed needs.
+func (p *Proxy) write(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, server.MaxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s %s: read the body (at most %d bytes): %v", r.Method, r.URL.Path, server.MaxBody, err))
+		return
 	}
-	return false
+	pw := &pendingWrite{body: body, bound: max(p.c.Floor(), p.c.headers.LastVerified())}
+	r = r.WithContext(context.WithValue(r.Context(), pendingKey{}, pw))
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	p.pass.ServeHTTP(w, r)
+}
+
+// committed checks the node's answer to a write before the client gets
+// it. The node says which transaction the write was and where it
+// committed (server.HeaderTx and server.HeaderCommitHeight; for POST
+// /v1/txs the answer's hash and height), and the proxy proves that the
+// transaction is in that block with the result the next header commits to
+// (Headers.CommittedTx), that it is this request's write and the answer
+// the one the node's server gives for that result (server.CheckWrite),
+// and, for a write the node signed, that it committed above the newest
+// height verified before the request was sent (not an older transaction's
+// outcome). Then it raises the proxy's floor to that height, so that every
+// later read through the proxy reflects the write (Consul's Lock helper
+// reads its key right after acquiring it). An answer that does not prove
+// is refused: 502, whatever the node said. A refusal (nothing committed)
+// is the node's word, passed on as it is.
+func (p *Proxy) committed(resp *http.Response) error {
+	pw, _ := resp.Request.Context().Value(pendingKey{}).(*pendingWrite)
+	if pw == nil {
+		return nil
+	}
+	req := resp.Request
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read the node's answer: %w", err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(answer))
+	ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+	defer cancel()
+	var height int64
+	if req.URL.Path == "/v1/txs" {
+		var res api.TxResult
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(answer, &res) != nil || res.Height == 0 {
+			return nil // refused, or not committed: the node's word
+		}
+		c, err := p.c.headers.CommittedTx(ctx, res.Height, res.Hash, SameContent(pw.body))
+		if err != nil {
+			return err
+		}
+		if c.Code != res.Code || types.TxHash(c.Tx) != res.Hash {
+			return fmt.Errorf("the node answered code %d for %s; block %d holds %s with code %d: %w", res.Code, res.Hash, res.Height, types.TxHash(c.Tx), c.Code, ErrNotVerified)
+		}
+		height = c.Height
+	} else {
+		hash, hv := resp.Header.Get(server.HeaderTx), resp.Header.Get(server.HeaderCommitHeight)
+		if hash == "" || hv == "" {
+			if resp.StatusCode/100 == 2 {
+				return fmt.Errorf("the node answered %s %s with success but did not say which transaction committed it (%s, %s): %w", req.Method, req.URL.Path, server.HeaderTx, server.HeaderCommitHeight, ErrNotVerified)
+			}
+			return nil
+		}
+		h, err := strconv.ParseInt(hv, 10, 64)
+		if err != nil || h < 1 {
+			return fmt.Errorf("the node answered a write committed at height %q: %w", hv, ErrNotVerified)
+		}
+		if h <= pw.bound {
+			return fmt.Errorf("the node answered a write committed at height %d, at or below height %d verified before it was sent: an older transaction's outcome: %w", h, pw.bound, ErrNotVerified)
+		}
+		c, err := p.c.headers.CommittedTx(ctx, h, hash, TxHashIs(hash))
+		if err != nil {
+			return err
+		}
+		if err := server.CheckWrite(req.Method, req.URL, pw.body, c.Tx, c.Code, resp.StatusCode, answer); err != nil {
+			return fmt.Errorf("%s %s: %w: %w", req.Method, req.URL.Path, err, ErrNotVerified)
+		}
+		height = c.Height
+	}
+	p.c.Raise(height)
+	resp.Header.Set(VerifiedHeightHeader, strconv.FormatInt(height, 10))
+	return nil
 }
 
 // read answers a GET from a verified answer.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -223,6 +224,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tok *Token, msg 
 	}
 	if res.Height > 0 {
 		w.Header().Set(HeaderCommitHeight, strconv.FormatInt(res.Height, 10))
+		w.Header().Set(HeaderTx, res.Hash)
 	}
 	return tx, res, true
 }
@@ -251,7 +253,6 @@ func refusalStatus(code uint32) int {
 // answerBool answers a Consul write: true, false for a failed condition
 // (with the reason and the key's current index in headers), or the refusal.
 func (s *Server) answerBool(w http.ResponseWriter, key string, res api.TxResult) {
-	w.Header().Set("X-Bftmon-Tx", res.Hash)
 	switch {
 	case res.Code == 0:
 		writeJSON(w, http.StatusOK, true)
@@ -272,29 +273,9 @@ func (s *Server) answerBool(w http.ResponseWriter, key string, res api.TxResult)
 
 func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	set := types.KVSet{Key: key}
-	p := newParams(r.URL)
-	if v := p.str("cas"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			p.fail("cas", v, "want the modify index of the entry (0: create only)")
-		}
-		set.Cas, set.CasIndex = true, n
-	}
-	if v := p.str("flags"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			p.fail("flags", v, "want an unsigned 64-bit number")
-		}
-		set.Flags = n
-	}
-	set.Acquire, set.Release = p.str("acquire"), p.str("release")
-	if p.err != nil {
-		writeErr(w, http.StatusBadRequest, p.err.Error())
-		return
-	}
-	if err := app.ValidKVKey(key, false); err != nil {
-		writeErr(w, http.StatusBadRequest, "kv "+err.Error())
+	set, err := kvSetOf(key, r.URL, nil)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	tok := s.signer(w, r)
@@ -318,24 +299,40 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	del := types.KVDelete{Key: key}
-	p := newParams(r.URL)
-	del.Recurse = p.flag("recurse")
+// kvSetOf is the write PUT /v1/kv/KEY?QUERY asks for, with value as its
+// value.
+func kvSetOf(key string, u *url.URL, value []byte) (types.KVSet, error) {
+	set := types.KVSet{Key: key, Value: value}
+	p := newParams(u)
 	if v := p.str("cas"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			p.fail("cas", v, "want the modify index of the entry")
+			p.fail("cas", v, "want the modify index of the entry (0: create only)")
 		}
-		del.Cas, del.CasIndex = true, n
+		set.Cas, set.CasIndex = true, n
 	}
+	if v := p.str("flags"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			p.fail("flags", v, "want an unsigned 64-bit number")
+		}
+		set.Flags = n
+	}
+	set.Acquire, set.Release = p.str("acquire"), p.str("release")
 	if p.err != nil {
-		writeErr(w, http.StatusBadRequest, p.err.Error())
-		return
+		return set, p.err
 	}
-	if err := app.ValidKVKey(key, del.Recurse); err != nil {
-		writeErr(w, http.StatusBadRequest, "kv "+err.Error())
+	if err := app.ValidKVKey(key, false); err != nil {
+		return set, fmt.Errorf("kv %w", err)
+	}
+	return set, nil
+}
+
+func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	del, err := kvDeleteOf(key, r.URL)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	tok := s.signer(w, r)
@@ -346,6 +343,43 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		s.answerBool(w, key, res)
 	}
+}
+
+// kvDeleteOf is the write DELETE /v1/kv/KEY?QUERY asks for.
+func kvDeleteOf(key string, u *url.URL) (types.KVDelete, error) {
+	del := types.KVDelete{Key: key}
+	p := newParams(u)
+	del.Recurse = p.flag("recurse")
+	if v := p.str("cas"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			p.fail("cas", v, "want the modify index of the entry")
+		}
+		del.Cas, del.CasIndex = true, n
+	}
+	if p.err != nil {
+		return del, p.err
+	}
+	if err := app.ValidKVKey(key, del.Recurse); err != nil {
+		return del, fmt.Errorf("kv %w", err)
+	}
+	return del, nil
+}
+
+// txnOpsOf reads the operations of a txn body: Consul's JSON list.
+func txnOpsOf(body io.Reader) ([]types.KVOp, error) {
+	var in []api.TxnOp
+	if err := json.NewDecoder(body).Decode(&in); err != nil {
+		return nil, fmt.Errorf("txn body: want Consul's JSON list of operations [{\"KV\": {\"Verb\": ..., \"Key\": ...}}]: %w", err)
+	}
+	ops := make([]types.KVOp, len(in))
+	for i, op := range in {
+		if op.KV == nil {
+			return nil, fmt.Errorf("txn op %d: only KV operations are served by bftmon", i)
+		}
+		ops[i] = types.KVOp{Verb: op.KV.Verb, Key: op.KV.Key, Value: op.KV.Value, Flags: op.KV.Flags, Index: op.KV.Index, Session: op.KV.Session}
+	}
+	return ops, nil
 }
 
 // opIndexRe finds the failed operation in a txn's refusal.
@@ -360,19 +394,10 @@ func txnErrors(log string) api.TxnResponse {
 }
 
 func (s *Server) txn(w http.ResponseWriter, r *http.Request) {
-	var in []api.TxnOp
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err := dec.Decode(&in); err != nil {
-		writeErr(w, http.StatusBadRequest, "txn body: want Consul's JSON list of operations [{\"KV\": {\"Verb\": ..., \"Key\": ...}}]: "+err.Error())
+	ops, err := txnOpsOf(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
 		return
-	}
-	ops := make([]types.KVOp, len(in))
-	for i, op := range in {
-		if op.KV == nil {
-			writeErr(w, http.StatusBadRequest, fmt.Sprintf("txn op %d: only KV operations are served by bftmon", i))
-			return
-		}
-		ops[i] = types.KVOp{Verb: op.KV.Verb, Key: op.KV.Key, Value: op.KV.Value, Flags: op.KV.Flags, Index: op.KV.Index, Session: op.KV.Session}
 	}
 	if app.ReadOnlyTxn(ops) {
 		q, err := s.b.Read()
@@ -402,17 +427,18 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request) {
 	if tok == nil {
 		return
 	}
-	_, res, ok := s.submit(w, r, tok, types.Msg{Sum: &types.Msg_KvTxn{KvTxn: &types.KVTxn{Ops: ops}}})
+	msg := types.Msg{Sum: &types.Msg_KvTxn{KvTxn: &types.KVTxn{Ops: ops}}}
+	_, res, ok := s.submit(w, r, tok, msg)
 	if !ok {
 		return
 	}
-	switch app.Code(res.Code) {
-	case app.CodeOK:
-	case app.CodeConflict, app.CodeNotFound, app.CodeInvalid, app.CodeTooLarge:
-		writeJSON(w, http.StatusConflict, txnErrors(res.Log))
+	switch st, _ := writeAnswer(&msg, res.Code); st {
+	case http.StatusOK:
+	case http.StatusConflict:
+		writeJSON(w, st, txnErrors(res.Log))
 		return
 	default:
-		writeErr(w, refusalStatus(res.Code), res.Log)
+		writeErr(w, st, res.Log)
 		return
 	}
 	// The results: what each operation left, read at the committing
@@ -541,19 +567,15 @@ func (s *Server) instanceOf(node, service string) (string, string, error) {
 }
 
 func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) {
-	var in sessionBody
-	if r.ContentLength != 0 {
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-		if err := dec.Decode(&in); err != nil && !errors.Is(err, io.EOF) {
-			writeErr(w, http.StatusBadRequest, "session create body: want Consul's JSON {Name, Node, TTL, Behavior, LockDelay}: "+err.Error())
-			return
-		}
+	in, m, err := sessionCreateOf(r.ContentLength, http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	tok := s.signer(w, r)
 	if tok == nil {
 		return
 	}
-	m := types.SessionCreate{Name: in.Name, Behavior: in.Behavior}
 	if in.Node == "" {
 		if tok.Instance == "" {
 			writeErr(w, http.StatusBadRequest, "session create: no Node (the instance id) given, and this node's token binds to no instance (its tokens.json entry's instance)")
@@ -567,23 +589,6 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if in.TTL != "" {
-		d, err := time.ParseDuration(in.TTL)
-		if err != nil || d < 0 {
-			writeErr(w, http.StatusBadRequest, fmt.Sprintf("session create: TTL %q: want a duration such as 15s", in.TTL))
-			return
-		}
-		m.TtlMs = d.Milliseconds()
-	}
-	d, set, err := parseLockDelay(in.LockDelay)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, fmt.Sprintf("session create: LockDelay %s: want a duration such as \"15s\"", in.LockDelay))
-		return
-	}
-	if set && d == 0 {
-		m.NoLockDelay = true
-	}
-	m.LockDelayMs = d.Milliseconds()
 	tx, res, ok := s.submit(w, r, tok, types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: &m}})
 	if !ok {
 		return
@@ -596,17 +601,47 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct{ ID string }{app.SessionID(tx)})
 }
 
+// sessionCreateOf reads PUT /v1/session/create's body (length bytes, -1:
+// unknown) and returns it with the session it asks for, but for the
+// instance, which the node resolves from Node or its token.
+func sessionCreateOf(length int64, body io.Reader) (sessionBody, types.SessionCreate, error) {
+	var in sessionBody
+	if length != 0 {
+		if err := json.NewDecoder(body).Decode(&in); err != nil && !errors.Is(err, io.EOF) {
+			return in, types.SessionCreate{}, fmt.Errorf("session create body: want Consul's JSON {Name, Node, TTL, Behavior, LockDelay}: %w", err)
+		}
+	}
+	m := types.SessionCreate{Name: in.Name, Behavior: in.Behavior}
+	if in.TTL != "" {
+		d, err := time.ParseDuration(in.TTL)
+		if err != nil || d < 0 {
+			return in, m, fmt.Errorf("session create: TTL %q: want a duration such as 15s", in.TTL)
+		}
+		m.TtlMs = d.Milliseconds()
+	}
+	d, set, err := parseLockDelay(in.LockDelay)
+	if err != nil {
+		return in, m, fmt.Errorf("session create: LockDelay %s: want a duration such as \"15s\"", in.LockDelay)
+	}
+	if set && d == 0 {
+		m.NoLockDelay = true
+	}
+	m.LockDelayMs = d.Milliseconds()
+	return in, m, nil
+}
+
 func (s *Server) sessionDestroy(w http.ResponseWriter, r *http.Request) {
 	tok := s.signer(w, r)
 	if tok == nil {
 		return
 	}
-	_, res, ok := s.submit(w, r, tok, types.Msg{Sum: &types.Msg_SessionDestroy{SessionDestroy: &types.SessionDestroy{Id: r.PathValue("id")}}})
+	msg := types.Msg{Sum: &types.Msg_SessionDestroy{SessionDestroy: &types.SessionDestroy{Id: r.PathValue("id")}}}
+	_, res, ok := s.submit(w, r, tok, msg)
 	if !ok {
 		return
 	}
-	if res.Code != 0 && app.Code(res.Code) != app.CodeNotFound {
-		writeErr(w, refusalStatus(res.Code), res.Log)
+	if st, _ := writeAnswer(&msg, res.Code); st != http.StatusOK {
+		writeErr(w, st, res.Log)
 		return
 	}
 	writeJSON(w, http.StatusOK, true)
@@ -618,16 +653,18 @@ func (s *Server) sessionRenew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	_, res, ok := s.submit(w, r, tok, types.Msg{Sum: &types.Msg_SessionRenew{SessionRenew: &types.SessionRenew{Id: id}}})
+	msg := types.Msg{Sum: &types.Msg_SessionRenew{SessionRenew: &types.SessionRenew{Id: id}}}
+	_, res, ok := s.submit(w, r, tok, msg)
 	if !ok {
 		return
 	}
-	switch {
-	case app.Code(res.Code) == app.CodeNotFound:
-		consulText(w, http.StatusNotFound, fmt.Sprintf("Session id '%s' not found", id))
+	switch st, _ := writeAnswer(&msg, res.Code); st {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		consulText(w, st, fmt.Sprintf("Session id '%s' not found", id))
 		return
-	case res.Code != 0:
-		writeErr(w, refusalStatus(res.Code), res.Log)
+	default:
+		writeErr(w, st, res.Log)
 		return
 	}
 	q, err := s.b.Read()
