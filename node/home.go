@@ -62,6 +62,15 @@ type Settings struct {
 	// HTTPMaxConnections caps the HTTP API's open connections (default
 	// 2048); further clients wait until one closes.
 	HTTPMaxConnections int `json:"http_max_connections"`
+	// HTTPMaxConnectionsPerClient caps the open connections of one client
+	// address (0, the default: half of HTTPMaxConnections); one more is
+	// answered 429 and closed. One client's parked blocking queries are
+	// bounded by it too: a connection carries one request at a time.
+	HTTPMaxConnectionsPerClient int `json:"http_max_connections_per_client"`
+	// HTTPReservedConnections are accepted beyond HTTPMaxConnections when
+	// no idle connection can be closed to make room (default 16); they
+	// answer only the status routes (GET /v1/status, /metrics).
+	HTTPReservedConnections int `json:"http_reserved_connections"`
 	// HTTPMaxBodyReads caps the request bodies the HTTP API reads at once
 	// (default 64); a request waits up to 2 s for a slot, then gets 503.
 	// Requests without a body, blocking queries among them, do not count.
@@ -125,7 +134,7 @@ const DefaultDNSAddr = "127.0.0.1:8600"
 // file omits take.
 func DefaultSettings() Settings {
 	return Settings{HTTPAddr: "127.0.0.1:8500", DNSAddr: DefaultDNSAddr, ObserverKey: ObserverKeyFile, FlushInterval: Duration(time.Second), MaxConcurrentProbes: 64,
-		HTTPMaxConnections: server.DefaultMaxConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes,
+		HTTPMaxConnections: server.DefaultMaxConns, HTTPReservedConnections: server.DefaultReservedConns, HTTPMaxBodyReads: server.DefaultMaxBodyReads, HTTPMaxBodyBytes: server.DefaultMaxBodyBytes,
 		RetainBlocks: DefaultRetainBlocks, SnapshotInterval: DefaultSnapshotInterval, KeepVersions: store.KeepVersions,
 		TxIndexRetainBlocks: DefaultTxIndexRetainBlocks}
 }
@@ -140,7 +149,7 @@ const (
 
 // httpLimits are the HTTP API's limits from the settings.
 func (st Settings) httpLimits() server.Limits {
-	return server.Limits{MaxConns: st.HTTPMaxConnections, MaxBodyReads: st.HTTPMaxBodyReads, MaxBodyBytes: st.HTTPMaxBodyBytes}
+	return server.Limits{MaxConns: st.HTTPMaxConnections, MaxConnsPerClient: st.HTTPMaxConnectionsPerClient, ReservedConns: st.HTTPReservedConnections, MaxBodyReads: st.HTTPMaxBodyReads, MaxBodyBytes: st.HTTPMaxBodyBytes}
 }
 
 // InitOptions describe a one-node network to create.
@@ -357,6 +366,8 @@ func (st Settings) check(file string, pos jsonconf.Positions) error {
 		{"flush_interval", st.FlushInterval <= 0, fmt.Sprintf("%s: want a positive duration such as \"1s\"", time.Duration(st.FlushInterval))},
 		{"max_concurrent_probes", st.MaxConcurrentProbes <= 0, fmt.Sprintf("%d: want at least 1 (default 64)", st.MaxConcurrentProbes)},
 		{"http_max_connections", st.HTTPMaxConnections <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxConnections, server.DefaultMaxConns)},
+		{"http_max_connections_per_client", st.HTTPMaxConnectionsPerClient < 0 || st.HTTPMaxConnectionsPerClient > st.HTTPMaxConnections, fmt.Sprintf("%d: want 1 to http_max_connections (%d), or 0 for half of it (the default)", st.HTTPMaxConnectionsPerClient, st.HTTPMaxConnections)},
+		{"http_reserved_connections", st.HTTPReservedConnections <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPReservedConnections, server.DefaultReservedConns)},
 		{"http_max_body_reads", st.HTTPMaxBodyReads <= 0, fmt.Sprintf("%d: want at least 1 (default %d)", st.HTTPMaxBodyReads, server.DefaultMaxBodyReads)},
 		{"retain_blocks", st.RetainBlocks < 0, fmt.Sprintf("%d: want 0 (keep every block) or more (default %d)", st.RetainBlocks, DefaultRetainBlocks)},
 		{"snapshot_interval", st.SnapshotInterval < 0, fmt.Sprintf("%d: want 0 (no snapshots) or more (default %d)", st.SnapshotInterval, DefaultSnapshotInterval)},

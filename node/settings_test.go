@@ -25,6 +25,8 @@ func TestReadSettingsErrors(t *testing.T) {
 		{"bad duration", "{\n\n  \"flush_interval\": \"soon\"\n}", `bftmon.json:3: flush_interval: "soon": want a Go duration`},
 		{"negative probes", "{\n  \"max_concurrent_probes\": -5\n}", "bftmon.json:2: max_concurrent_probes -5: want at least 1"},
 		{"zero connections", "{\n  \"http_max_connections\": 0\n}", "bftmon.json:2: http_max_connections 0: want at least 1"},
+		{"per-client cap above the cap", "{\n  \"http_max_connections\": 10,\n  \"http_max_connections_per_client\": 11\n}", "bftmon.json:3: http_max_connections_per_client 11: want 1 to http_max_connections (10)"},
+		{"no reserved connection", "{\n  \"http_reserved_connections\": 0\n}", "bftmon.json:2: http_reserved_connections 0: want at least 1"},
 		{"negative retention", "{\n  \"retain_blocks\": -1\n}", "bftmon.json:2: retain_blocks -1: want 0 (keep every block) or more"},
 		{"negative snapshot interval", "{\n\n  \"snapshot_interval\": -10\n}", "bftmon.json:3: snapshot_interval -10: want 0 (no snapshots) or more"},
 		{"negative tx index retention", "{\n  \"tx_index_retain_blocks\": -1\n}", "bftmon.json:2: tx_index_retain_blocks -1: want 0 (index every block) or more"},

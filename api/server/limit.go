@@ -29,6 +29,9 @@ const (
 	// DefaultBodyTimeout cuts a body that has not arrived in full: 1 MiB in
 	// 20 s is 50 KiB/s.
 	DefaultBodyTimeout = 20 * time.Second
+	// DefaultReservedConns is how many connections beyond MaxConns answer
+	// the status routes (Limits.ReservedConns).
+	DefaultReservedConns = 16
 	// MaxHeaderBytes caps a request's headers.
 	MaxHeaderBytes = 64 << 10
 )
@@ -46,6 +49,14 @@ type Limits struct {
 	// of one client made another's /v1/status fail). Clients behind one
 	// proxy share its address.
 	MaxConnsPerClient int
+	// ReservedConns are connections accepted beyond MaxConns once every
+	// slot is taken and no idle connection could be closed to free one
+	// (default DefaultReservedConns): they answer only the status routes
+	// (GET /v1/status, /v1/status/leader, /v1/status/peers, /metrics),
+	// every other request 503, and close after one answer, so that a
+	// monitor or a load balancer still learns the node's state while
+	// clients hold every slot.
+	ReservedConns int
 	// MaxBodyReads caps the request bodies being read at once. Requests
 	// without a body (reads, blocking queries) do not count.
 	MaxBodyReads int
@@ -66,6 +77,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConnsPerClient <= 0 {
 		l.MaxConnsPerClient = max(1, l.MaxConns/2)
+	}
+	if l.ReservedConns <= 0 {
+		l.ReservedConns = DefaultReservedConns
 	}
 	if l.MaxBodyReads <= 0 {
 		l.MaxBodyReads = DefaultMaxBodyReads
@@ -99,19 +113,63 @@ func HTTPServer(h http.Handler) *http.Server {
 		WriteTimeout:   MaxWait + MaxWait/16 + 30*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: MaxHeaderBytes,
+		// The listener from Server.Limit closes idle connections first
+		// when every slot is taken, and serves reserved ones only the
+		// status routes: it learns which are idle here, and the handler
+		// which are reserved from the context.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if lc, ok := c.(*limitConn); ok {
+				lc.setIdle(st == http.StateNew || st == http.StateIdle)
+			}
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if lc, ok := c.(*limitConn); ok && lc.reserved {
+				return context.WithValue(ctx, reservedKey{}, true)
+			}
+			return ctx
+		},
 	}
+}
+
+type reservedKey struct{}
+
+// statusRoutes are what a reserved connection answers.
+var statusRoutes = map[string]bool{"/v1/status": true, "/v1/status/leader": true, "/v1/status/peers": true, "/metrics": true}
+
+// reservedOnly answers a request on a reserved connection (Limits.
+// ReservedConns) only for the status routes, and closes the connection
+// after the answer.
+func (s *Server) reservedOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(reservedKey{}) == nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if r.Method == http.MethodGet && statusRoutes[r.URL.Path] {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "1")
+		writeErr(w, http.StatusServiceUnavailable, fmt.Sprintf("the node holds %d connections, the most it serves, none of them idle: this reserved connection answers only GET /v1/status, /v1/status/leader, /v1/status/peers and /metrics; retry later", s.limits.MaxConns))
+	})
 }
 
 // Limit wraps ln so that at most Limits.MaxConns connections are open at
 // once: Accept waits for one to close.
 func (s *Server) Limit(ln net.Listener) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, s.limits.MaxConns), done: make(chan struct{}), open: &s.conns,
-		perClient: s.limits.MaxConnsPerClient, clients: map[string]int{}, refused: &s.connsRefused}
+	return &limitListener{Listener: ln, slots: make(chan struct{}, s.limits.MaxConns), reserve: make(chan struct{}, s.limits.ReservedConns),
+		done: make(chan struct{}), open: &s.conns, evicted: &s.connsEvicted,
+		perClient: s.limits.MaxConnsPerClient, clients: map[string]int{}, conns: map[*limitConn]struct{}{}, refused: &s.connsRefused}
 }
 
 // ConnectionsRefused is how many connections were answered 429 because
 // their client held Limits.MaxConnsPerClient already.
 func (s *Server) ConnectionsRefused() int64 { return s.connsRefused.Load() }
+
+// ConnectionsEvicted is how many idle connections were closed to make
+// room for a new one when every slot was taken.
+func (s *Server) ConnectionsEvicted() int64 { return s.connsEvicted.Load() }
 
 // Connections is the number of open connections of listeners from Limit.
 func (s *Server) Connections() int { return int(s.conns.Load()) }
@@ -123,18 +181,71 @@ func (s *Server) BodyReads() int { return int(s.bodies.reading.Load()) }
 // Limits.MaxBodyReads or MaxBodyBytes were reached.
 func (s *Server) BodiesRefused() int64 { return s.bodies.refused.Load() }
 
-// limitListener is netutil.LimitListener with a count of open connections.
+// limitListener is netutil.LimitListener with a count of open connections,
+// a cap per client address, idle connections closed first when every slot
+// is taken, and reserved slots beyond the cap for the status routes.
 type limitListener struct {
 	net.Listener
 	slots     chan struct{}
+	reserve   chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 	open      *atomic.Int64
+	evicted   *atomic.Int64
 
 	perClient int
 	mu        sync.Mutex
 	clients   map[string]int // open connections by client address
+	conns     map[*limitConn]struct{}
 	refused   *atomic.Int64
+}
+
+// slot takes a connection slot for a connection accepted: a free one;
+// else, after closing the connection idle the longest (a client that
+// connected and sent nothing, or a keep-alive between requests), the one
+// it freed; else a reserved one; else it waits for one (one accepted
+// connection waits so; the others stay in the kernel's accept queue).
+// reserved tells which it got.
+func (l *limitListener) slot() (reserved bool, err error) {
+	select {
+	case l.slots <- struct{}{}:
+		return false, nil
+	default:
+	}
+	if l.evictIdle() {
+		select {
+		case l.slots <- struct{}{}:
+			return false, nil
+		default:
+		}
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return false, nil
+	case l.reserve <- struct{}{}:
+		return true, nil
+	case <-l.done:
+		return false, net.ErrClosed
+	}
+}
+
+// evictIdle closes the connection that has been idle the longest, if any.
+func (l *limitListener) evictIdle() bool {
+	l.mu.Lock()
+	var oldest *limitConn
+	var since int64
+	for c := range l.conns {
+		if t := c.idleSince.Load(); t != 0 && !c.reserved && (oldest == nil || t < since) {
+			oldest, since = c, t
+		}
+	}
+	l.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	l.evicted.Add(1)
+	oldest.Close()
+	return true
 }
 
 // tooMany is the answer to a connection over its client's cap.
@@ -142,15 +253,21 @@ const tooMany = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/jso
 
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done:
-			return nil, net.ErrClosed
-		}
 		c, err := l.Listener.Accept()
 		if err != nil {
-			<-l.slots
 			return nil, err
+		}
+		reserved, err := l.slot()
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		free := func() {
+			if reserved {
+				<-l.reserve
+			} else {
+				<-l.slots
+			}
 		}
 		host := c.RemoteAddr().String()
 		if h, _, err := net.SplitHostPort(host); err == nil {
@@ -165,21 +282,26 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = fmt.Fprintf(c, tooMany, len(body), body)
 			_ = c.Close()
-			<-l.slots
+			free()
 			continue
 		}
 		l.clients[host] = n + 1
+		lc := &limitConn{Conn: c, reserved: reserved}
+		lc.setIdle(true)
+		l.conns[lc] = struct{}{}
 		l.mu.Unlock()
 		l.open.Add(1)
-		return &limitConn{Conn: c, release: func() {
+		lc.release = func() {
 			l.mu.Lock()
 			if l.clients[host]--; l.clients[host] == 0 {
 				delete(l.clients, host)
 			}
+			delete(l.conns, lc)
 			l.mu.Unlock()
 			l.open.Add(-1)
-			<-l.slots
-		}}, nil
+			free()
+		}
+		return lc, nil
 	}
 }
 
@@ -190,8 +312,20 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once      sync.Once
+	release   func()
+	reserved  bool
+	idleSince atomic.Int64 // unix nanoseconds since it is idle; 0: serving a request
+}
+
+// setIdle records whether c is idle (connected or kept alive, no request
+// being served).
+func (c *limitConn) setIdle(idle bool) {
+	if !idle {
+		c.idleSince.Store(0)
+	} else if c.idleSince.Load() == 0 {
+		c.idleSince.Store(time.Now().UnixNano())
+	}
 }
 
 func (c *limitConn) Close() error {

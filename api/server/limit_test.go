@@ -275,3 +275,77 @@ func TestConnectionsPerClient(t *testing.T) {
 		return resp.StatusCode != http.StatusTooManyRequests, fmt.Errorf("HTTP %d", resp.StatusCode)
 	})
 }
+
+// dialFrom opens a connection to addr from the loopback address ip.
+func dialFrom(t *testing.T, ip, addr string) net.Conn {
+	t.Helper()
+	c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// roundTrip sends one GET on c and reads the answer.
+func roundTrip(t *testing.T, c net.Conn, path string) (*http.Response, string) {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: node\r\n\r\n", path)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+// TestFullNodeStillAnswersStatus: when every connection slot is taken
+// (issue 22 item 8: 10,000 idle TCP connections made 19 of 25 GET
+// /v1/status fail), idle connections are closed first to make room for a
+// new client, and when none is idle (parked blocking queries hold every
+// slot) a reserved connection still answers GET /v1/status, and only the
+// status routes.
+func TestFullNodeStillAnswersStatus(t *testing.T) {
+	const slots = 6
+	s, addr := serveLimited(t, server.Limits{MaxConns: slots, MaxConnsPerClient: slots, ReservedConns: 2})
+	// Idle connections from several clients take every slot.
+	for i := range slots {
+		dialFrom(t, fmt.Sprintf("127.0.0.%d", 2+i), addr)
+	}
+	testutil.WaitFor(t, "the idle connections accepted", 10*time.Second, func() (bool, error) {
+		return s.Connections() == slots, fmt.Errorf("%d open", s.Connections())
+	})
+	// A new client is served: the longest idle connection made room.
+	if resp, body := roundTrip(t, dialFrom(t, "127.0.0.1", addr), "/v1/status"); resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "height") {
+		t.Fatalf("/v1/status with every slot idle: %d %s", resp.StatusCode, body)
+	}
+	if s.ConnectionsEvicted() < 1 {
+		t.Errorf("%d idle connections closed, want at least 1", s.ConnectionsEvicted())
+	}
+	// Parked blocking queries take every slot: none idle.
+	idx := func() string {
+		resp, _ := roundTrip(t, dialFrom(t, "127.0.0.1", addr), "/v1/services")
+		return resp.Header.Get("X-Bftmon-Index")
+	}()
+	for i := range slots {
+		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", 20+i), addr)
+		fmt.Fprintf(c, "GET /v1/services?index=%s&wait=5m HTTP/1.1\r\nHost: node\r\n\r\n", idx)
+	}
+	testutil.WaitFor(t, "every slot held by a parked query", 10*time.Second, func() (bool, error) {
+		return s.Parked() == slots && s.Connections() == slots, fmt.Errorf("%d parked, %d open", s.Parked(), s.Connections())
+	})
+	evicted := s.ConnectionsEvicted()
+	resp, body := roundTrip(t, dialFrom(t, "127.0.0.1", addr), "/v1/status")
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "height") || !resp.Close {
+		t.Fatalf("/v1/status on a reserved connection: %d close=%v %s, want the status and the connection closed", resp.StatusCode, resp.Close, body)
+	}
+	resp, body = roundTrip(t, dialFrom(t, "127.0.0.1", addr), "/v1/services")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "answers only GET /v1/status") {
+		t.Errorf("/v1/services on a reserved connection: %d %s, want 503 saying what it answers", resp.StatusCode, body)
+	}
+	if s.ConnectionsEvicted() != evicted || s.Parked() != slots {
+		t.Errorf("a parked query was closed (%d evicted, %d parked): only idle connections may be", s.ConnectionsEvicted()-evicted, s.Parked())
+	}
+}

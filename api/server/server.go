@@ -88,6 +88,7 @@ type Server struct {
 	conns  atomic.Int64 // open connections of Limit's listeners
 
 	connsRefused atomic.Int64 // connections over a client's cap
+	connsEvicted atomic.Int64 // idle connections closed to make room
 
 	kvState
 }
@@ -132,7 +133,7 @@ func New(b Backend, cfg Config, logger *slog.Logger) *Server {
 		}
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see /v1/status, /v1/services, /v1/alerts, /v1/observers, /v1/receivers)", r.Method, r.URL.Path))
 	})
-	s.h = s.logged(s.limitBodies(mux))
+	s.h = s.logged(s.reservedOnly(s.limitBodies(mux)))
 	return s
 }
 
