@@ -119,7 +119,7 @@ func HTTPServer(h http.Handler) *http.Server {
 		// which are reserved from the context.
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if lc, ok := c.(*limitConn); ok {
-				lc.setIdle(st == http.StateNew || st == http.StateIdle)
+				lc.setState(st)
 			}
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -234,8 +234,9 @@ func (l *limitListener) evictIdle() bool {
 	l.mu.Lock()
 	var oldest *limitConn
 	var since int64
+	now := time.Now().UnixNano()
 	for c := range l.conns {
-		if t := c.idleSince.Load(); t != 0 && !c.reserved && (oldest == nil || t < since) {
+		if t, ok := c.evictable(now); ok && (oldest == nil || t < since) {
 			oldest, since = c, t
 		}
 	}
@@ -287,7 +288,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		l.clients[host] = n + 1
 		lc := &limitConn{Conn: c, reserved: reserved}
-		lc.setIdle(true)
+		lc.setState(http.StateNew)
 		l.conns[lc] = struct{}{}
 		l.mu.Unlock()
 		l.open.Add(1)
@@ -316,17 +317,40 @@ type limitConn struct {
 	release   func()
 	reserved  bool
 	idleSince atomic.Int64 // unix nanoseconds since it is idle; 0: serving a request
+	served    atomic.Bool  // it has served a request: idle means kept alive
 }
 
-// setIdle records whether c is idle (connected or kept alive, no request
-// being served).
-func (c *limitConn) setIdle(idle bool) {
-	if !idle {
+// setState records c's state: idle (connected and silent, or kept alive
+// between requests) or serving a request.
+func (c *limitConn) setState(st http.ConnState) {
+	switch st {
+	case http.StateNew, http.StateIdle:
+		if st == http.StateIdle {
+			c.served.Store(true)
+		}
+		if c.idleSince.Load() == 0 {
+			c.idleSince.Store(time.Now().UnixNano())
+		}
+	default:
 		c.idleSince.Store(0)
-	} else if c.idleSince.Load() == 0 {
-		c.idleSince.Store(time.Now().UnixNano())
 	}
 }
+
+// evictable tells whether c may be closed to make room, and since when it
+// is idle: a kept-alive connection at once, one that connected and sent
+// nothing once it has been silent for NewConnGrace (its request may be on
+// the way).
+func (c *limitConn) evictable(now int64) (int64, bool) {
+	t := c.idleSince.Load()
+	if t == 0 || c.reserved || !c.served.Load() && now-t < int64(NewConnGrace) {
+		return 0, false
+	}
+	return t, true
+}
+
+// NewConnGrace is how long a new connection may stay silent before it may
+// be closed to make room for another when every slot is taken.
+const NewConnGrace = time.Second
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
