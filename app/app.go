@@ -43,6 +43,7 @@ type App struct {
 	totalWeight uint64 // of all observers
 	byPub       map[string]*types.Observer
 	operators   map[string]*types.Operator
+	quotas      types.Quotas // of every operator, from genesis
 	timers      *btree.BTreeG[timer]
 	wake        map[string]int64                  // check ref → its timer's time
 	instances   map[string]int                    // service name → number of instances
@@ -130,6 +131,11 @@ func (a *App) load() error {
 	a.catalog = map[string]*types.ServiceInstance{}
 	if _, err := a.get(keyInfo, &a.meta); err != nil {
 		return err
+	}
+	if ok, err := a.get(keyQuotas, &a.quotas); err != nil {
+		return fmt.Errorf("load quotas: %w", err)
+	} else if !ok {
+		a.quotas = (*GenesisQuotas)(nil).Resolve()
 	}
 	var err error
 	if a.observers, err = scan[types.Observer](a.store, prefixObs); err != nil {

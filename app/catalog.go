@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"net"
@@ -284,6 +285,13 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	if !exists && a.instances[si.Name] >= MaxInstances {
 		return "", refuse(CodeTooLarge, "register %s/%s: service already has %d instances", si.Name, si.Id, MaxInstances)
 	}
+	// The instance counts against its registering operator: one
+	// re-registered by another operator moves to it.
+	if !exists || !bytes.Equal(old.Owner, signer) {
+		if err := a.checkQuota(signer, usageDelta{instances: 1}); err != nil {
+			return "", fmt.Errorf("register %s/%s: %w", si.Name, si.Id, err)
+		}
+	}
 	rec := *si
 	rec.Owner = signer
 	rec.RegisteredHeight = a.meta.Height
@@ -304,6 +312,16 @@ func (a *App) register(signer []byte, si *types.ServiceInstance) (string, error)
 	}
 	if !exists {
 		a.instances[si.Name]++
+	}
+	if !exists || !bytes.Equal(old.Owner, signer) {
+		moved := map[string]*usageDelta{}
+		addDelta(moved, signer, usageDelta{instances: 1})
+		if exists {
+			addDelta(moved, old.Owner, usageDelta{instances: -1})
+		}
+		if err := a.addUsage(moved); err != nil {
+			return "", err
+		}
 	}
 	a.catalog[si.Name+"/"+si.Id] = &rec
 	for i := range si.Checks {
@@ -388,6 +406,11 @@ func (a *App) deregister(signer []byte, m *types.DeregisterService) (string, err
 		return "", err
 	}
 	a.instances[m.Name]--
+	freed := map[string]*usageDelta{}
+	addDelta(freed, si.Owner, usageDelta{instances: -1})
+	if err := a.addUsage(freed); err != nil {
+		return "", err
+	}
 	delete(a.catalog, m.Name+"/"+m.Id)
 	if err := a.catalogTouched(m.Name); err != nil {
 		return "", err

@@ -23,6 +23,7 @@ const (
 	CodeBusy         Code = 9  // CheckTx only: the signer's share of this node's mempool is full
 	CodeBadAck       Code = 10 // a receipt's receiver acknowledgement does not verify against the receiver's registered key
 	CodeConflict     Code = 11 // a key/value condition failed: a stale cas index, a lock held by another session or in its lock-delay, a failed check of a txn
+	CodeQuota        Code = 12 // the write would take the signing operator above a quota (genesis quotas): kv_bytes, kv_keys or instances
 	CodeInternal     Code = 99 // a storage failure: the node must stop
 )
 
@@ -30,7 +31,7 @@ var codeNames = map[Code]string{
 	CodeOK: "ok", CodeMalformed: "malformed", CodeBadSignature: "bad_signature",
 	CodeReplay: "replay", CodeUnauthorized: "unauthorized", CodeInvalid: "invalid",
 	CodeUnknownCheck: "unknown_check", CodeTooLarge: "too_large", CodeNotFound: "not_found", CodeBusy: "busy",
-	CodeBadAck: "bad_ack", CodeConflict: "conflict",
+	CodeBadAck: "bad_ack", CodeConflict: "conflict", CodeQuota: "quota",
 	CodeInternal: "internal",
 }
 

@@ -14,6 +14,8 @@ import (
 type Genesis struct {
 	Observers []GenesisObserver `json:"observers"`
 	Operators []GenesisOperator `json:"operators"`
+	// Quotas bound what each operator keeps in the state (nil: defaults).
+	Quotas *GenesisQuotas `json:"quotas,omitempty"`
 }
 
 // GenesisObserver is an observer in genesis.
@@ -110,6 +112,10 @@ func (a *App) InitChain(chainID string, g *Genesis) error {
 		if err := a.put(operatorKey(fmt.Sprintf("%x", pub)), &op); err != nil {
 			return err
 		}
+	}
+	quotas := g.Quotas.Resolve()
+	if err := a.put(keyQuotas, &quotas); err != nil {
+		return err
 	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
 		return err

@@ -27,6 +27,8 @@ import (
 //	h/<session id>/<kv key>         a lock the session holds (value 1 byte)
 //	j/<service>/<instance>/<session id>  a session of the instance (value 1 byte)
 //	q/<expires ms BE8><session id>  a session's TTL deadline (value 1 byte)
+//	m/quotas                        types.Quotas (genesis quotas of every operator)
+//	u/<operator pubkey hex>         types.Usage (what the operator keeps; absent: nothing)
 var (
 	keyInfo        = []byte("m/info")
 	prefixNonce    = []byte("n/")
@@ -47,6 +49,8 @@ var (
 	prefixHeld     = []byte("h/")
 	prefixInstSess = []byte("j/")
 	prefixTTL      = []byte("q/")
+	keyQuotas      = []byte("m/quotas")
+	prefixUsage    = []byte("u/")
 	// y/<observer id>/<nonce BE8>: evidence of an observer's equivocation.
 	prefixEquivocation = []byte("y/")
 )
@@ -82,6 +86,7 @@ func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
 func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
 func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
 func standingKey(observer string) []byte    { return cat(prefixStand, observer) }
+func usageKey(hexPub string) []byte       { return cat(prefixUsage, hexPub) }
 func serviceIndexKey(service string) []byte { return cat(prefixIndex, service) }
 
 // CheckRef is the "service/instance/check" name of a check.

@@ -247,6 +247,7 @@ func (a *App) kvWrite(signer []byte, msg any) (string, error) {
 		return "", err
 	}
 	x := a.kvExec()
+	x.signer = signer
 	for i := range ops {
 		if err := x.apply(&ops[i]); err != nil {
 			if CodeOf(err) == CodeInternal {
@@ -254,6 +255,11 @@ func (a *App) kvWrite(signer []byte, msg any) (string, error) {
 			}
 			return "", fmt.Errorf("%s: %w", opName(what, ops, i), err)
 		}
+	}
+	// The quota binds the net effect: a txn that deletes as much as it
+	// writes is never refused. Only the signer's usage can grow.
+	if err := a.checkQuota(signer, x.usageOf(signer)); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	if err := x.commit(); err != nil {
 		return "", err
@@ -344,15 +350,38 @@ type kvExecution struct {
 	now     int64  // the block time
 	changed []string
 	trees   []string
+	// signer is the operator whose message this is (nil: the application
+	// itself, releasing a session's locks): what it writes is charged to it.
+	signer []byte
+	usage  map[string]*usageDelta // operator pubkey → change of its usage
+}
+
+// usageOf is the change of operator pub's usage so far.
+func (x *kvExecution) usageOf(pub []byte) usageDelta {
+	if d := x.usage[string(pub)]; d != nil {
+		return *d
+	}
+	return usageDelta{}
+}
+
+// charge counts entry e against its writer (sign 1) or frees it (sign -1).
+func (x *kvExecution) charge(e *types.KVEntry, sign int64) {
+	if e != nil {
+		addDelta(x.usage, e.Writer, usageDelta{kvBytes: sign * entryCharge(e), kvKeys: sign})
+	}
 }
 
 func (a *App) kvExec() *kvExecution {
-	return &kvExecution{a: a, p: &pending{r: a.store, s: a.store, writes: map[string]pendingWrite{}}, index: uint64(a.meta.Height), now: a.meta.TimeMs}
+	return &kvExecution{a: a, p: &pending{r: a.store, s: a.store, writes: map[string]pendingWrite{}}, index: uint64(a.meta.Height), now: a.meta.TimeMs,
+		usage: map[string]*usageDelta{}}
 }
 
 // commit writes the execution's changes and records them for the block.
 func (x *kvExecution) commit() error {
 	if err := x.p.commit(); err != nil {
+		return err
+	}
+	if err := x.a.addUsage(x.usage); err != nil {
 		return err
 	}
 	x.a.kvTouched(x.changed, x.trees)
@@ -385,7 +414,14 @@ func (x *kvExecution) entry(key string) (*types.KVEntry, error) {
 	return e, nil
 }
 
+// put stores e, moving the charge of the entry it replaces to e's writer.
 func (x *kvExecution) put(e *types.KVEntry) error {
+	old, err := x.entry(e.Key)
+	if err != nil {
+		return err
+	}
+	x.charge(old, -1)
+	x.charge(e, 1)
 	bz, err := e.Marshal()
 	if err != nil {
 		return fmt.Errorf("encode kv entry %q: %w", e.Key, err)
@@ -401,15 +437,20 @@ func (x *kvExecution) remove(e *types.KVEntry) {
 		x.p.del(heldKey(e.Session, e.Key))
 	}
 	x.p.del(kvKey(e.Key))
+	x.charge(e, -1)
 	x.changed = append(x.changed, e.Key)
 }
 
-// write sets value and flags of key's entry (created if absent).
+// write sets value and flags of key's entry (created if absent); the
+// signer becomes its writer, charged for it.
 func (x *kvExecution) write(e *types.KVEntry, key string, op *types.KVOp) *types.KVEntry {
 	if e == nil {
 		e = &types.KVEntry{Key: key, CreateIndex: x.index}
 	}
 	e.Value, e.Flags, e.ModifyIndex = op.Value, op.Flags, x.index
+	if x.signer != nil {
+		e.Writer = x.signer
+	}
 	return e
 }
 
@@ -538,6 +579,7 @@ func (x *kvExecution) apply(op *types.KVOp) error {
 				x.p.del(heldKey(te.Session, te.Key))
 			}
 			x.p.del([]byte(k))
+			x.charge(te, -1)
 		}
 		x.trees = append(x.trees, op.Key)
 		return nil

@@ -41,7 +41,7 @@ func (m kvModel) apply(ops []types.KVOp, h uint64, now int64) (kvModel, bool) {
 			if e.Key == "" {
 				e.Key, e.CreateIndex = op.Key, h
 			}
-			e.Value, e.Flags, e.ModifyIndex = op.Value, op.Flags, h
+			e.Value, e.Flags, e.ModifyIndex, e.Writer = op.Value, op.Flags, h, pubOf("root")
 			c.entries[op.Key] = e
 		}
 		switch op.Verb {

@@ -242,6 +242,8 @@ func refusalStatus(code uint32) int {
 		return http.StatusForbidden
 	case app.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case app.CodeQuota:
+		return http.StatusTooManyRequests
 	case app.CodeBusy:
 		return http.StatusServiceUnavailable
 	case app.CodeInternal:
