@@ -132,10 +132,8 @@ func (a *App) load() error {
 	if _, err := a.get(keyInfo, &a.meta); err != nil {
 		return err
 	}
-	if ok, err := a.get(keyQuotas, &a.quotas); err != nil {
-		return fmt.Errorf("load quotas: %w", err)
-	} else if !ok {
-		a.quotas = (*GenesisQuotas)(nil).Resolve()
+	if err := a.loadQuotas(); err != nil {
+		return err
 	}
 	var err error
 	if a.observers, err = scan[types.Observer](a.store, prefixObs); err != nil {

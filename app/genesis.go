@@ -113,9 +113,8 @@ func (a *App) InitChain(chainID string, g *Genesis) error {
 			return err
 		}
 	}
-	quotas := g.Quotas.Resolve()
-	if err := a.put(keyQuotas, &quotas); err != nil {
-		return err
+	if err := a.store.Set(keyQuotas, encodeQuotas(g.Quotas.Resolve())); err != nil {
+		return fmt.Errorf("store quotas: %w", err)
 	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
 		return err

@@ -27,7 +27,7 @@ import (
 //	h/<session id>/<kv key>         a lock the session holds (value 1 byte)
 //	j/<service>/<instance>/<session id>  a session of the instance (value 1 byte)
 //	q/<expires ms BE8><session id>  a session's TTL deadline (value 1 byte)
-//	m/quotas                        types.Quotas (genesis quotas of every operator)
+//	m/quotas                        genesis quotas of every operator: kv_bytes, kv_keys, instances (8 bytes BE each)
 //	u/<operator pubkey hex>         types.Usage (what the operator keeps; absent: nothing)
 var (
 	keyInfo        = []byte("m/info")
@@ -86,7 +86,7 @@ func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
 func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
 func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
 func standingKey(observer string) []byte    { return cat(prefixStand, observer) }
-func usageKey(hexPub string) []byte       { return cat(prefixUsage, hexPub) }
+func usageKey(hexPub string) []byte         { return cat(prefixUsage, hexPub) }
 func serviceIndexKey(service string) []byte { return cat(prefixIndex, service) }
 
 // CheckRef is the "service/instance/check" name of a check.

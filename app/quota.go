@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -46,6 +47,32 @@ func (q *GenesisQuotas) Resolve() types.Quotas {
 		}
 	}
 	return out
+}
+
+// encodeQuotas is the stored form of the quotas (m/quotas): kv_bytes,
+// kv_keys and instances, 8 bytes big-endian each, never empty even when all
+// are 0.
+func encodeQuotas(q types.Quotas) []byte {
+	b := binary.BigEndian.AppendUint64(nil, q.KvBytes)
+	b = binary.BigEndian.AppendUint64(b, q.KvKeys)
+	return binary.BigEndian.AppendUint64(b, q.Instances)
+}
+
+// loadQuotas reads the stored quotas; a state without them (before
+// InitChain) has the defaults.
+func (a *App) loadQuotas() error {
+	bz, err := a.store.Get(keyQuotas)
+	switch {
+	case err != nil:
+		return fmt.Errorf("load quotas: %w", err)
+	case bz == nil:
+		a.quotas = (*GenesisQuotas)(nil).Resolve()
+	case len(bz) != 24:
+		return fmt.Errorf("load quotas: %d bytes stored at %s, want 24: the state is damaged", len(bz), keyQuotas)
+	default:
+		a.quotas = types.Quotas{KvBytes: binary.BigEndian.Uint64(bz), KvKeys: binary.BigEndian.Uint64(bz[8:]), Instances: binary.BigEndian.Uint64(bz[16:])}
+	}
+	return nil
 }
 
 // usageDelta is a change of one operator's usage.
