@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -48,16 +49,21 @@ const nemesisHaltMs = 30_000
 //   - L1 a lock is held only by a live session, never by one of an
 //     instance whose hard state is critical;
 //   - K1 the coalition's operator changes no key outside its scope;
+//   - Q1 no operator (the coalition's writes long values to reach its
+//     quotas) keeps more than the genesis quotas, and every operator's
+//     stored usage is the sum over the entries it wrote and the instances
+//     it registered;
 //   - D1 a second app fed the same blocks has the same app hash.
 //
 // Run longer with -rapid.checks=N (CI runs the default 100).
 func TestNemesis(t *testing.T) {
-	heights, recorded := 0, 0
+	heights, recorded, overQuota := 0, 0, 0
 	rapid.Check(t, func(rt *rapid.T) {
 		// The coalition's operator key and its scope.
 		scope := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"team-", "s", "se", "w", "services/"}), 1, 2, rapid.ID[string]).Draw(rt, "coalition scope")
 		g := genesis()
 		g.Operators[1].Prefixes = scope
+		g.Quotas = &app.GenesisQuotas{KVBytes: ptr(80), KVKeys: ptr(4)}
 		n, twin := newNetWith(t, g), newNetWith(t, g)
 		liar := rapid.IntRange(0, len(observerNames)-1).Draw(rt, "liar")
 		behave := rapid.IntRange(0, behaviours).Draw(rt, "behaviour") // behaviours: equivocate
@@ -203,9 +209,11 @@ func TestNemesis(t *testing.T) {
 			// The coalition's operator writes everywhere it can think of.
 			for range rapid.IntRange(0, 2).Draw(rt, "coalition writes") {
 				k := rapid.SampledFrom(nemesisKeys).Draw(rt, "coalition key")
-				switch rapid.IntRange(0, 3).Draw(rt, "coalition verb") {
+				switch rapid.IntRange(0, 4).Draw(rt, "coalition verb") {
 				case 0:
 					txs = append(txs, n.tx("team", kvSet(k, "team")))
+				case 4: // a long value, to reach its quota
+					txs = append(txs, n.tx("team", kvSet(k, "team"+strings.Repeat("x", rapid.IntRange(10, 60).Draw(rt, "long value")))))
 				case 1:
 					txs = append(txs, n.tx("team", kvDelete(k, rapid.Bool().Draw(rt, "tree"))))
 				case 2:
@@ -234,6 +242,13 @@ func TestNemesis(t *testing.T) {
 			}
 			errs := exec(dt, ordered)
 			heights++
+			for _, err := range errs {
+				if app.CodeOf(err) == app.CodeQuota {
+					overQuota++
+				}
+			}
+			// Q1.
+			usageOK(rt, n.reader(), n.app.Quotas(), fmt.Sprintf("Q1: block %d", blk))
 			if dt > nemesisHaltMs {
 				haltEnd = now
 			}
@@ -349,14 +364,17 @@ func TestNemesis(t *testing.T) {
 				if kvCovers(scope, k) || now == before[k] {
 					continue
 				}
-				if now == "team" || !ok { // the honest delete nothing here
+				if strings.HasPrefix(now, "team") || !ok { // the honest delete nothing here
 					rt.Fatalf("K1: block %d: key %s, outside the coalition's scope, went from %q to %q", blk, k, before[k], now)
 				}
 			}
 			prev = now
 		}
 	})
-	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record", heights, recorded)
+	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record; %d writes refused past a quota", heights, recorded, overQuota)
+	if overQuota == 0 && !testing.Short() {
+		t.Error("no write was refused past a quota: Q1 was not exercised")
+	}
 	if recorded == 0 && !testing.Short() {
 		t.Error("no history recorded an equivocation: the evidence path was not exercised")
 	}
