@@ -32,8 +32,8 @@ const (
 // startKVNode starts a one-node network with a second operator "team"
 // (prefix team/) and config/tokens.json mapping rootToken and teamToken to
 // their keys, bound to the instance web/web-1 for sessions; web-1 is
-// registered and passing.
-func startKVNode(ctx context.Context, t *testing.T) *testNode {
+// registered and passing. edits change the genesis app_state further.
+func startKVNode(ctx context.Context, t *testing.T, edits ...func(appState map[string]any)) *testNode {
 	t.Helper()
 	tn := startNodeHome(ctx, t, nil, func(home string) {
 		team, err := keys.Generate("team")
@@ -54,6 +54,9 @@ func startKVNode(ctx context.Context, t *testing.T) *testNode {
 		}
 		as := g["app_state"].(map[string]any)
 		as["operators"] = append(as["operators"].([]any), map[string]any{"name": "team", "pub_key": team.PubBase64(), "prefixes": []string{"team/"}})
+		for _, edit := range edits {
+			edit(as)
+		}
 		if bz, err = json.MarshalIndent(g, "", "  "); err != nil {
 			t.Fatal(err)
 		}
@@ -427,5 +430,42 @@ func consulSemaphore(t *testing.T, addr string) {
 	wg.Wait()
 	if took.Load() != 3 || maxHolders.Load() > 2 {
 		t.Errorf("%d took a slot, at most %d at once; want 3 and at most 2", took.Load(), maxHolders.Load())
+	}
+}
+
+// TestKVQuota: on a real node whose genesis gives every operator two
+// key/value keys, the team operator's third key is answered 429 with the
+// quota's name, its limit, the usage and how to raise it, and is not
+// stored; after a delete the same put succeeds.
+func TestKVQuota(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn := startKVNode(ctx, t, func(as map[string]any) {
+		as["quotas"] = map[string]any{"kv_keys": 2}
+	})
+	base := "http://" + tn.httpAddr + "/v1/kv/"
+	for _, tc := range []struct {
+		name, method, key string
+		code              int
+		want              []string // in the body
+	}{
+		{"first key", "PUT", "team/a", 200, []string{"true"}},
+		{"second key", "PUT", "team/b", 200, []string{"true"}},
+		{"past the quota", "PUT", "team/c", http.StatusTooManyRequests,
+			[]string{"quota (code 12)", "operator team is over its kv_keys quota", "this would make 3", "the quota is 2 (now 2)", "delete keys it wrote", "quotas.kv_keys in the genesis"}},
+		{"the refused put stored nothing", "GET", "team/c", 404, nil},
+		{"an overwrite is no new key", "PUT", "team/b", 200, []string{"true"}},
+		{"a delete frees a key", "DELETE", "team/a", 200, []string{"true"}},
+		{"then the put fits", "PUT", "team/c", 200, []string{"true"}},
+	} {
+		code, body, _ := do(t, tc.method, base+tc.key, teamToken, []byte("value"))
+		if code != tc.code {
+			t.Fatalf("%s: %s %s answered %d %s, want %d", tc.name, tc.method, tc.key, code, body, tc.code)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(body, w) {
+				t.Fatalf("%s: %s %s answered %d %s, want it to say %q", tc.name, tc.method, tc.key, code, body, w)
+			}
+		}
 	}
 }
