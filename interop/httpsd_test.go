@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/bftmon/bftmon/internal/testutil"
 )
 
 // lookPath finds a program CI installs: a test without it is skipped on a
@@ -29,29 +30,11 @@ func lookPath(t *testing.T, name, pkg string) string {
 	return p
 }
 
-// syncBuffer is a log a process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startProcess starts a real program for the test, kills it when the test
 // ends, and prints what it logged if the test failed.
 func startProcess(t *testing.T, bin string, args ...string) {
 	t.Helper()
-	var log syncBuffer
+	var log testutil.SyncBuffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -74,24 +73,6 @@ func TestTestnetDocker(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink tests can read while it is written.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestWaitPeerNames: a node waits until its peers' host names resolve
 // (containers not started yet), saying which do not; addresses need no
 // lookup; after the wait it starts anyway, with a warning.
@@ -111,7 +92,7 @@ func TestWaitPeerNames(t *testing.T) {
 		return []string{"10.0.0.2"}, nil
 	})
 	defer restore()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -200,7 +181,7 @@ func TestRegisterWaitsForPeers(t *testing.T) {
 	inst := types.ServiceInstance{Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 1, Datacenter: "dc1",
 		Checks: []types.Check{{Id: "tcp", Kind: "tcp", Tcp: &types.TCPParams{Address: "127.0.0.1:1"}, IntervalMs: 10000, TimeoutMs: 1000, TtlMs: 30000}}}
 
-	var progress syncBuffer
+	var progress testutil.SyncBuffer
 	_, err = api.NewClient(nodes[0].HTTPAddr).WithWait(time.Second, &progress).Register(ctx, op.Private, inst)
 	if err == nil || !strings.Contains(err.Error(), "catching up") || !strings.Contains(err.Error(), "waited") {
 		t.Fatalf("register with the only peer down, waiting 1s: %v, want a catching-up error after the wait", err)
