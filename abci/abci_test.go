@@ -139,7 +139,7 @@ func TestFinalizeBlockReportsCodes(t *testing.T) {
 // session create, renew and destroy.
 func otherKinds(t testing.TB) [][]byte {
 	alert := "0123456789abcdef0123456789abcdef"
-	ack := ed25519.Sign(key("rk"), types.AckBytes(chainID, alert, "pager"))
+	ack := ed25519.Sign(key("rk"), types.AckBytes(chainID, alert, "pager", make([]byte, 32)))
 	return [][]byte{
 		sign(t, "root", 2, types.Msg{Sum: &types.Msg_Deregister{Deregister: &types.DeregisterService{Name: "svc", Id: "i00000"}}}),
 		sign(t, "o1", 3, types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: alert, Receiver: "pager"}}}),

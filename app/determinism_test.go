@@ -49,6 +49,7 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 	blocks := []scriptedBlock{first}
 	instances := []string{"web-1", "web-2", "web-3"}
 	alertIDs := []string{"00000000000000000000000000000000"}
+	digests := map[string][]byte{} // alert id → digest of the committed alert
 	sessions := []string{"no-such-session"}
 	kvKeys := []string{"cfg/a", "cfg/b", "lead", "services/web/leader", "team-x/k"}
 	for h := rapid.IntRange(1, 40).Draw(t, "blocks"); h > 0; h-- {
@@ -115,9 +116,9 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 				var ack []byte
 				switch rapid.IntRange(0, 3).Draw(t, "ack") {
 				case 1, 2:
-					ack = ackBy("rk-"+rcv, al, rcv)
+					ack = ackBy("rk-"+rcv, al, rcv, digests[al])
 				case 3:
-					ack = ackBy("rk-other", al, rcv)
+					ack = ackBy("rk-other", al, rcv, digests[al])
 				}
 				b.txs = append(b.txs, n.tx(signer, ackedReceipt(al, rcv, ack)))
 			case 3:
@@ -146,6 +147,7 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 		_, alerts := runBlock(n.t, n, b)
 		for _, al := range alerts {
 			alertIDs = append(alertIDs, al.Id)
+			digests[al.Id] = digestOf(t, al)
 		}
 		if c := n.app.Changed(); len(c.KVKeys) > 0 && c.Sessions {
 			kvAndSessions++

@@ -18,7 +18,9 @@ const MaxReceivers = 32
 // The signer must be an observer (a node signs receipts with its observer
 // key) and the alert must be committed. A receipt that carries the
 // receiver's acknowledgement is refused unless it verifies against the
-// receiver's registered key. A receipt already recorded for the same
+// receiver's registered key over the digest of the alert as committed
+// (types.AlertDigest): an acknowledgement of any other body, such as one a
+// faulty node forged under the alert's id, settles nothing. A receipt already recorded for the same
 // alert, receiver and observer changes nothing.
 func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 	ob := a.byPub[string(signer)]
@@ -37,7 +39,14 @@ func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 	}
 	acked := len(r.Ack) > 0
 	if acked {
-		if err := a.verifyAck(r); err != nil {
+		if len(loc) != 12 {
+			return "", fmt.Errorf("alert %s: location %x is not 12 bytes", r.AlertId, loc)
+		}
+		record, err := a.store.Get(alertKey(int64(binary.BigEndian.Uint64(loc)), binary.BigEndian.Uint32(loc[8:])))
+		if err != nil || record == nil {
+			return "", fmt.Errorf("alert %s: record missing (%v)", r.AlertId, err)
+		}
+		if err := a.verifyAck(r, types.DigestOf(record)); err != nil {
 			return "", err
 		}
 	}

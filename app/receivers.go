@@ -61,8 +61,8 @@ func validRegisterReceiver(m *types.RegisterReceiver) error {
 }
 
 // verifyAck checks a receipt's acknowledgement against the receiver's
-// registered key.
-func (a *App) verifyAck(r *types.DeliveryReceipt) error {
+// registered key, over digest, the digest of the committed alert.
+func (a *App) verifyAck(r *types.DeliveryReceipt, digest []byte) error {
 	var rec types.Receiver
 	ok, err := a.get(receiverKey(r.Receiver), &rec)
 	if err != nil {
@@ -71,8 +71,8 @@ func (a *App) verifyAck(r *types.DeliveryReceipt) error {
 	if !ok {
 		return refuse(CodeBadAck, "receipt of %s for %s carries an acknowledgement, but no key is registered for receiver %s (bftmon receiver register)", r.AlertId, r.Receiver, r.Receiver)
 	}
-	if !ed25519.Verify(rec.PubKey, types.AckBytes(a.meta.ChainId, r.AlertId, r.Receiver), r.Ack) {
-		return refuse(CodeBadAck, "receipt of %s for %s: the acknowledgement does not verify under receiver %s's registered key %s for chain %q", r.AlertId, r.Receiver, r.Receiver, types.KeyID(rec.PubKey), a.meta.ChainId)
+	if !ed25519.Verify(rec.PubKey, types.AckBytes(a.meta.ChainId, r.AlertId, r.Receiver, digest), r.Ack) {
+		return refuse(CodeBadAck, "receipt of %s for %s: the acknowledgement does not verify under receiver %s's registered key %s for chain %q over the committed body (digest %x): it covers another body (a forged delivery?), or is not the receiver's", r.AlertId, r.Receiver, r.Receiver, types.KeyID(rec.PubKey), a.meta.ChainId, digest)
 	}
 	return nil
 }

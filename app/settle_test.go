@@ -22,8 +22,18 @@ func ackedReceipt(alertID, receiver string, ack []byte) types.Msg {
 
 // ackBy is the receiver acknowledgement of alertID to receiver signed by
 // the named key.
-func ackBy(signer, alertID, receiver string) []byte {
-	return ed25519.Sign(key(signer), types.AckBytes(chainID, alertID, receiver))
+func ackBy(signer, alertID, receiver string, digest []byte) []byte {
+	return ed25519.Sign(key(signer), types.AckBytes(chainID, alertID, receiver, digest))
+}
+
+// digestOf is the digest of a committed alert, what an acknowledgement of
+// its body signs.
+func digestOf(t interface{ Fatalf(string, ...any) }, al types.Alert) []byte {
+	d, err := types.AlertDigest(&al)
+	if err != nil {
+		t.Fatalf("digest of alert %s: %v", al.Id, err)
+	}
+	return d
 }
 
 func pubOf(name string) []byte { return key(name).Public().(ed25519.PublicKey) }
@@ -53,7 +63,13 @@ func TestSettled(t *testing.T) {
 		t.Fatalf("alerts %+v, want one state change", al)
 	}
 	id := al[0].Id
-	for _, r := range []string{"acked", "bad-ack", "other-alert", "short-ack", "removed"} {
+	dig := digestOf(t, al[0])
+	// A body a faulty node forged under the alert's id: the receiver's own
+	// acknowledgement of it covers the forged body's digest.
+	forged := al[0]
+	forged.To = types.STATUS_PASSING
+	forgedDig := digestOf(t, forged)
+	for _, r := range []string{"acked", "bad-ack", "other-alert", "short-ack", "removed", "forged"} {
 		if codes, _ := n.block(100, n.tx("root", registerReceiver(r, pubOf("rk-"+r)))); codes[0] != app.CodeOK {
 			t.Fatalf("register receiver %s: code %v", r, codes[0])
 		}
@@ -79,14 +95,15 @@ func TestSettled(t *testing.T) {
 		{"above a third", "above", []rc{{"o2", nil, app.CodeOK}, {"o3", nil, app.CodeOK}}, 5, false, true},
 		{"a repeat counts once", "repeat", []rc{{"o3", nil, app.CodeOK}, {"o3", nil, app.CodeOK}}, 3, false, false},
 		{"a suspect observer's receipt still counts", "suspect", []rc{{"o1", nil, app.CodeOK}, {"o4", nil, app.CodeOK}}, 4, false, true},
-		{"one acknowledged receipt settles", "acked", []rc{{"o1", ackBy("rk-acked", id, "acked"), app.CodeOK}}, 1, true, true},
-		{"an ack by another key is refused", "bad-ack", []rc{{"o2", ackBy("someone", id, "bad-ack"), app.CodeBadAck}}, 0, false, false},
-		{"an ack of another alert is refused", "other-alert", []rc{{"o2", ackBy("rk-other-alert", other, "other-alert"), app.CodeBadAck}}, 0, false, false},
-		{"an ack for another receiver is refused", "bad-ack", []rc{{"o2", ackBy("rk-acked", id, "acked"), app.CodeBadAck}}, 0, false, false},
-		{"an unregistered receiver's ack is refused", "nokey", []rc{{"o2", ackBy("rk-nokey", id, "nokey"), app.CodeBadAck}}, 0, false, false},
-		{"a removed receiver's ack is refused", "removed", []rc{{"o2", ackBy("rk-removed", id, "removed"), app.CodeBadAck}}, 0, false, false},
+		{"one acknowledged receipt settles", "acked", []rc{{"o1", ackBy("rk-acked", id, "acked", dig), app.CodeOK}}, 1, true, true},
+		{"an ack by another key is refused", "bad-ack", []rc{{"o2", ackBy("someone", id, "bad-ack", dig), app.CodeBadAck}}, 0, false, false},
+		{"an ack of another alert is refused", "other-alert", []rc{{"o2", ackBy("rk-other-alert", other, "other-alert", dig), app.CodeBadAck}}, 0, false, false},
+		{"an ack for another receiver is refused", "bad-ack", []rc{{"o2", ackBy("rk-acked", id, "acked", dig), app.CodeBadAck}}, 0, false, false},
+		{"an unregistered receiver's ack is refused", "nokey", []rc{{"o2", ackBy("rk-nokey", id, "nokey", dig), app.CodeBadAck}}, 0, false, false},
+		{"a removed receiver's ack is refused", "removed", []rc{{"o2", ackBy("rk-removed", id, "removed", dig), app.CodeBadAck}}, 0, false, false},
+		{"an ack of a forged body is refused", "forged", []rc{{"o2", ackBy("rk-forged", id, "forged", forgedDig), app.CodeBadAck}}, 0, false, false},
 		{"an ack that is no signature is invalid", "short-ack", []rc{{"o2", []byte("ok"), app.CodeInvalid}}, 0, false, false},
-		{"a refused ack leaves the plain receipts", "other-alert", []rc{{"o3", nil, app.CodeOK}, {"o4", ackBy("rk-other-alert", other, "other-alert"), app.CodeBadAck}}, 3, false, false},
+		{"a refused ack leaves the plain receipts", "other-alert", []rc{{"o3", nil, app.CodeOK}, {"o4", ackBy("rk-other-alert", other, "other-alert", dig), app.CodeBadAck}}, 3, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, r := range tc.receipts {
@@ -103,6 +120,9 @@ func TestSettled(t *testing.T) {
 				_, err := n.app.DeliverTx(tx)
 				if app.CodeOf(err) != r.code {
 					t.Fatalf("receipt by %s: code %v (%v), want %v", r.signer, app.CodeOf(err), err, r.code)
+				}
+				if tc.receiver == "forged" && !strings.Contains(fmt.Sprint(err), "covers another body") {
+					t.Fatalf("ack of a forged body: message %q does not say it covers another body", err)
 				}
 				if r.code == app.CodeBadAck && (!strings.Contains(err.Error(), tc.receiver) || !onlyNonces(diff(before, dump(t, n)))) {
 					t.Fatalf("refused ack: message %q does not name the receiver, or the state changed beyond the signer's nonce", err)

@@ -78,7 +78,7 @@ func newAckReceiver(t *testing.T, ack ed25519.PrivateKey) *receiver {
 		}
 		var p notify.Payload
 		if r.ack != nil && a.status == http.StatusOK && a.sigErr == nil && json.Unmarshal(body, &p) == nil && p.ID == a.id {
-			w.Header().Set(notify.HeaderAck, notify.Acknowledge(r.ack, p.ChainID, p.ID, p.Receiver))
+			w.Header().Set(notify.HeaderAck, notify.Acknowledge(r.ack, p.ChainID, p.ID, p.Receiver, types.DigestOf(p.Record)))
 			a.acked = true
 		}
 		r.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -58,18 +59,37 @@ func Verify(secret, id, timestamp, signature string, body []byte, now time.Time,
 }
 
 // Payload is the native JSON body of a delivery: the committed alert, with
-// every observer's view at its height, the chain and the receiver's name
-// (what an acknowledgement signs, with the alert id).
+// every observer's view at its height, the chain and the receiver's name,
+// and the alert as consensus committed it: Record, its canonical protobuf
+// bytes (base64 in JSON), and Digest, their SHA-256 in hex
+// (types.AlertDigest). An acknowledgement signs the chain, alert id,
+// receiver and digest. CheckBody checks that the JSON fields say what the
+// record says, and CheckCommitted that the record is the committed one.
 type Payload struct {
 	api.Alert
 	ChainID  string `json:"chain_id"`
 	Receiver string `json:"receiver"`
+	Digest   string `json:"digest"`
+	Record   []byte `json:"record"`
+}
+
+// newPayload is the native body of al for receiver.
+func newPayload(chainID, receiver string, al *types.Alert, names map[string]string) (Payload, error) {
+	record, err := al.Marshal()
+	if err != nil {
+		return Payload{}, fmt.Errorf("encode alert %s: %w", al.Id, err)
+	}
+	return Payload{Alert: api.NewAlert(al, names), ChainID: chainID, Receiver: receiver, Digest: hex.EncodeToString(types.DigestOf(record)), Record: record}, nil
 }
 
 // nativeRequest builds the native delivery of al to r, signed if r has a key.
 func nativeRequest(r *Receiver, chainID string, al *types.Alert, names map[string]string, now time.Time) (*http.Request, error) {
 	// The body is built once and signed as sent.
-	body, err := json.Marshal(Payload{Alert: api.NewAlert(al, names), ChainID: chainID, Receiver: r.Name})
+	p, err := newPayload(chainID, r.Name, al, names)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}

@@ -740,23 +740,29 @@ func (n *Notifier) attempt(ctx context.Context, r *Receiver, e *entry) {
 		n.retry(r, e, err)
 		return
 	}
-	n.delivered(r, e, &al, time.Since(start), n.checkAck(q, r, e.AlertID, ack))
+	n.delivered(r, e, &al, time.Since(start), n.checkAck(q, r, &al, ack))
 }
 
 // checkAck returns the signature of a receiver's Bftmon-Ack header if it
 // verifies under the receiver's registered key, or nil: a receipt with an
 // ack the app would refuse would be lost, and cost a second delivery.
-func (n *Notifier) checkAck(q *app.Query, r *Receiver, alertID, header string) []byte {
+func (n *Notifier) checkAck(q *app.Query, r *Receiver, al *types.Alert, header string) []byte {
 	if header == "" {
 		return nil
 	}
+	alertID := al.Id
 	log := n.log.With("alert", alertID, "receiver", r.Name)
 	rec, err := q.Receiver(r.Name)
 	if err != nil {
 		log.Warn("the receiver acknowledged, but has no registered key (bftmon receiver register): the receipt goes without its ack", "err", err)
 		return nil
 	}
-	sig, err := VerifyAck(rec.PubKey, n.o.Chain.ChainID(), alertID, r.Name, header)
+	digest, err := types.AlertDigest(al)
+	if err != nil {
+		log.Error("encode the alert; the receipt goes without its ack", "err", err)
+		return nil
+	}
+	sig, err := VerifyAck(rec.PubKey, n.o.Chain.ChainID(), alertID, r.Name, digest, header)
 	if err != nil {
 		log.Warn("the receiver's acknowledgement does not verify: the receipt goes without it", "err", err)
 		return nil

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -151,11 +152,16 @@ func newHooks(t *testing.T) *hooks {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.got[name]++
+		body, _ := io.ReadAll(r.Body)
+		_, digest, err := CheckBody(body)
+		if err != nil {
+			t.Errorf("delivery to %s: %v", name, err)
+		}
 		switch h.acks[name] {
 		case "good":
-			w.Header().Set(HeaderAck, Acknowledge(testKey("rk-"+name), testChain, r.Header.Get(HeaderID), name))
+			w.Header().Set(HeaderAck, Acknowledge(testKey("rk-"+name), testChain, r.Header.Get(HeaderID), name, digest))
 		case "bad":
-			w.Header().Set(HeaderAck, Acknowledge(testKey("someone"), testChain, r.Header.Get(HeaderID), name))
+			w.Header().Set(HeaderAck, Acknowledge(testKey("someone"), testChain, r.Header.Get(HeaderID), name, digest))
 		}
 	}))
 	t.Cleanup(h.srv.Close)
@@ -290,7 +296,11 @@ func TestStandDownRule(t *testing.T) {
 		t.Fatalf("one receipt of 4 settled this node's entry for two (pending %v)", v)
 	}
 	step("second receipt for two", []string{third}, receiptMsg(al.Id, "two", nil))
-	ack := ed25519.Sign(testKey("rk-acked"), types.AckBytes(testChain, al.Id, "acked"))
+	digest, err := types.AlertDigest(&al)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := ed25519.Sign(testKey("rk-acked"), types.AckBytes(testChain, al.Id, "acked", digest))
 	step("acked receipt", []string{fourth}, receiptMsg(al.Id, "acked", ack))
 	for _, tc := range []struct {
 		receiver         string
@@ -327,7 +337,7 @@ func TestStandDownRule(t *testing.T) {
 	for _, r := range sent() {
 		switch r.receiver {
 		case "one":
-			if !ed25519.Verify(testKey("rk-one").Public().(ed25519.PublicKey), types.AckBytes(testChain, al.Id, "one"), r.ack) {
+			if !ed25519.Verify(testKey("rk-one").Public().(ed25519.PublicKey), types.AckBytes(testChain, al.Id, "one", digest), r.ack) {
 				t.Errorf("receipt for one: ack %x does not verify (the receiver acknowledged)", r.ack)
 			}
 		case "bad":

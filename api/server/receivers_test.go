@@ -63,7 +63,19 @@ func TestReceivers(t *testing.T) {
 		t.Fatalf("alerts %+v, %v", alerts, err)
 	}
 	id := alerts[0].ID
-	ack := ed25519.Sign(key("pager-ack"), types.AckBytes("srv-test", id, "pager"))
+	q, err := n.b.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed, err := q.Alert(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := types.AlertDigest(&committed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := ed25519.Sign(key("pager-ack"), types.AckBytes("srv-test", id, "pager", digest))
 	n.send("o1", types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: id, Receiver: "pager", Ack: ack}}})
 	n.send("o2", types.Msg{Sum: &types.Msg_Receipt{Receipt: &types.DeliveryReceipt{AlertId: id, Receiver: "am"}}})
 	alerts, _, err = n.c.Alerts(ctx, &api.QueryOptions{Kind: "state_change"})
