@@ -53,11 +53,16 @@ const nemesisHaltMs = 30_000
 //     quotas) keeps more than the genesis quotas, and every operator's
 //     stored usage is the sum over the entries it wrote and the instances
 //     it registered;
+//   - A2 a receipt whose acknowledgement covers a forged body (the
+//     receiver's own signature over another digest) is refused, and an
+//     alert is settled for a receiver only with an honest receipt (the
+//     coalition's receipts, with or without acks, never settle it), and
+//     always once an honest receipt carries the receiver's ack;
 //   - D1 a second app fed the same blocks has the same app hash.
 //
 // Run longer with -rapid.checks=N (CI runs the default 100).
 func TestNemesis(t *testing.T) {
-	heights, recorded, overQuota := 0, 0, 0
+	heights, recorded, overQuota, forgedAcks := 0, 0, 0, 0
 	rapid.Check(t, func(rt *rapid.T) {
 		// The coalition's operator key and its scope.
 		scope := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"team-", "s", "se", "w", "services/"}), 1, 2, rapid.ID[string]).Draw(rt, "coalition scope")
@@ -88,9 +93,15 @@ func TestNemesis(t *testing.T) {
 			reg = append(reg, n.tx("root", register(si)))
 			truth[id] = types.Status(rapid.IntRange(1, 4).Draw(rt, "truth"))
 		}
-		if errs := exec(1000, reg); errs[0] != nil || errs[1] != nil {
+		reg = append(reg, n.tx("root", registerReceiver("pager", pubOf("rk-pager"))))
+		if errs := exec(1000, reg); errs[0] != nil || errs[1] != nil || errs[2] != nil {
 			rt.Fatalf("register: %v", errs)
 		}
+		// Alerts and their receipts (A2): the committed alerts, and what
+		// the honest committed for each.
+		alerts := map[string]types.Alert{}
+		var alertIDs []string
+		honestReceipts, honestAcked := map[string]int{}, map[string]bool{}
 
 		type sess struct {
 			id      string
@@ -224,6 +235,45 @@ func TestNemesis(t *testing.T) {
 					txs = append(txs, n.tx("team", kvDelete(rapid.SampledFrom([]string{"", "s", "services/", "services/w", "t"}).Draw(rt, "tree prefix"), true)))
 				}
 			}
+			// Receipts for pager. The liar forges them: without an ack,
+			// with the receiver's real acknowledgement of a body it forged
+			// (a receiver that checks nothing signed it), or with an ack
+			// under its own key. The honest now and then commit theirs,
+			// acknowledged or not.
+			type pendingReceipt struct {
+				alert  string
+				honest bool
+				acked  bool // honest: with the receiver's ack of the committed body
+				forged bool // the liar's: an ack of a forged body
+			}
+			receipts := map[int]pendingReceipt{}
+			if len(alertIDs) > 0 {
+				for range rapid.IntRange(0, 2).Draw(rt, "forged receipts") {
+					id := rapid.SampledFrom(alertIDs).Draw(rt, "forged receipt of")
+					var ack []byte
+					pr := pendingReceipt{alert: id}
+					switch rapid.IntRange(0, 2).Draw(rt, "forged ack") {
+					case 1:
+						f := alerts[id]
+						f.To, f.Views = opposite(f.To), nil
+						ack, pr.forged = ackBy("rk-pager", id, "pager", digestOf(rt, f)), true
+					case 2:
+						ack = ackBy(observerNames[liar], id, "pager", digestOf(rt, alerts[id]))
+					}
+					receipts[len(txs)] = pr
+					txs = append(txs, n.tx(observerNames[liar], ackedReceipt(id, "pager", ack)))
+				}
+				if rapid.IntRange(0, 3).Draw(rt, "honest receipt") == 0 {
+					id := rapid.SampledFrom(alertIDs).Draw(rt, "honest receipt of")
+					pr := pendingReceipt{alert: id, honest: true, acked: rapid.Bool().Draw(rt, "honest ack")}
+					var ack []byte
+					if pr.acked {
+						ack = ackBy("rk-pager", id, "pager", digestOf(rt, alerts[id]))
+					}
+					receipts[len(txs)] = pr
+					txs = append(txs, n.tx(observerNames[(liar+1+rapid.IntRange(0, 2).Draw(rt, "honest deliverer"))%len(observerNames)], ackedReceipt(id, "pager", ack)))
+				}
+			}
 			if rapid.IntRange(0, 4).Draw(rt, "root write") == 0 {
 				txs = append(txs, n.tx("root", kvSet(rapid.SampledFrom(nemesisKeys[1:]).Draw(rt, "root key"), "root")))
 			}
@@ -264,6 +314,42 @@ func TestNemesis(t *testing.T) {
 				}
 			}
 			q := n.query()
+
+			// A2.
+			for i, pr := range receipts {
+				err := errs[at[i]]
+				switch {
+				case pr.forged && err == nil:
+					rt.Fatalf("A2: block %d: a receipt of %s acknowledging a forged body was committed", blk, pr.alert)
+				case pr.forged:
+					forgedAcks++
+				case pr.honest && err == nil:
+					honestReceipts[pr.alert]++
+					honestAcked[pr.alert] = honestAcked[pr.alert] || pr.acked
+				}
+			}
+			for _, id := range alertIDs {
+				st, err := q.Settled(id, "pager")
+				if err != nil {
+					rt.Fatal(err)
+				}
+				if st.Settled && honestReceipts[id] == 0 {
+					rt.Fatalf("A2: block %d: alert %s is settled for pager with no honest receipt: %+v", blk, id, st)
+				}
+				if honestAcked[id] && !st.Settled {
+					rt.Fatalf("A2: block %d: alert %s has an honest acknowledged receipt, yet is not settled: %+v", blk, id, st)
+				}
+			}
+			all, err := q.Alerts(0, 1<<20)
+			if err != nil {
+				rt.Fatal(err)
+			}
+			for _, al := range all {
+				if _, ok := alerts[al.Id]; !ok {
+					alerts[al.Id] = al
+					alertIDs = append(alertIDs, al.Id)
+				}
+			}
 
 			// V1, V2, F1 and V3.
 			for _, id := range []string{"web-1", "web-2"} {
@@ -371,7 +457,10 @@ func TestNemesis(t *testing.T) {
 			prev = now
 		}
 	})
-	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record; %d writes refused past a quota", heights, recorded, overQuota)
+	t.Logf("%d heights of adversarial history checked; %d histories ended with an equivocation on record; %d writes refused past a quota; %d receipts acknowledging forged bodies refused", heights, recorded, overQuota, forgedAcks)
+	if forgedAcks == 0 && !testing.Short() {
+		t.Error("no receipt acknowledging a forged body was tried: A2 was not exercised")
+	}
 	if overQuota == 0 && !testing.Short() {
 		t.Error("no write was refused past a quota: Q1 was not exercised")
 	}

@@ -20,8 +20,9 @@ const MaxReceivers = 32
 // receiver's acknowledgement is refused unless it verifies against the
 // receiver's registered key over the digest of the alert as committed
 // (types.AlertDigest): an acknowledgement of any other body, such as one a
-// faulty node forged under the alert's id, settles nothing. A receipt already recorded for the same
-// alert, receiver and observer changes nothing.
+// // faulty node forged under the alert's id, settles nothing. A receipt
+// already recorded for the same alert, receiver and observer changes
+// nothing, but for an acknowledgement that a receipt without one lacked.
 func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 	ob := a.byPub[string(signer)]
 	if ob == nil {
@@ -51,10 +52,20 @@ func (a *App) receipt(signer []byte, r *types.DeliveryReceipt) (string, error) {
 		}
 	}
 	key := deliveryKey(r.AlertId, r.Receiver, ob.Id)
-	if old, err := a.store.Get(key); err != nil {
+	var old types.Delivery
+	if found, err := a.get(key, &old); err != nil {
 		return "", err
-	} else if old != nil {
+	} else if found && (old.Acknowledged || !acked) {
 		return fmt.Sprintf("delivery of %s to %s by %s already recorded", r.AlertId, r.Receiver, ob.Name), nil
+	} else if found {
+		// An acknowledgement that came after the receipt: it settles.
+		old.Acknowledged = true
+		if err := a.put(key, &old); err != nil {
+			return "", err
+		}
+		a.deliveries = append(a.deliveries, old)
+		a.meta.AlertHeight = a.meta.Height
+		return fmt.Sprintf("delivery of %s to %s by %s now acknowledged by the receiver", r.AlertId, r.Receiver, ob.Name), nil
 	}
 	// The receivers this observer's receipts already name for the alert
 	// (each key is one receiver: the repeat was caught above).

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ type arrival struct {
 	sigErr   error
 	at       time.Time // when it arrived
 	acked    bool      // the receiver answered with a Bftmon-Ack
+	digest   string    // the body's digest (native deliveries)
+	checkErr error     // why a checking receiver refused the body
 }
 
 // receiver is a real webhook receiver that records every request, and can
@@ -40,6 +43,9 @@ type arrival struct {
 type receiver struct {
 	srv *httptest.Server
 	ack ed25519.PrivateKey
+	// check, if set, is asked about each body first: a body it refuses is
+	// answered 422 and not acknowledged.
+	check atomic.Pointer[func(context.Context, []byte) error]
 
 	mu       sync.Mutex
 	arrivals []arrival
@@ -77,7 +83,15 @@ func newAckReceiver(t *testing.T, ack ed25519.PrivateKey) *receiver {
 			a.status = http.StatusServiceUnavailable
 		}
 		var p notify.Payload
-		if r.ack != nil && a.status == http.StatusOK && a.sigErr == nil && json.Unmarshal(body, &p) == nil && p.ID == a.id {
+		if json.Unmarshal(body, &p) == nil {
+			a.digest = p.Digest
+		}
+		if check := r.check.Load(); check != nil && a.status == http.StatusOK {
+			if a.checkErr = (*check)(req.Context(), body); a.checkErr != nil {
+				a.status = http.StatusUnprocessableEntity
+			}
+		}
+		if r.ack != nil && a.status == http.StatusOK && a.sigErr == nil && p.ID == a.id {
 			w.Header().Set(notify.HeaderAck, notify.Acknowledge(r.ack, p.ChainID, p.ID, p.Receiver, types.DigestOf(p.Record)))
 			a.acked = true
 		}
@@ -435,61 +449,7 @@ func TestDeliverySettleRule(t *testing.T) {
 	}
 	waitCheck(c, n0, "passing", "passing")
 
-	// round flips the target, waits until the alert reached both
-	// receivers and every node's outbox is settled, and returns the alert
-	// with its committed receipts.
-	round := func() api.Alert {
-		t.Helper()
-		from := c.MaxHeight(ctx)
-		down := !tg.down.Load()
-		tg.down.Store(down)
-		to := map[bool]string{true: "critical", false: "passing"}[down]
-		var al api.Alert
-		c.WaitFor("the state_change alert to "+to, Patience, func(ctx context.Context) (bool, error) {
-			list, err := alertsSince(ctx, n0, "state_change", from)
-			for _, a := range list {
-				if a.To == to {
-					al = a
-					return true, nil
-				}
-			}
-			return false, err
-		})
-		c.WaitFor("alert "+al.ID+" at both receivers", 2*Patience, func(context.Context) (bool, error) {
-			return len(pager.delivered(al.ID)) > 0 && len(acker.delivered(al.ID)) > 0,
-				fmt.Errorf("pager attempts %+v, acker attempts %+v", pager.attempts(al.ID), acker.attempts(al.ID))
-		})
-		c.WaitFor("every outbox settled", Patience, func(ctx context.Context) (bool, error) {
-			for _, n := range c.Running() {
-				m, err := n.Metrics(ctx)
-				if err != nil {
-					return false, err
-				}
-				if v := Metric(m, "bftmon_notify_pending"); v != 0 {
-					return false, fmt.Errorf("%s has %v pending", n.Name, v)
-				}
-			}
-			return true, nil
-		})
-		// Every copy's receipt is committed, by the node that delivered it.
-		c.WaitFor("the receipts of "+al.ID, Patience, func(ctx context.Context) (bool, error) {
-			list, err := alertsSince(ctx, n0, "state_change", from)
-			for _, a := range list {
-				if a.ID == al.ID {
-					al = a
-				}
-			}
-			for name, rc := range map[string]*receiver{"pager": pager, "acker": acker} {
-				for _, a := range rc.delivered(al.ID) {
-					if !slices.ContainsFunc(al.Deliveries, func(d api.Delivery) bool { return d.Receiver == name && d.Name == a.node }) {
-						return false, fmt.Errorf("no receipt by %s for %s in %+v (%v)", a.node, name, al.Deliveries, err)
-					}
-				}
-			}
-			return true, nil
-		})
-		return al
-	}
+	round := func() api.Alert { return flipRound(c, n0, tg, map[string]*receiver{"pager": pager, "acker": acker}, "") }
 	byName := func(ds []api.Delivery, receiver string) (names []string, acked int) {
 		for _, d := range ds {
 			if d.Receiver == receiver {
@@ -605,4 +565,65 @@ func TestDeliverySettleRule(t *testing.T) {
 			copyStats(copies), forgedFirst, copyStats(firstCopies), median(firstLat).Round(time.Millisecond), median(lat).Round(time.Millisecond), forged)
 		c.CheckInvariants(ctx)
 	})
+}
+
+// flipRound flips tg, waits until the state_change alert it causes reached
+// every receiver of rcvs (by name) and every node's outbox is settled, and
+// returns the alert with its committed receipts, which by then include one
+// by each node that delivered a copy (but liar, whose receipts the app may
+// refuse).
+func flipRound(c *Cluster, n0 *Node, tg *target, rcvs map[string]*receiver, liar string) api.Alert {
+	c.t.Helper()
+	from := c.MaxHeight(context.Background())
+	down := !tg.down.Load()
+	tg.down.Store(down)
+	to := map[bool]string{true: "critical", false: "passing"}[down]
+	var al api.Alert
+	c.WaitFor("the state_change alert to "+to, Patience, func(ctx context.Context) (bool, error) {
+		list, err := alertsSince(ctx, n0, "state_change", from)
+		for _, a := range list {
+			if a.To == to {
+				al = a
+				return true, nil
+			}
+		}
+		return false, err
+	})
+	c.WaitFor("alert "+al.ID+" at every receiver", 2*Patience, func(context.Context) (bool, error) {
+		for name, rc := range rcvs {
+			if len(rc.delivered(al.ID)) == 0 {
+				return false, fmt.Errorf("%s has no copy: attempts %+v", name, rc.attempts(al.ID))
+			}
+		}
+		return true, nil
+	})
+	c.WaitFor("every outbox settled", Patience, func(ctx context.Context) (bool, error) {
+		for _, n := range c.Running() {
+			m, err := n.Metrics(ctx)
+			if err != nil {
+				return false, err
+			}
+			if v := Metric(m, "bftmon_notify_pending"); v != 0 {
+				return false, fmt.Errorf("%s has %v pending", n.Name, v)
+			}
+		}
+		return true, nil
+	})
+	c.WaitFor("the receipts of "+al.ID, Patience, func(ctx context.Context) (bool, error) {
+		list, err := alertsSince(ctx, n0, "state_change", from)
+		for _, a := range list {
+			if a.ID == al.ID {
+				al = a
+			}
+		}
+		for name, rc := range rcvs {
+			for _, a := range rc.delivered(al.ID) {
+				if a.node != liar && !slices.ContainsFunc(al.Deliveries, func(d api.Delivery) bool { return d.Receiver == name && d.Name == a.node }) {
+					return false, fmt.Errorf("no receipt by %s for %s in %+v (%v)", a.node, name, al.Deliveries, err)
+				}
+			}
+		}
+		return true, nil
+	})
+	return al
 }

@@ -45,6 +45,12 @@ const (
 	// commits a delivery receipt for every alert and receiver as soon as
 	// the alert commits.
 	ByzForgeReceipts = "forge-receipts"
+	// ByzForgeBodies observes honestly and delivers every alert in its
+	// turn, but as a forged body under the real alert id (the state it
+	// went to flipped, its output rewritten, record and digest made to
+	// match, signed with the receiver's real secret), and commits the
+	// receipt with whatever acknowledgement the receiver gave, unchecked.
+	ByzForgeBodies = "forge-bodies"
 	// ByzLyingAPI makes the node's HTTP API lie in its answers (forged
 	// verdicts, hidden instances, invented alerts, stale heights, proofs
 	// of other records, in turn per route: LieCycle), plain and proven; its
@@ -54,7 +60,7 @@ const (
 
 // ByzantineModes lists the modes, in the order above.
 var ByzantineModes = []string{ByzAlwaysCritical, ByzAlwaysPassing, ByzInvert, ByzRandom, ByzReplay, ByzEquivocate, ByzGarbage, ByzFlood,
-	ByzStuffBlocks, ByzForgeReceipts, ByzLyingAPI}
+	ByzStuffBlocks, ByzForgeReceipts, ByzForgeBodies, ByzLyingAPI}
 
 // ParseByzantine reads a comma-separated list of modes.
 func ParseByzantine(s string) ([]string, error) {
@@ -340,7 +346,25 @@ func (b *byzantine) forgeReceipts(ctx context.Context, o *observer, receivers []
 }
 
 // observerModes are the modes of modes that make the observer misbehave:
-// all but lying-api, which is the HTTP API's.
+// all but lying-api, which is the HTTP API's, and forge-bodies, the
+// notifier's.
 func observerModes(modes []string) []string {
-	return slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == ByzLyingAPI })
+	return slices.DeleteFunc(slices.Clone(modes), func(m string) bool { return m == ByzLyingAPI || m == ByzForgeBodies })
+}
+
+// forgeBody is the forge-bodies behaviour's rewrite of an alert before its
+// delivery is built: the state it went to flipped (critical ↔ passing,
+// anything else to passing) and its views' outputs rewritten, so that a
+// receiver that does not check the body against the committed alert would
+// act on the opposite of what consensus decided.
+func forgeBody(al *types.Alert) {
+	if al.To == types.STATUS_CRITICAL {
+		al.To = types.STATUS_PASSING
+	} else {
+		al.To = types.STATUS_CRITICAL
+	}
+	for i := range al.Views {
+		al.Views[i].Status = al.To
+		al.Views[i].Output = "forged by a faulty node"
+	}
 }

@@ -415,12 +415,17 @@ func (n *Node) startNotifier(ctx context.Context) error {
 	}
 	o := notify.Options{
 		Config: n.settings.notify, Dir: filepath.Join(n.cfg.Home, "data"), Chain: n.app,
-		Silent:       len(n.cfg.Byzantine) > 0, // a lying node also keeps quiet about alerts
+		// A lying node keeps quiet about alerts, unless it forges their bodies.
+		Silent:       len(n.cfg.Byzantine) > 0 && !slices.Contains(n.cfg.Byzantine, ByzForgeBodies),
 		GeneratorURL: "http://" + n.settings.HTTPAddr, Registerer: n.metrics, Logger: n.log,
 		Syncing: func() bool { return n.comet.ConsensusReactor().WaitSync() },
 	}
 	if n.observer != nil {
 		o.Observer, o.Receipt, o.Name = n.observer.key.ID(), n.observer.receipt, n.observer.key.Name
+	}
+	if slices.Contains(n.cfg.Byzantine, ByzForgeBodies) {
+		o.Tamper = forgeBody
+		n.log.Warn("this node delivers forged alert bodies on purpose (test mode)", "byzantine", ByzForgeBodies)
 	}
 	if n.byz.has(ByzForgeReceipts) && n.observer != nil {
 		n.startForger(ctx)

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,12 +14,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/bftmon/bftmon/api"
+	"github.com/bftmon/bftmon/app/types"
 	"github.com/bftmon/bftmon/internal/testutil"
+	"github.com/bftmon/bftmon/node"
+	"github.com/bftmon/bftmon/notify"
 )
 
 // forgingRPC is a CometBFT RPC in front of upstream whose /commit answers
@@ -65,9 +73,25 @@ func forgingRPC(t *testing.T, upstream string) string {
 func TestVerifyCLI(t *testing.T) {
 	bin := buildBinary(t)
 	home := filepath.Join(t.TempDir(), "home")
-	httpAddr, rpcAddr := freeAddr(t), freeAddr(t)
-	d := startDev(t, bin, "--home", home, "--http", httpAddr, "--demo-addr", freeAddr(t),
-		"--rpc", "tcp://"+rpcAddr, "--p2p", "tcp://"+freeAddr(t), "--dns", "")
+	httpAddr, rpcAddr, p2pAddr, demoAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	// The network is made first, as bftmon dev would, with a native
+	// receiver that keeps every delivery it gets: dev resumes it.
+	hook := newHookRecorder(t)
+	if err := node.Init(node.InitOptions{Home: home, HTTPAddr: httpAddr, RPCAddr: "tcp://" + rpcAddr, P2PAddr: "tcp://" + p2pAddr}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := node.ReadSettings(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Notify = notify.Settings{RetryBase: "100ms", RetryMax: "300ms", Receivers: []notify.ReceiverSettings{
+		{Name: "hook", URL: hook.srv.URL, Secret: hookSecret, Kinds: []string{"state_change"}},
+	}}
+	if err := node.WriteSettings(home, st); err != nil {
+		t.Fatal(err)
+	}
+	d := startDev(t, bin, "--home", home, "--http", httpAddr, "--demo-addr", demoAddr,
+		"--rpc", "tcp://"+rpcAddr, "--p2p", "tcp://"+p2pAddr, "--dns", "")
 	d.waitLine(t, "demo is passing", 90*time.Second)
 	cli := cliRunner(t, bin, home, httpAddr)
 	// A proven answer is of the height before the latest (whose app hash
@@ -171,6 +195,126 @@ func TestVerifyCLI(t *testing.T) {
 	if out, code := cliRunner(t, bin, home, listen)("health", "demo"); code != 0 || !strings.Contains(out, "passing") {
 		t.Errorf("health demo through the proxy: exit %d:\n%s", code, out)
 	}
+
+	// bftmon webhook verify --verify: the demo fails, its alert reaches the
+	// receiver; the body as delivered is the committed alert, and the same
+	// body forged (the state it went to flipped, record and digest made to
+	// match, signed with the real secret, as a faulty node could) is not.
+	if resp, err := http.Post("http://"+demoAddr+"/down", "text/plain", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	var got hookDelivery
+	testutil.WaitFor(t, "the demo's state_change alert at the receiver", 60*time.Second, func() (bool, error) {
+		for _, dl := range hook.all() {
+			var p notify.Payload
+			if json.Unmarshal(dl.body, &p) == nil && p.To == "critical" {
+				got = dl
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("%d deliveries", len(hook.all()))
+	})
+	verifyBody := func(id, ts, sig string, body []byte, extra ...string) (string, int) {
+		cmd := exec.Command(bin, append([]string{"webhook", "verify", "--secret", hookSecret, "--id", id, "--timestamp", ts, "--signature", sig}, extra...)...)
+		cmd.Env = append(os.Environ(), "BFTMON_HOME="+home, "BFTMON_ADDR="+httpAddr)
+		cmd.Stdin = bytes.NewReader(body)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	id, ts, sig := got.header.Get(notify.HeaderID), got.header.Get(notify.HeaderTimestamp), got.header.Get(notify.HeaderSignature)
+	// The alert's block must be provable (the next header carries its app
+	// hash) before its record can be checked.
+	testutil.WaitFor(t, "the delivered body verified as committed", 30*time.Second, func() (bool, error) {
+		out, code := verifyBody(id, ts, sig, got.body, "--verify")
+		return code == 0 && strings.Contains(out, "valid, committed"), fmt.Errorf("exit %d: %s", code, out)
+	})
+	if out, code := verifyBody(id, ts, sig, got.body); code != 0 || strings.TrimSpace(out) != "valid" {
+		t.Errorf("webhook verify without --verify: exit %d: %s", code, out)
+	}
+	forged, fts, fsig := forgeBody(t, got.body)
+	if out, code := verifyBody(id, fts, fsig, forged); code != 0 || strings.TrimSpace(out) != "valid" {
+		t.Errorf("a forged, self-consistent body without --verify: exit %d: %s (the signature and record check cannot tell)", code, out)
+	}
+	if out, code := verifyBody(id, fts, fsig, forged, "--verify"); code == 0 || !strings.Contains(out, "forged") {
+		t.Errorf("a forged body with --verify: exit %d, want failure saying forged:\n%s", code, out)
+	}
+}
+
+const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// hookDelivery is one request a hookRecorder got.
+type hookDelivery struct {
+	header http.Header
+	body   []byte
+}
+
+// hookRecorder is a real webhook receiver that keeps every request.
+type hookRecorder struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	got []hookDelivery
+}
+
+func newHookRecorder(t *testing.T) *hookRecorder {
+	h := &hookRecorder{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h.mu.Lock()
+		h.got = append(h.got, hookDelivery{r.Header.Clone(), body})
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hookRecorder) all() []hookDelivery {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.got)
+}
+
+// forgeBody is what a faulty node can send under a real alert's id: the
+// body with the state it went to flipped, its record and digest made to
+// match, signed now with the receiver's secret. It returns the body, its
+// timestamp and signature headers.
+func forgeBody(t *testing.T, body []byte) ([]byte, string, string) {
+	t.Helper()
+	al, _, err := notify.CheckBody(body)
+	if err != nil {
+		t.Fatalf("the honest body: %v", err)
+	}
+	var p notify.Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	al.To = types.STATUS_PASSING
+	names := map[string]string{}
+	for _, v := range p.Views {
+		names[v.Observer] = v.Name
+	}
+	if p.Record, err = al.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	p.Alert, p.Digest = api.NewAlert(&al, names), hex.EncodeToString(types.DigestOf(p.Record))
+	forged, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := notify.ParseSecret(hookSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().Unix()
+	return forged, strconv.FormatInt(ts, 10), notify.Sign(key, al.Id, ts, forged)
 }
 
 func TestRPCURL(t *testing.T) {
