@@ -100,7 +100,6 @@ func TestForgedBodiesNeverSettle(t *testing.T) {
 	}
 	rcvs["checker"].check.Store(&check)
 
-
 	forgedAlerts, refused, naiveForged := 0, 0, 0
 	var why error // one of the checker's reasons
 	for i := 0; i < 6 || forgedAlerts < 2; i++ {

@@ -449,7 +449,9 @@ func TestDeliverySettleRule(t *testing.T) {
 	}
 	waitCheck(c, n0, "passing", "passing")
 
-	round := func() api.Alert { return flipRound(c, n0, tg, map[string]*receiver{"pager": pager, "acker": acker}, "") }
+	round := func() api.Alert {
+		return flipRound(c, n0, tg, map[string]*receiver{"pager": pager, "acker": acker}, "")
+	}
 	byName := func(ds []api.Delivery, receiver string) (names []string, acked int) {
 		for _, d := range ds {
 			if d.Receiver == receiver {
