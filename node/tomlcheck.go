@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
 	"github.com/pelletier/go-toml/v2"
@@ -30,33 +31,57 @@ func checkCometConfig(path string) error {
 		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	var unknown []string
-	walkTOML(doc, tomlSchema(reflect.TypeOf(cmtcfg.Config{})), "", &unknown)
-	if len(unknown) == 0 {
+	var bad []tomlProblem
+	walkTOML(doc, tomlSchema(reflect.TypeOf(cmtcfg.Config{})), "", &bad)
+	if len(bad) == 0 {
 		return nil
 	}
-	sort.Strings(unknown)
-	msgs := make([]string, len(unknown))
-	for i, key := range unknown {
-		msgs[i] = fmt.Sprintf("%s:%d: unknown key %q", path, tomlLine(raw, key), key)
+	sort.Slice(bad, func(i, j int) bool { return bad[i].key < bad[j].key })
+	msgs := make([]string, len(bad))
+	unknown := false
+	for i, b := range bad {
+		msgs[i] = fmt.Sprintf("%s:%d: %s", path, tomlLine(raw, b.key), b.what)
+		unknown = unknown || b.unknown
 	}
-	return fmt.Errorf("%s (CometBFT's configuration has no such keys: check the spelling against a fresh 'bftmon init')", strings.Join(msgs, "; "))
+	if unknown {
+		return fmt.Errorf("%s (CometBFT's configuration has no such keys: check the spelling against a fresh 'bftmon init')", strings.Join(msgs, "; "))
+	}
+	return errors.New(strings.Join(msgs, "; "))
 }
 
-// tomlNode is what a configuration key may hold: a table (or an array of
-// tables) with its own keys, or a value (nil).
-type tomlNode map[string]tomlNode
+// tomlProblem is what is wrong with one key of a configuration file.
+type tomlProblem struct {
+	key     string // dotted, with its tables
+	what    string
+	unknown bool // the key does not exist (rather than a bad value)
+}
 
-// tomlSchema lists the keys of a configuration struct, by their
-// mapstructure names (",squash" folds an embedded struct's keys in).
-func tomlSchema(t reflect.Type) tomlNode {
+// durationType is the type of CometBFT's duration settings. Viper reads a
+// bare number as nanoseconds (timeout_commit = 500 is 500 ns, silently),
+// and a word as an error that names neither file nor line.
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// tomlNode is what a configuration key may hold: a table (or an array of
+// tables) with its own keys, or a value (keys nil), which may be a
+// duration.
+type tomlNode struct {
+	keys     map[string]*tomlNode
+	duration bool
+}
+
+// tomlSchema lists the keys of a configuration type, by their mapstructure
+// names (",squash" folds an embedded struct's keys in).
+func tomlSchema(t reflect.Type) *tomlNode {
+	if t == durationType {
+		return &tomlNode{duration: true}
+	}
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
 		t = t.Elem()
 	}
 	if t.Kind() != reflect.Struct {
-		return nil
+		return &tomlNode{}
 	}
-	out := tomlNode{}
+	out := &tomlNode{keys: map[string]*tomlNode{}}
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !f.IsExported() {
@@ -68,43 +93,75 @@ func tomlSchema(t reflect.Type) tomlNode {
 			continue
 		}
 		if strings.Contains(opts, "squash") {
-			for k, v := range tomlSchema(f.Type) {
-				out[k] = v
+			for k, v := range tomlSchema(f.Type).keys {
+				out.keys[k] = v
 			}
 			continue
 		}
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		out[name] = tomlSchema(f.Type)
-		if out[name] != nil && len(out[name]) == 0 {
-			out[name] = nil // a struct without keys of its own: a value
-		}
+		out.keys[name] = tomlSchema(f.Type)
+	}
+	if len(out.keys) == 0 {
+		return &tomlNode{} // a struct without keys of its own: a value
 	}
 	return out
 }
 
-func walkTOML(doc map[string]any, schema tomlNode, prefix string, unknown *[]string) {
+// walkTOML collects what is wrong in doc against schema: keys it does not
+// have, and durations that are not strings time.ParseDuration reads.
+func walkTOML(doc map[string]any, schema *tomlNode, prefix string, bad *[]tomlProblem) {
 	for k, v := range doc {
-		sub, ok := schema[k]
+		sub, ok := schema.keys[k]
+		key := prefix + k
 		if !ok {
-			*unknown = append(*unknown, prefix+k)
+			*bad = append(*bad, tomlProblem{key: key, what: fmt.Sprintf("unknown key %q", key), unknown: true})
 			continue
 		}
-		if sub == nil {
+		if sub.duration {
+			if msg := badDuration(v); msg != "" {
+				*bad = append(*bad, tomlProblem{key: key, what: fmt.Sprintf("%s = %v: %s", key, tomlValue(v), msg)})
+			}
+			continue
+		}
+		if sub.keys == nil {
 			continue
 		}
 		switch v := v.(type) {
 		case map[string]any:
-			walkTOML(v, sub, prefix+k+".", unknown)
+			walkTOML(v, sub, key+".", bad)
 		case []any:
 			for _, e := range v {
 				if m, ok := e.(map[string]any); ok {
-					walkTOML(m, sub, prefix+k+".", unknown)
+					walkTOML(m, sub, key+".", bad)
 				}
 			}
 		}
 	}
+}
+
+// badDuration says why v is not a duration setting ("" if it is one).
+func badDuration(v any) string {
+	switch v := v.(type) {
+	case string:
+		if _, err := time.ParseDuration(v); err != nil {
+			return `not a duration: write a number with its unit, such as "500ms", "1s" or "1m30s"`
+		}
+		return ""
+	case int64, float64:
+		return fmt.Sprintf(`a bare number, which would be read as %v nanoseconds: write it with its unit, such as "%vms" or "%vs", in quotes`, v, v, v)
+	default:
+		return `not a duration: write a quoted number with its unit, such as "500ms" or "1s"`
+	}
+}
+
+// tomlValue is v as written in TOML, for messages.
+func tomlValue(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprint(v)
 }
 
 var tomlHeader = regexp.MustCompile(`^\s*\[\[?\s*([^\]]+?)\s*\]\]?`)

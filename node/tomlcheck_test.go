@@ -32,6 +32,12 @@ func TestCometConfigStrict(t *testing.T) {
 		{"unknown top-level key", "moniker_typo = \"x\"\n" + text, []string{path + `:1: unknown key "moniker_typo"`}},
 		{"unknown table", text + "\n[consensuss]\ntimeout_commit = \"1s\"\n", []string{`unknown key "consensuss"`}},
 		{"syntax error", strings.Replace(text, "timeout_commit = ", "timeout_commit == ", 1), []string{path + ":" + strconv.Itoa(commit) + ":"}},
+		{"a duration as a bare number", replaceValue(text, "timeout_commit", "500"),
+			[]string{path + ":" + strconv.Itoa(commit) + ": consensus.timeout_commit = 500: a bare number, which would be read as 500 nanoseconds", `"500ms"`}},
+		{"a duration as a word", replaceValue(text, "timeout_commit", `"fast"`),
+			[]string{path + ":" + strconv.Itoa(commit) + `: consensus.timeout_commit = "fast": not a duration`}},
+		{"a duration as a float", replaceValue(text, "timeout_propose", "1.5"),
+			[]string{path + ":" + strconv.Itoa(lineOf(text, "timeout_propose =")) + ": consensus.timeout_propose = 1.5: a bare number"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.edit), 0o600); err != nil {
@@ -45,4 +51,16 @@ func TestCometConfigStrict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// replaceValue sets the first line that sets key in text to value.
+func replaceValue(text, key, value string) string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if k, _, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == key {
+			lines[i] = key + " = " + value
+			break
+		}
+	}
+	return strings.Join(lines, "\n")
 }
