@@ -56,7 +56,16 @@ func genHistory(t *rapid.T, n *net) []scriptedBlock {
 		b := scriptedBlock{dt: rapid.Int64Range(0, 4000).Draw(t, "dt")}
 		for k := rapid.IntRange(0, 5).Draw(t, "txs"); k > 0; k-- {
 			id := rapid.SampledFrom(instances).Draw(t, "instance")
-			switch rapid.IntRange(0, 14).Draw(t, "kind") {
+			switch rapid.IntRange(0, 15).Draw(t, "kind") {
+			case 15:
+				// An instance, a session of it and a lock it takes, in one
+				// block: key/value and sessions change together.
+				si := webInstance(rapid.Int64Range(0, 5000).Draw(t, "confirm"))
+				si.Id = id
+				tx := n.tx("root", types.Msg{Sum: &types.Msg_SessionCreate{SessionCreate: &types.SessionCreate{Service: "web", Instance: id}}})
+				sessions = append(sessions, app.SessionID(tx))
+				b.txs = append(b.txs, n.tx("root", register(si)), tx,
+					n.tx("root", kvAcquire(rapid.SampledFrom(kvKeys).Draw(t, "lock key"), "me", app.SessionID(tx))))
 			case 11:
 				k := rapid.SampledFrom(kvKeys).Draw(t, "kv key")
 				signer := rapid.SampledFrom([]string{"root", "team"}).Draw(t, "operator")

@@ -108,7 +108,7 @@ func TestForgedBodiesNeverSettle(t *testing.T) {
 		}
 		al := flipRound(c, n0, tg, rcvs, forger.Name)
 		// Every receiver ends with the honest body, acknowledged, and its
-		// one acknowledged receipt is an honest node's.
+		// acknowledged receipts are honest nodes'.
 		c.WaitFor("an acknowledged honest copy of "+al.ID+" at both receivers", Patience, func(context.Context) (bool, error) {
 			for name, rc := range rcvs {
 				if !slices.ContainsFunc(rc.delivered(al.ID), func(a arrival) bool { return a.node != forger.Name && a.acked }) {
@@ -128,8 +128,11 @@ func TestForgedBodiesNeverSettle(t *testing.T) {
 					}
 				}
 			}
-			if acked != 1 {
-				t.Errorf("%s: %d acknowledged receipts for %s, want 1: %+v", al.ID, acked, name, al.Deliveries)
+			// More than one honest node may have delivered (a slow
+			// receiver lets the next node's turn come); none is the
+			// forger's, and at least one is there.
+			if acked == 0 {
+				t.Errorf("%s: no acknowledged receipt for %s: %+v", al.ID, name, al.Deliveries)
 			}
 			var honest string
 			for _, a := range rc.attempts(al.ID) {
