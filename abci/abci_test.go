@@ -443,3 +443,64 @@ func TestQueryProve(t *testing.T) {
 		t.Fatalf("query without prove: %v, proof ops %v", err, q.ProofOps)
 	}
 }
+
+// BenchmarkMassFlip applies one block in which every one of n checks is
+// reported by all four observers: unchanged (passing again), all turning
+// critical at once (a datacenter outage), or all recovering. One op is the
+// timed block; the block that sets up the state before it is not timed.
+// A mass flip must cost about what an unchanged block of the same size
+// costs (issue 23: it grew with the square of the checks flipping).
+func BenchmarkMassFlip(b *testing.B) {
+	for _, n := range []int{1000, 4000, 10000} {
+		for _, mode := range []string{"unchanged", "critical", "recover"} {
+			b.Run(fmt.Sprintf("checks=%d/%s", n, mode), func(b *testing.B) {
+				a := newApp(b)
+				insts := instances(n)
+				regs := registerTxs(b, insts)
+				height := int64(1)
+				for start := 0; start < len(regs); start += 1000 {
+					finalize(b, a, height, regs[start:min(start+1000, len(regs))]...)
+					height++
+				}
+				nonce := uint64(0)
+				block := func(st types.Status) [][]byte {
+					var txs [][]byte
+					for _, o := range observers {
+						for s := 0; s < n; s += app.MaxBatch {
+							nonce++
+							txs = append(txs, sign(b, o, nonce, batch(insts[s:min(s+app.MaxBatch, n)], st, st.Name())))
+						}
+					}
+					return txs
+				}
+				before, timed := types.STATUS_PASSING, types.STATUS_PASSING
+				switch mode {
+				case "critical":
+					timed = types.STATUS_CRITICAL
+				case "recover":
+					before = types.STATUS_CRITICAL
+				}
+				run := func(txs [][]byte) {
+					res := finalize(b, a, height, txs...)
+					height++
+					for _, r := range res.TxResults {
+						if r.Code != 0 {
+							b.Fatalf("tx refused: %s", r.Log)
+						}
+					}
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					run(block(before))
+					txs := block(timed)
+					b.StartTimer()
+					run(txs)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N*n*len(observers))/b.Elapsed().Seconds(), "obs/s")
+			})
+		}
+	}
+}

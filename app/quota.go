@@ -14,7 +14,7 @@ import (
 const (
 	DefaultQuotaKVBytes   = 64 << 20
 	DefaultQuotaKVKeys    = 10_000
-	DefaultQuotaInstances = 1_000
+	DefaultQuotaInstances = 100_000
 )
 
 // GenesisQuotas is genesis's optional "quotas": what each operator may keep

@@ -47,14 +47,14 @@ func usageOK(t interface{ Fatalf(string, ...any) }, r app.Reader, q types.Quotas
 // TestQuotaGenesis: absent quotas take the defaults, given ones replace
 // them (0 allows nothing), and the app keeps what genesis said.
 func TestQuotaGenesis(t *testing.T) {
-	def := types.Quotas{KvBytes: 64 << 20, KvKeys: 10_000, Instances: 1_000}
+	def := types.Quotas{KvBytes: 64 << 20, KvKeys: 10_000, Instances: 100_000}
 	for _, tc := range []struct {
 		name, quotas string
 		want         types.Quotas
 	}{
 		{"absent", ``, def},
 		{"empty", `,"quotas":{}`, def},
-		{"bytes only", `,"quotas":{"kv_bytes":100}`, types.Quotas{KvBytes: 100, KvKeys: 10_000, Instances: 1_000}},
+		{"bytes only", `,"quotas":{"kv_bytes":100}`, types.Quotas{KvBytes: 100, KvKeys: 10_000, Instances: 100_000}},
 		{"all", `,"quotas":{"kv_bytes":1,"kv_keys":2,"instances":0}`, types.Quotas{KvBytes: 1, KvKeys: 2, Instances: 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -219,6 +219,11 @@ func (a *App) invalidateInstance(service, instance string) error {
 	}); err != nil {
 		return err
 	}
+	return a.invalidateIDs(ids)
+}
+
+// invalidateIDs invalidates the sessions ids that still exist, in order.
+func (a *App) invalidateIDs(ids []string) error {
 	for _, id := range ids {
 		var s types.Session
 		ok, err := a.get(sessionKey(id), &s)
@@ -305,15 +310,32 @@ func (a *App) sweepSessions() error {
 
 // invalidateCritical ends the sessions of the instances that a check's
 // hard status made critical in the current block, in name order.
+//
+// It reads the instance-to-session index in one scan for the whole block:
+// a scan per instance walks every key the block wrote once per critical
+// instance (the store's iterator merges the unsaved writes), which made a
+// mass outage cost the square of the checks flipping (issue 23).
 func (a *App) invalidateCritical() error {
-	refs := make([]string, 0, len(a.critical))
-	for r := range a.critical {
+	if len(a.critical) == 0 {
+		return nil
+	}
+	byRef := map[string][]string{}
+	if err := a.store.Iterate(prefixInstSess, func(k, _ []byte) bool {
+		rest := string(k[len(prefixInstSess):])
+		if i := strings.LastIndexByte(rest, '/'); i >= 0 && a.critical[rest[:i]] {
+			byRef[rest[:i]] = append(byRef[rest[:i]], rest[i+1:])
+		}
+		return true
+	}); err != nil {
+		return fmt.Errorf("sessions of critical instances: %w", err)
+	}
+	refs := make([]string, 0, len(byRef))
+	for r := range byRef {
 		refs = append(refs, r)
 	}
 	sort.Strings(refs)
 	for _, r := range refs {
-		service, instance, _ := strings.Cut(r, "/")
-		if err := a.invalidateInstance(service, instance); err != nil {
+		if err := a.invalidateIDs(byRef[r]); err != nil {
 			return fmt.Errorf("sessions of %s: %w", r, err)
 		}
 	}
