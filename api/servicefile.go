@@ -52,6 +52,9 @@ type HTTPCheck struct {
 	Headers         map[string]string `json:"headers"`
 	TLSSkipVerify   bool              `json:"tls_skip_verify"`
 	FollowRedirects *bool             `json:"follow_redirects"`
+	// KeepAlive reuses one connection from probe to probe: the probe then
+	// measures the request, not the connection set-up (default off).
+	KeepAlive bool `json:"keep_alive"`
 	// CertExpiryWarnDays makes the check warn when the server's certificate
 	// expires within that many days.
 	CertExpiryWarnDays uint32 `json:"cert_expiry_warn_days"`
@@ -262,6 +265,7 @@ func (cf *CheckFile) check() (types.Check, error) {
 			Headers: pairs(cf.HTTP.Headers), TlsSkipVerify: cf.HTTP.TLSSkipVerify,
 			NoFollowRedirects:  cf.HTTP.FollowRedirects != nil && !*cf.HTTP.FollowRedirects,
 			CertExpiryWarnDays: cf.HTTP.CertExpiryWarnDays,
+			KeepAlive:          cf.HTTP.KeepAlive,
 		}
 	case "tcp":
 		if err := need(cf.TCP != nil, "tcp: {address: host:port}"); err != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,8 @@ func KV(ctx context.Context, w io.Writer, cfg KVConfig) error {
 		system  string
 		clients int
 		puts    float64
+		p50     time.Duration // of one put
+		p99     time.Duration
 		batched float64
 		reads   float64
 	}
@@ -86,13 +89,14 @@ func KV(ctx context.Context, w io.Writer, cfg KVConfig) error {
 			}
 			for _, n := range cfg.Clients {
 				r := row{system: sys, clients: n}
-				var err error
-				if r.puts, err = load(ctx, n, cfg.Duration, func(c, i int) error {
+				puts, err := load(ctx, n, cfg.Duration, func(c, i int) error {
 					return st.put(ctx, c, fmt.Sprintf("bench/%d/%d", c, i%64), value)
-				}); err != nil {
+				})
+				if err != nil {
 					return fmt.Errorf("%s put, %d clients: %w", sys, n, err)
 				}
-				fmt.Fprintf(w, "%-9s %2d clients  put            %8.1f puts/s\n", sys, n, r.puts)
+				r.puts, r.p50, r.p99 = puts.rate, puts.p50, puts.p99
+				fmt.Fprintf(w, "%-9s %2d clients  put            %8.1f puts/s  p50 %s p99 %s\n", sys, n, r.puts, ms(r.p50), ms(r.p99))
 				txns, err := load(ctx, n, cfg.Duration, func(c, i int) error {
 					ks := make([]string, cfg.Batch)
 					for j := range ks {
@@ -103,11 +107,12 @@ func KV(ctx context.Context, w io.Writer, cfg KVConfig) error {
 				if err != nil {
 					return fmt.Errorf("%s txn, %d clients: %w", sys, n, err)
 				}
-				r.batched = txns * float64(cfg.Batch)
-				fmt.Fprintf(w, "%-9s %2d clients  txn of %-2d     %8.1f puts/s (%.1f txns/s)\n", sys, n, cfg.Batch, r.batched, txns)
-				r.reads, err = load(ctx, n, cfg.Duration, func(c, _ int) error {
+				r.batched = txns.rate * float64(cfg.Batch)
+				fmt.Fprintf(w, "%-9s %2d clients  txn of %-2d     %8.1f puts/s (%.1f txns/s)\n", sys, n, cfg.Batch, r.batched, txns.rate)
+				reads, err := load(ctx, n, cfg.Duration, func(c, _ int) error {
 					return st.get(ctx, c, "bench/read")
 				})
+				r.reads = reads.rate
 				switch {
 				case errors.Is(err, errNoKVRoute):
 					r.reads = -1
@@ -125,26 +130,33 @@ func KV(ctx context.Context, w io.Writer, cfg KVConfig) error {
 			return fmt.Errorf("kv bench: %w", err)
 		}
 	}
-	fmt.Fprintf(w, "\n| system | clients | puts/s | puts/s in txns of %d | reads/s |\n|---|---|---|---|---|\n", cfg.Batch)
+	fmt.Fprintf(w, "\n| system | clients | puts/s | put p50 | put p99 | puts/s in txns of %d | reads/s |\n|---|---|---|---|---|---|---|\n", cfg.Batch)
 	for _, r := range rows {
 		reads := fmt.Sprintf("%.0f", r.reads)
 		if r.reads < 0 {
 			reads = "n/a"
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %s |\n", r.system, r.clients, r.puts, r.batched, reads)
+		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %.0f | %s |\n", r.system, r.clients, r.puts, ms(r.p50), ms(r.p99), r.batched, reads)
 	}
 	return nil
 }
 
+// callStats is what load measured: completed calls per second and the
+// latency of one call at the 50th and 99th percentiles.
+type callStats struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
 // load runs n clients calling op in a loop for d and returns the
-// completed calls per second; the first error stops it.
-func load(ctx context.Context, n int, d time.Duration, op func(client, i int) error) (float64, error) {
+// completed calls per second and their latencies; the first error stops it.
+func load(ctx context.Context, n int, d time.Duration, op func(client, i int) error) (callStats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var done atomic.Int64
 	var first error
 	var once sync.Once
 	var wg sync.WaitGroup
+	lat := make([][]time.Duration, n) // per client, so no lock is needed
 	start := time.Now()
 	stop := start.Add(d)
 	for c := range n {
@@ -152,19 +164,26 @@ func load(ctx context.Context, n int, d time.Duration, op func(client, i int) er
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(stop) && ctx.Err() == nil; i++ {
+				t0 := time.Now()
 				if err := op(c, i); err != nil {
 					once.Do(func() { first = err; cancel() })
 					return
 				}
-				done.Add(1)
+				lat[c] = append(lat[c], time.Since(t0))
 			}
 		}()
 	}
 	wg.Wait()
 	if first != nil {
-		return 0, first
+		return callStats{}, first
 	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := callStats{rate: float64(len(all)) / time.Since(start).Seconds()}
+	if len(all) > 0 {
+		r.p50, r.p99 = all[len(all)/2], all[min(len(all)-1, len(all)*99/100)]
+	}
+	return r, nil
 }
 
 func startKV(ctx context.Context, sys string, cfg KVConfig) (kvStore, error) {
@@ -494,3 +513,6 @@ func startEtcd(ctx context.Context, bin string, n int) (kvStore, error) {
 	}
 	return e, nil
 }
+
+// ms writes a latency in milliseconds, to 0.1 ms.
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }

@@ -40,6 +40,7 @@ type httpProber struct {
 	warnDays int
 	timeout  time.Duration
 	client   *http.Client
+	reuse    bool // keep_alive: drain bodies so the connection is reused
 }
 
 func newHTTP(c types.Check) (Prober, error) {
@@ -67,13 +68,21 @@ func newHTTP(c types.Check) (Prober, error) {
 			return nil, fmt.Errorf("http: body_regex: %w", err)
 		}
 	}
-	// Keep-alives are off: every probe measures a fresh connection, as a new
-	// client would see it, and a removed check leaves no idle connection
-	// behind. Probes go direct, never through a proxy from the environment.
+	// Keep-alives are off unless the check asks for them: every probe then
+	// measures a fresh connection, as a new client would see it, and a
+	// removed check leaves no idle connection behind. With keep_alive one
+	// connection is kept from probe to probe (closed with the check, or
+	// when idle for two intervals), so a probe costs, and measures, the
+	// request alone. Probes go direct, never through a proxy from the
+	// environment.
 	transport := &http.Transport{
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: p.TlsSkipVerify}, //nolint:gosec // the check asks for it
-		DisableKeepAlives: true,
+		DisableKeepAlives: !p.KeepAlive,
 		ForceAttemptHTTP2: true,
+	}
+	if p.KeepAlive {
+		transport.MaxIdleConnsPerHost = 1
+		transport.IdleConnTimeout = 2*time.Duration(c.IntervalMs)*time.Millisecond + timeoutOf(c)
 	}
 	client := &http.Client{Transport: transport}
 	if p.NoFollowRedirects {
@@ -89,6 +98,7 @@ func newHTTP(c types.Check) (Prober, error) {
 		warnDays: int(p.CertExpiryWarnDays),
 		timeout:  timeoutOf(c),
 		client:   client,
+		reuse:    p.KeepAlive,
 	}, nil
 }
 
@@ -121,7 +131,13 @@ func (h *httpProber) Probe(ctx context.Context) Result {
 		}
 		return failure(ctx, time.Since(start), what, err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		if h.reuse {
+			// A connection is reused only after its body was read to the end.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBodyScan))
+		}
+		resp.Body.Close()
+	}()
 
 	var body []byte
 	if h.contains != "" || h.regex != nil {
@@ -193,4 +209,11 @@ func (h *httpProber) wantStatus() string {
 		codes[i] = strconv.FormatUint(uint64(c), 10)
 	}
 	return strings.Join(codes, ", ")
+}
+
+// Close drops the prober's idle connection (a check with keep_alive keeps
+// one); the scheduler calls it when the check goes away.
+func (h *httpProber) Close() error {
+	h.client.CloseIdleConnections()
+	return nil
 }

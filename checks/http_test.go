@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,5 +191,106 @@ func TestHTTPCertExpiry(t *testing.T) {
 				t.Fatalf("got %s %q, want %s containing %q", r.Status.Name(), r.Output, tc.want.Name(), tc.output)
 			}
 		})
+	}
+}
+
+// countingServer is a real HTTP(S) server that counts the connections it
+// accepted and has open.
+func countingServer(t testing.TB, tls bool) (srv *httptest.Server, opened, open func() int) {
+	var mu sync.Mutex
+	accepted, live := 0, 0
+	srv = httptest.NewUnstartedServer(testMux())
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			accepted++
+			live++
+		case http.StateClosed, http.StateHijacked:
+			live--
+		}
+	}
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	t.Cleanup(srv.Close)
+	read := func(p *int) func() int {
+		return func() int { mu.Lock(); defer mu.Unlock(); return *p }
+	}
+	return srv, read(&accepted), read(&live)
+}
+
+// TestHTTPKeepAlive: without keep_alive every probe dials afresh; with it,
+// probes share one connection (also when the body is matched, or long, or
+// the answer is a failure), and closing the prober closes it.
+func TestHTTPKeepAlive(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep_alive=%v", keep), func(t *testing.T) {
+			srv, opened, open := countingServer(t, false)
+			paths := []string{"/ok", "/down", "/big", "/ok", "/ok"}
+			probers := map[string]Prober{}
+			for _, path := range []string{"/ok", "/down", "/big"} {
+				p := types.HTTPParams{Url: srv.URL + path, KeepAlive: keep}
+				if path == "/big" {
+					p.BodyContains = "aaaa" // found early: the rest of the body is left unread
+				}
+				pr, err := New(httpCheck(p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				probers[path] = pr
+			}
+			for _, path := range paths {
+				r := probers[path].Probe(context.Background())
+				if want := path != "/down"; (r.Status == types.STATUS_PASSING) != want {
+					t.Fatalf("%s: %v %q", path, r.Status, r.Output)
+				}
+			}
+			want := len(paths)
+			if keep {
+				want = len(probers) // one per check, each reused
+			}
+			if got := opened(); got != want {
+				t.Fatalf("%d probes opened %d connections, want %d", len(paths), got, want)
+			}
+			for _, pr := range probers {
+				pr.(interface{ Close() error }).Close()
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for open() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d connections still open after the probers closed", open())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// BenchmarkHTTPProbe: what one probe costs the observer with a fresh
+// connection each time and with keep_alive, over plain HTTP and TLS.
+func BenchmarkHTTPProbe(b *testing.B) {
+	for _, tlsOn := range []bool{false, true} {
+		for _, keep := range []bool{false, true} {
+			b.Run(fmt.Sprintf("tls=%v/keep_alive=%v", tlsOn, keep), func(b *testing.B) {
+				srv, opened, _ := countingServer(b, tlsOn)
+				srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+				pr, err := New(httpCheck(types.HTTPParams{Url: srv.URL + "/ok", KeepAlive: keep, TlsSkipVerify: true}))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer pr.(interface{ Close() error }).Close()
+				b.ReportAllocs()
+				for b.Loop() {
+					if r := pr.Probe(context.Background()); r.Status != types.STATUS_PASSING {
+						b.Fatalf("%v %q", r.Status, r.Output)
+					}
+				}
+				b.ReportMetric(float64(opened())/float64(b.N), "conns/op")
+			})
+		}
 	}
 }

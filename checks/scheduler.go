@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"iter"
 	"log/slog"
 	"slices"
@@ -256,6 +257,9 @@ func (s *Scheduler) add(e *entry) {
 }
 
 func (s *Scheduler) remove(e *entry) {
+	if c, ok := e.prober.(io.Closer); ok {
+		c.Close() // a kept-alive connection does not outlive its check
+	}
 	if e.index >= 0 {
 		heap.Remove(&s.queue, e.index)
 	}
