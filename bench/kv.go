@@ -179,11 +179,7 @@ func load(ctx context.Context, n int, d time.Duration, op func(client, i int) er
 	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	r := callStats{rate: float64(len(all)) / time.Since(start).Seconds()}
-	if len(all) > 0 {
-		r.p50, r.p99 = all[len(all)/2], all[min(len(all)-1, len(all)*99/100)]
-	}
-	return r, nil
+	return callStats{rate: float64(len(all)) / time.Since(start).Seconds(), p50: quantile(all, 0.5), p99: quantile(all, 0.99)}, nil
 }
 
 func startKV(ctx context.Context, sys string, cfg KVConfig) (kvStore, error) {
@@ -195,7 +191,11 @@ func startKV(ctx context.Context, sys string, cfg KVConfig) (kvStore, error) {
 		}
 		return &bftmonKV{chainID: "bench", key: bn.op.Private, clients: []*api.Client{bn.c}, hc: kvHTTPClient(), stop: bn.stop}, nil
 	case "bftmon-4":
-		return startBftmonNet(ctx, cfg.Self, 4)
+		net, err := startBftmonNet(ctx, cfg.Self, 4, "bench-kv")
+		if err != nil {
+			return nil, err
+		}
+		return &bftmonKV{chainID: net.chainID, key: net.op.Private, clients: net.clients, hc: kvHTTPClient(), stop: net.p.stop}, nil
 	case "etcd-1", "etcd-3":
 		if cfg.Etcd == "" {
 			return nil, errors.New("no etcd binary: apt-get install etcd-server")
@@ -387,10 +387,20 @@ func waitUntil(ctx context.Context, what string, d time.Duration, cond func() er
 	}
 }
 
+// bftmonNet is an n-node `bftmon testnet` whose nodes run as processes.
+type bftmonNet struct {
+	p       *procs
+	nodes   []node.TestnetNode
+	clients []*api.Client
+	op      keys.Key
+	chainID string
+}
+
 // startBftmonNet writes an n-node `bftmon testnet` in a temporary
-// directory and runs each node as a process of self.
-func startBftmonNet(ctx context.Context, self string, n int) (kvStore, error) {
-	dir, err := os.MkdirTemp("", "bftmon-bench-kv-")
+// directory and runs each node as a process of self, waiting until every
+// node commits.
+func startBftmonNet(ctx context.Context, self string, n int, chainID string) (*bftmonNet, error) {
+	dir, err := os.MkdirTemp("", "bftmon-bench-net-")
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +410,7 @@ func startBftmonNet(ctx context.Context, self string, n int) (kvStore, error) {
 		p.stop()
 		return nil, err
 	}
-	nodes, err := node.Testnet(node.TestnetOptions{Nodes: n, Datacenters: 2, Out: dir, BasePort: base, ChainID: "bench-kv"})
+	nodes, err := node.Testnet(node.TestnetOptions{Nodes: n, Datacenters: min(n, 2), Out: dir, BasePort: base, ChainID: chainID})
 	if err != nil {
 		p.stop()
 		return nil, fmt.Errorf("testnet: %w", err)
@@ -410,15 +420,15 @@ func startBftmonNet(ctx context.Context, self string, n int) (kvStore, error) {
 		p.stop()
 		return nil, err
 	}
-	b := &bftmonKV{chainID: "bench-kv", key: op.Private, hc: kvHTTPClient(), stop: p.stop}
+	net := &bftmonNet{p: p, nodes: nodes, op: op, chainID: chainID}
 	for _, nd := range nodes {
 		if err := p.start(nd.Name+".log", self, "start", "--home", nd.Home, "--log-level", "warn"); err != nil {
 			p.stop()
 			return nil, err
 		}
-		b.clients = append(b.clients, api.NewClient(nd.HTTPAddr))
+		net.clients = append(net.clients, api.NewClient(nd.HTTPAddr))
 	}
-	for i, c := range b.clients {
+	for i, c := range net.clients {
 		if err := waitUntil(ctx, nodes[i].Name+" committing", 90*time.Second, func() error {
 			st, err := c.Status(ctx)
 			if err == nil && st.Height < 2 {
@@ -431,7 +441,7 @@ func startBftmonNet(ctx context.Context, self string, n int) (kvStore, error) {
 			return nil, err
 		}
 	}
-	return b, nil
+	return net, nil
 }
 
 // etcdKV talks to etcd's v3 JSON gateway (POST /v3/kv/put, /v3/kv/range,

@@ -128,6 +128,35 @@ is killed at the end (docs/BENCHMARKS.md).`,
 		Args:   cobra.NoArgs,
 		RunE:   func(cmd *cobra.Command, _ []string) error { return bench.ServeTargets(cmd.Context(), os.Stdout) },
 	}
-	cmd.AddCommand(observer, nodeCmd, read, verifyCmd, kvCmd, serve)
+	var scaleNodes, scaleChecks []int
+	var scaleInterval, scaleDuration time.Duration
+	scaleCmd := &cobra.Command{
+		Use:   "scale",
+		Short: "Committed observations on 1- and 4-node networks at many checks, fed by a load generator that signs and batches as the observers do",
+		Long: `Starts, for each network size and check count, a bftmon testnet (each node
+its own process, in a temporary directory), registers that many passive
+checks, and feeds every node's mempool with its own observer's signed
+batches: every second, the checks due in that second, each check once per
+--interval, at most 5,000 observations a batch, exactly as a node's observer
+submits them. Probing is left out: four observers' probes on two cores
+measure the machine (bench observer measures probing). After one interval of
+warm-up it measures for --duration: observations asked and committed per
+second, CPU-seconds of all nodes per 1,000 committed observations, the
+largest node's RSS, bytes per block, the block interval, and how many checks
+are not passing at the end (stale: their reports did not commit in time).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			return bench.Scale(cmd.Context(), os.Stdout, bench.ScaleConfig{Self: self, Nodes: scaleNodes, Checks: scaleChecks, Interval: scaleInterval, Duration: scaleDuration})
+		},
+	}
+	scaleCmd.Flags().IntSliceVar(&scaleNodes, "nodes", []int{1, 4}, "network sizes to measure")
+	scaleCmd.Flags().IntSliceVar(&scaleChecks, "checks", []int{1000, 10000}, "check counts to measure on each network")
+	scaleCmd.Flags().DurationVar(&scaleInterval, "interval", 10*time.Second, "how often every observer reports each check")
+	scaleCmd.Flags().DurationVar(&scaleDuration, "duration", 30*time.Second, "how long to measure each network")
+	cmd.AddCommand(observer, nodeCmd, read, verifyCmd, kvCmd, scaleCmd, serve)
 	return cmd
 }
