@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +65,39 @@ func TestKVBench(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "| 0 |") {
 		t.Fatalf("a workload committed nothing:\n%s", out.String())
+	}
+}
+
+// TestScaleBench runs the scaling benchmark small on a one-node network of
+// the real binary: the generator's reports commit, every check is passing
+// after the warm-up, and the table has the row.
+func TestScaleBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a node: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "bftmon")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/bftmon").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var out bytes.Buffer
+	err := Scale(context.Background(), &out, ScaleConfig{Self: bin, Nodes: []int{1}, Checks: []int{130}, Interval: 2 * time.Second, Duration: 3 * time.Second})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	var row string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "| 1 | 130 | ") {
+			row = l
+		}
+	}
+	f := strings.Split(row, " | ")
+	if len(f) != 9 {
+		t.Fatalf("no row for 1 node, 130 checks:\n%s", out.String())
+	}
+	if committed, _ := strconv.ParseFloat(f[3], 64); committed <= 0 {
+		t.Errorf("nothing committed: %s", row)
+	}
+	if !strings.HasSuffix(row, " | 0 |") {
+		t.Errorf("checks not passing at the end: %s\n%s", row, out.String())
 	}
 }
