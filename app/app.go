@@ -50,6 +50,8 @@ type App struct {
 	catalog     map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
 
 	// Per block.
+	before          types.Meta // the stored bookkeeping, as the block began
+	busy            bool       // a transaction ran or a timer fired
 	dirty           map[string]bool
 	changed         map[string]bool // services whose agreed state changed
 	verdicts        []VerdictChange // in the order evaluated (by check ref)
@@ -113,7 +115,7 @@ func timerLess(a, b timer) bool {
 
 // New returns an app over store, loading whatever state it holds.
 func New(store Store) (*App, error) {
-	a := &App{store: store}
+	a := &App{store: &writeCounter{Store: store}}
 	if err := a.load(); err != nil {
 		return nil, err
 	}
@@ -184,6 +186,8 @@ func (a *App) Height() int64 { return a.meta.Height }
 
 // BeginBlock starts executing block height at block time timeMs (unix ms).
 func (a *App) BeginBlock(height, timeMs int64) {
+	a.before, a.busy = a.meta, false
+	a.store.(*writeCounter).n = 0
 	a.meta.Height = height
 	if prev := a.meta.TimeMs; prev > 0 && timeMs-prev > HaltGapMs {
 		// The chain did not commit for a while (no quorum, or a one-node
@@ -224,6 +228,7 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		a.timers.DeleteMin()
 		delete(a.wake, t.ref)
 		a.dirty[t.ref] = true
+		a.busy = true
 	}
 	refs := make([]string, 0, len(a.dirty))
 	for ref := range a.dirty {
@@ -253,10 +258,53 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 			return nil, nil, err
 		}
 	}
+	if a.quiet() {
+		// Nothing to record: the state, and so the app hash, stay as they
+		// were, and CometBFT waits for transactions (or
+		// create_empty_blocks_interval) before the next block instead of
+		// proving this one at once (a block that changes the app hash
+		// needs the next to carry it). The bookkeeping stays at the last
+		// block that changed something, as a restarted node reads it.
+		a.meta = a.before
+		return nil, a.store.WorkingHash(), nil
+	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
 		return nil, nil, err
 	}
 	return a.alerts, a.store.WorkingHash(), nil
+}
+
+// QuietMs is how long blocks that change nothing may go unrecorded: a
+// block with no transaction, no timer due and no write, less than QuietMs
+// after the last block that changed the state, leaves the state (its
+// bookkeeping included) as it was. So an idle chain changes its app hash
+// about once a QuietMs, a gap between recorded blocks stays far below
+// HaltGapMs while the chain commits, and freshness, which is judged at the
+// time of the last recorded block before (FreshAt), lags the block before by
+// less than QuietMs: a block whose timer falls due is always recorded.
+const QuietMs = 1000
+
+// quiet tells whether the current block changed nothing worth recording.
+func (a *App) quiet() bool {
+	return a.before.Height > 0 && !a.busy && a.store.(*writeCounter).n == 0 &&
+		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.TimeMs-a.before.TimeMs < QuietMs
+}
+
+// writeCounter counts the writes of a block, so that EndBlock can tell a
+// block that changed nothing.
+type writeCounter struct {
+	Store
+	n int
+}
+
+func (w *writeCounter) Set(key, value []byte) error {
+	w.n++
+	return w.Store.Set(key, value)
+}
+
+func (w *writeCounter) Delete(key []byte) error {
+	w.n++
+	return w.Store.Delete(key)
 }
 
 // instance returns the registered instance (nil if none). The record is
@@ -274,6 +322,7 @@ func (a *App) Applied() int { return a.applied }
 // it can never execute later, in another state (a refused deregistration
 // does not come true fifty blocks on). The error is a *TxError with its code.
 func (a *App) DeliverTx(tx []byte) (string, error) {
+	a.busy = true
 	defer a.forget(tx)
 	if err := a.sweepSessions(); err != nil {
 		return "", err

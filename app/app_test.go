@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -265,5 +266,71 @@ func TestConfirmDelaysHardState(t *testing.T) {
 	n.wantState(C, C)
 	if len(al) != 1 || al[0].From != P || al[0].To != C {
 		t.Fatalf("alerts = %+v, want passing→critical after confirm", al)
+	}
+}
+
+// TestQuietBlocks: a block with no transaction, no timer due and no write,
+// less than QuietMs after the last block that changed the state, leaves the
+// state (the bookkeeping too) and so the app hash as they were; the first
+// block QuietMs on records again, as does any block with a transaction;
+// and a node restarted after quiet blocks computes the same hashes.
+func TestQuietBlocks(t *testing.T) {
+	n, twin := newNet(t), newNet(t)
+	si := webInstance(0)
+	reg := n.tx("root", register(si))
+	both := func(dt int64, txs ...[]byte) (changed bool) {
+		before := n.store.Hash()
+		n.run(dt, txs...)
+		twin.run(dt, txs...)
+		if !bytes.Equal(n.store.Hash(), twin.store.Hash()) {
+			t.Fatalf("height %d: the restarted app's hash differs", n.height)
+		}
+		return !bytes.Equal(before, n.store.Hash())
+	}
+	if !both(1000, reg) {
+		t.Fatal("a registration left the state as it was")
+	}
+	recordedAt := n.now
+	steps := []struct {
+		name    string
+		dt      int64
+		tx      bool
+		changed bool
+	}{
+		{"empty, 300 ms on", 300, false, false},
+		{"empty, 600 ms on", 300, false, false},
+		{"restart between", 0, false, false},
+		{"empty, 900 ms on", 300, false, false},
+		{"a transaction, 950 ms on", 50, true, true},
+		{"empty, 100 ms after that", 100, false, false},
+		{"empty, QuietMs after the last record", app.QuietMs - 100, false, true},
+	}
+	for _, st := range steps {
+		if st.name == "restart between" {
+			reloaded, err := app.New(twin.store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			twin.app = reloaded
+			continue
+		}
+		var txs [][]byte
+		if st.tx {
+			txs = append(txs, n.tx("root", register(si))) // the same instance again, under a new nonce
+		}
+		changed := both(st.dt, txs...)
+		if changed != st.changed {
+			t.Errorf("%s: changed %v, want %v", st.name, changed, st.changed)
+		}
+		q, err := app.NewQuery(n.reader())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed {
+			recordedAt = n.now
+		}
+		if info := q.Info(); info.BlockTime != recordedAt {
+			t.Errorf("%s: the state says block time %d, want the last recorded block's %d", st.name, info.BlockTime, recordedAt)
+		}
 	}
 }

@@ -48,7 +48,26 @@ type kvStore interface {
 	txn(ctx context.Context, client int, keys []string, value []byte) error
 	// get reads key (linearizably for etcd, the agreed state for bftmon).
 	get(ctx context.Context, client int, key string) error
+	// processes are the system's processes (nil: it runs in this one).
+	processes() *procs
 	close()
+}
+
+// idleCPU is what p's processes use, in cores, over d with no client.
+func idleCPU(ctx context.Context, p *procs, d time.Duration) (float64, error) {
+	total := func() time.Duration {
+		var t time.Duration
+		for _, c := range p.cmds {
+			cpu, _ := procUsage(c.Process.Pid)
+			t += cpu
+		}
+		return t
+	}
+	t0, start := total(), time.Now()
+	if err := sleepCtx(ctx, d); err != nil {
+		return 0, err
+	}
+	return (total() - t0).Seconds() / time.Since(start).Seconds(), nil
 }
 
 // KV starts each system on loopback in temporary directories (bftmon's
@@ -86,6 +105,13 @@ func KV(ctx context.Context, w io.Writer, cfg KVConfig) error {
 			defer st.close()
 			if err := st.put(ctx, 0, "bench/read", value); err != nil {
 				return fmt.Errorf("%s: first put: %w", sys, err)
+			}
+			if p := st.processes(); p != nil {
+				cores, err := idleCPU(ctx, p, 10*time.Second)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%-9s idle: %.1f%% of one core, all its processes together, over 10 s with no client\n", sys, 100*cores)
 			}
 			for _, n := range cfg.Clients {
 				r := row{system: sys, clients: n}
@@ -185,7 +211,7 @@ func load(ctx context.Context, n int, d time.Duration, op func(client, i int) er
 func startKV(ctx context.Context, sys string, cfg KVConfig) (kvStore, error) {
 	switch sys {
 	case "bftmon-1":
-		bn, err := startNode(ctx, 500*time.Millisecond)
+		bn, err := startNode(ctx, 0) // bftmon init's defaults
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +221,7 @@ func startKV(ctx context.Context, sys string, cfg KVConfig) (kvStore, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &bftmonKV{chainID: net.chainID, key: net.op.Private, clients: net.clients, hc: kvHTTPClient(), stop: net.p.stop}, nil
+		return &bftmonKV{chainID: net.chainID, key: net.op.Private, clients: net.clients, hc: kvHTTPClient(), stop: net.p.stop, procs: net.p}, nil
 	case "etcd-1", "etcd-3":
 		if cfg.Etcd == "" {
 			return nil, errors.New("no etcd binary: apt-get install etcd-server")
@@ -220,9 +246,12 @@ type bftmonKV struct {
 	hc      *http.Client
 	nonce   atomic.Uint64
 	stop    func()
+	procs   *procs // the nodes' processes (nil: one node in this process)
 }
 
 func (b *bftmonKV) close() { b.stop() }
+
+func (b *bftmonKV) processes() *procs { return b.procs }
 
 func (b *bftmonKV) send(ctx context.Context, client int, msg types.Msg) error {
 	b.nonce.CompareAndSwap(0, uint64(time.Now().UnixNano()))
@@ -454,6 +483,8 @@ type etcdKV struct {
 }
 
 func (e *etcdKV) close() { e.p.stop() }
+
+func (e *etcdKV) processes() *procs { return e.p }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 

@@ -64,7 +64,11 @@ func Node(ctx context.Context, w io.Writer, t *Targets, cfg NodeConfig) error {
 			return fmt.Errorf("register %s: code %d: %s", si.Id, res.Code, res.Log)
 		}
 	}
-	fmt.Fprintf(w, "checks every %s, blocks every %s; warming up for %s...\n", cfg.Interval, cfg.BlockInterval, cfg.Interval)
+	pace := "blocks as transactions come (bftmon init's lan profile)"
+	if cfg.BlockInterval > 0 {
+		pace = "blocks every " + cfg.BlockInterval.String()
+	}
+	fmt.Fprintf(w, "checks every %s, %s; warming up for %s...\n", cfg.Interval, pace, cfg.Interval)
 	select {
 	case <-time.After(cfg.Interval):
 	case <-ctx.Done():

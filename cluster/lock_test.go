@@ -249,10 +249,18 @@ func TestLockElection(t *testing.T) {
 		if started.Sub(released) < 2500*time.Millisecond {
 			t.Fatalf("B started %s after the release, inside the 3 s lock-delay", started.Sub(released))
 		}
-		l, _, err := n0.Client.Lock(ctx, key, nil)
-		if err != nil || l.Session != b.session() || l.Instance != "web-2" {
-			t.Fatalf("holder %+v (%v), want B's session for web-2", l, err)
-		}
+		// B's node answered its acquire at commit; node0 may be a block
+		// behind.
+		c.WaitFor("node0 to show B holding the lock", Patience, func(ctx context.Context) (bool, error) {
+			l, _, err := n0.Client.Lock(ctx, key, nil)
+			if err != nil {
+				return false, err
+			}
+			if l.Session != "" && l.Session != b.session() {
+				t.Fatalf("holder %+v, want B's session for web-2", l)
+			}
+			return l.Session == b.session() && l.Instance == "web-2", fmt.Errorf("holder %+v", l)
+		})
 		select {
 		case <-a.exited:
 		case <-time.After(30 * time.Second):

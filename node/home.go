@@ -165,8 +165,12 @@ type InitOptions struct {
 	// and dev pass DefaultDNSAddr unless told otherwise). Many nodes of
 	// tests share one machine, so there is no default here.
 	DNSAddr string
-	// BlockInterval is consensus.timeout_commit (default 500ms).
+	// BlockInterval, if set, is consensus.timeout_commit with empty blocks
+	// made at once: a steady block every BlockInterval (0: the network
+	// profile's settings, where blocks come when there is something to do).
 	BlockInterval time.Duration
+	// Network is the consensus profile, NetworkLAN (default) or NetworkWAN.
+	Network string
 }
 
 // Initialized tells whether home already holds a node.
@@ -191,10 +195,16 @@ func Init(opts InitOptions) error {
 	if opts.Moniker == "" {
 		opts.Moniker = "node0"
 	}
+	if err := tuneConsensus(cmtcfg.DefaultConfig(), opts.Network); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 	h, err := prepareHome(opts, func(cfg *cmtcfg.Config) {
-		cfg.Consensus.TimeoutCommit = 500 * time.Millisecond
+		_ = tuneConsensus(cfg, opts.Network) // checked above
 		if opts.BlockInterval > 0 {
-			cfg.Consensus.TimeoutCommit = opts.BlockInterval
+			// Steady blocks, empty ones too, as tests and benchmarks that
+			// count in blocks want them.
+			c := cfg.Consensus
+			c.TimeoutCommit, c.CreateEmptyBlocksInterval = opts.BlockInterval, 0
 		}
 	})
 	if err != nil {

@@ -76,13 +76,7 @@ type TestnetNode struct {
 	NodeID                 string
 }
 
-// Loopback consensus timeouts: a block is committed well under a second on
-// loopback, and a round whose proposer is down times out within a second.
 const (
-	testnetTimeoutPropose  = 800 * time.Millisecond
-	testnetTimeoutVote     = 200 * time.Millisecond
-	testnetTimeoutDelta    = 100 * time.Millisecond
-	testnetTimeoutCommit   = 300 * time.Millisecond
 	testnetDefaultBasePort = 27000
 	testnetDefaultChainID  = "bftmon-testnet"
 	testnetOperatorKeyFile = "operator_key.json"
@@ -213,13 +207,10 @@ func writeWebhookSecret(path string) (string, error) {
 	return secret, nil
 }
 
-// tuneLoopback sets the consensus timeouts of a loopback testnet.
+// tuneLoopback sets the consensus settings of a loopback testnet: the LAN
+// profile.
 func tuneLoopback(cfg *cmtcfg.Config) {
-	c := cfg.Consensus
-	c.TimeoutPropose, c.TimeoutProposeDelta = testnetTimeoutPropose, testnetTimeoutDelta
-	c.TimeoutPrevote, c.TimeoutPrevoteDelta = testnetTimeoutVote, testnetTimeoutDelta
-	c.TimeoutPrecommit, c.TimeoutPrecommitDelta = testnetTimeoutVote, testnetTimeoutDelta
-	c.TimeoutCommit = testnetTimeoutCommit
+	_ = tuneConsensus(cfg, NetworkLAN)
 	// Peers on one machine reconnect quickly after a restart.
 	cfg.P2P.PersistentPeersMaxDialPeriod = 2 * time.Second
 }

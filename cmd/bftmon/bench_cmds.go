@@ -58,7 +58,7 @@ not counted.`,
 		c.Flags().DurationVar(&duration, "duration", time.Minute, "how long to measure, after one interval of warm-up")
 	}
 	observer.Flags().IntVar(&concurrent, "max-concurrent", 64, "probes in flight at most (the node setting max_concurrent_probes)")
-	nodeCmd.Flags().DurationVar(&block, "block-interval", 500*time.Millisecond, "consensus timeout_commit (bftmon dev's default)")
+	nodeCmd.Flags().DurationVar(&block, "block-interval", 0, "if set, a steady block every this long (consensus timeout_commit); default: bftmon init's lan profile")
 	var instances, conns int
 	var readDuration time.Duration // its own: sharing duration let read's default overwrite observer's and node's
 	read := &cobra.Command{

@@ -67,7 +67,8 @@ func newInitCmd() *cobra.Command {
 	f.StringVar(&opts.DNSAddr, "dns", node.DefaultDNSAddr, "DNS interface listen address, UDP and TCP ('' for none)")
 	f.StringVar(&opts.RPCAddr, "rpc", "tcp://127.0.0.1:26657", "CometBFT RPC listen address")
 	f.StringVar(&opts.P2PAddr, "p2p", "tcp://127.0.0.1:26656", "CometBFT P2P listen address")
-	f.DurationVar(&opts.BlockInterval, "block-interval", 500*time.Millisecond, "consensus timeout_commit (time between blocks)")
+	f.DurationVar(&opts.BlockInterval, "block-interval", 0, "if set, a steady block every this long (consensus timeout_commit, empty blocks included); default: the --network profile, a block as soon as a transaction waits and one a second when idle")
+	f.StringVar(&opts.Network, "network", node.NetworkLAN, "consensus profile: lan (validators on one machine or in one datacenter) or wan (datacenters far apart: CometBFT's longer timeouts)")
 	return cmd
 }
 
