@@ -9,6 +9,7 @@ package app
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -44,6 +45,7 @@ type App struct {
 	byPub       map[string]*types.Observer
 	operators   map[string]*types.Operator
 	quotas      types.Quotas // of every operator, from genesis
+	quietMs     int64        // genesis quiet_ms (0: every block is recorded)
 	timers      *btree.BTreeG[timer]
 	wake        map[string]int64                  // check ref → its timer's time
 	instances   map[string]int                    // service name → number of instances
@@ -136,6 +138,16 @@ func (a *App) load() error {
 	}
 	if err := a.loadQuotas(); err != nil {
 		return err
+	}
+	switch bz, err := a.store.Get(keyQuiet); {
+	case err != nil:
+		return fmt.Errorf("load quiet_ms: %w", err)
+	case len(bz) == 8:
+		a.quietMs = int64(binary.BigEndian.Uint64(bz))
+	case bz != nil:
+		return fmt.Errorf("load quiet_ms: %d bytes stored at %s, want 8: the state is damaged", len(bz), keyQuiet)
+	default:
+		a.quietMs = 0
 	}
 	var err error
 	if a.observers, err = scan[types.Observer](a.store, prefixObs); err != nil {
@@ -265,7 +277,8 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		// proving this one at once (a block that changes the app hash
 		// needs the next to carry it). The bookkeeping stays at the last
 		// block that changed something, as a restarted node reads it.
-		a.meta = a.before
+		m, b := &a.meta, &a.before // field by field: ChainId is read concurrently
+		m.Height, m.TimeMs, m.PrevTimeMs, m.HaltedFromMs, m.HaltedToMs = b.Height, b.TimeMs, b.PrevTimeMs, b.HaltedFromMs, b.HaltedToMs
 		return nil, a.store.WorkingHash(), nil
 	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
@@ -274,20 +287,21 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 	return a.alerts, a.store.WorkingHash(), nil
 }
 
-// QuietMs is how long blocks that change nothing may go unrecorded: a
-// block with no transaction, no timer due and no write, less than QuietMs
-// after the last block that changed the state, leaves the state (its
-// bookkeeping included) as it was. So an idle chain changes its app hash
-// about once a QuietMs, a gap between recorded blocks stays far below
-// HaltGapMs while the chain commits, and freshness, which is judged at the
-// time of the last recorded block before (FreshAt), lags the block before by
-// less than QuietMs: a block whose timer falls due is always recorded.
-const QuietMs = 1000
+// DefaultQuietMs is the genesis quiet_ms bftmon init and testnet write:
+// how long blocks that change nothing may go unrecorded. A block with no
+// transaction, no timer due and no write, less than quiet_ms after the last
+// block that changed the state, leaves the state (its bookkeeping included)
+// as it was. So an idle chain changes its app hash about once a quiet_ms, a
+// gap between recorded blocks stays far below HaltGapMs while the chain
+// commits, and freshness, which is judged at the time of the last recorded
+// block before (FreshAt), lags the block before by less than quiet_ms: a
+// block whose timer falls due is always recorded.
+const DefaultQuietMs = 1000
 
 // quiet tells whether the current block changed nothing worth recording.
 func (a *App) quiet() bool {
-	return a.before.Height > 0 && !a.busy && a.store.(*writeCounter).n == 0 &&
-		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.TimeMs-a.before.TimeMs < QuietMs
+	return a.quietMs > 0 && a.before.Height > 0 && !a.busy && a.store.(*writeCounter).n == 0 &&
+		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.TimeMs-a.before.TimeMs < a.quietMs
 }
 
 // writeCounter counts the writes of a block, so that EndBlock can tell a

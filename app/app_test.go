@@ -52,6 +52,7 @@ func genesis() *app.Genesis {
 		{Name: "root", PubKey: pub64(key("root")), Prefixes: []string{""}},
 		{Name: "team", PubKey: pub64(key("team")), Prefixes: []string{"team-"}},
 	}
+	g.QuietMs = app.DefaultQuietMs // as bftmon init writes it
 	return g
 }
 
@@ -269,11 +270,12 @@ func TestConfirmDelaysHardState(t *testing.T) {
 	}
 }
 
-// TestQuietBlocks: a block with no transaction, no timer due and no write,
-// less than QuietMs after the last block that changed the state, leaves the
-// state (the bookkeeping too) and so the app hash as they were; the first
-// block QuietMs on records again, as does any block with a transaction;
-// and a node restarted after quiet blocks computes the same hashes.
+// TestQuietBlocks: with genesis quiet_ms, a block with no transaction, no
+// timer due and no write, less than quiet_ms after the last block that
+// changed the state, leaves the state (the bookkeeping too) and so the app
+// hash as they were; the first block quiet_ms on records again, as does any
+// block with a transaction; a node restarted after quiet blocks computes the
+// same hashes; and without quiet_ms every block is recorded.
 func TestQuietBlocks(t *testing.T) {
 	n, twin := newNet(t), newNet(t)
 	si := webInstance(0)
@@ -303,7 +305,7 @@ func TestQuietBlocks(t *testing.T) {
 		{"empty, 900 ms on", 300, false, false},
 		{"a transaction, 950 ms on", 50, true, true},
 		{"empty, 100 ms after that", 100, false, false},
-		{"empty, QuietMs after the last record", app.QuietMs - 100, false, true},
+		{"empty, quiet_ms after the last record", app.DefaultQuietMs - 100, false, true},
 	}
 	for _, st := range steps {
 		if st.name == "restart between" {
@@ -332,5 +334,14 @@ func TestQuietBlocks(t *testing.T) {
 		if info := q.Info(); info.BlockTime != recordedAt {
 			t.Errorf("%s: the state says block time %d, want the last recorded block's %d", st.name, info.BlockTime, recordedAt)
 		}
+	}
+	g := genesis()
+	g.QuietMs = 0
+	steady := newNetWith(t, g)
+	steady.run(1000, steady.tx("root", register(si)))
+	h := steady.store.Hash()
+	steady.run(300)
+	if bytes.Equal(h, steady.store.Hash()) {
+		t.Error("without quiet_ms, an empty block left the state as it was")
 	}
 }

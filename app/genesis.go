@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"sort"
 
@@ -16,6 +17,11 @@ type Genesis struct {
 	Operators []GenesisOperator `json:"operators"`
 	// Quotas bound what each operator keeps in the state (nil: defaults).
 	Quotas *GenesisQuotas `json:"quotas,omitempty"`
+	// QuietMs, if above 0, lets a block that changes nothing, less than
+	// QuietMs after the last block that did, leave the state as it was
+	// (App.quiet; bftmon init and testnet write DefaultQuietMs unless their
+	// blocks are steady). 0, and a genesis without it, record every block.
+	QuietMs int64 `json:"quiet_ms,omitempty"`
 }
 
 // GenesisObserver is an observer in genesis.
@@ -53,6 +59,9 @@ func ParseGenesisFile(file string, line int, appState []byte) (*Genesis, error) 
 	}
 	if len(g.Observers) == 0 {
 		return nil, fmt.Errorf("genesis app_state lists no observers: add at least one")
+	}
+	if g.QuietMs < 0 || g.QuietMs > HaltGapMs/2 {
+		return nil, fmt.Errorf("genesis app_state: quiet_ms %d: want 0 (record every block) to %d (half the halt gap)", g.QuietMs, HaltGapMs/2)
 	}
 	seen := map[string]bool{}
 	for i, o := range g.Observers {
@@ -115,6 +124,11 @@ func (a *App) InitChain(chainID string, g *Genesis) error {
 	}
 	if err := a.store.Set(keyQuotas, encodeQuotas(g.Quotas.Resolve())); err != nil {
 		return fmt.Errorf("store quotas: %w", err)
+	}
+	if g.QuietMs > 0 {
+		if err := a.store.Set(keyQuiet, binary.BigEndian.AppendUint64(nil, uint64(g.QuietMs))); err != nil {
+			return fmt.Errorf("store quiet_ms: %w", err)
+		}
 	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
 		return err

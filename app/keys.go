@@ -28,6 +28,7 @@ import (
 //	j/<service>/<instance>/<session id>  a session of the instance (value 1 byte)
 //	q/<expires ms BE8><session id>  a session's TTL deadline (value 1 byte)
 //	m/quotas                        genesis quotas of every operator: kv_bytes, kv_keys, instances (8 bytes BE each)
+//	m/quiet                         genesis quiet_ms (8 bytes BE), when above 0
 //	u/<operator pubkey hex>         types.Usage (what the operator keeps; absent: nothing)
 var (
 	keyInfo        = []byte("m/info")
@@ -50,6 +51,7 @@ var (
 	prefixInstSess = []byte("j/")
 	prefixTTL      = []byte("q/")
 	keyQuotas      = []byte("m/quotas")
+	keyQuiet       = []byte("m/quiet") // genesis quiet_ms, 8 bytes BE; absent: 0
 	prefixUsage    = []byte("u/")
 	// y/<observer id>/<nonce BE8>: evidence of an observer's equivocation.
 	prefixEquivocation = []byte("y/")

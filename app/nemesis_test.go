@@ -121,9 +121,9 @@ func TestNemesis(t *testing.T) {
 			if rapid.IntRange(0, 9).Draw(rt, "quick empty block") == 0 {
 				// A block with no transaction soon after the last: if no
 				// timer fell due it changes nothing, not even the
-				// bookkeeping (app.QuietMs), and the app hash stays.
+				// bookkeeping (genesis quiet_ms), and the app hash stays.
 				h := n.store.Hash()
-				exec(rapid.Int64Range(50, app.QuietMs-100).Draw(rt, "quick"), nil)
+				exec(rapid.Int64Range(50, app.DefaultQuietMs-100).Draw(rt, "quick"), nil)
 				heights++
 				if bytes.Equal(h, n.store.Hash()) {
 					quietBlocks++
@@ -470,7 +470,7 @@ func TestNemesis(t *testing.T) {
 	})
 	t.Logf("%d heights of adversarial history checked (%d quick empty blocks left the state as it was); %d histories ended with an equivocation on record; %d writes refused past a quota; %d receipts acknowledging forged bodies refused", heights, quietBlocks, recorded, overQuota, forgedAcks)
 	if quietBlocks == 0 && !testing.Short() {
-		t.Error("no block was quiet: app.QuietMs was not exercised")
+		t.Error("no block was quiet: quiet_ms was not exercised")
 	}
 	if forgedAcks == 0 && !testing.Short() {
 		t.Error("no receipt acknowledging a forged body was tried: A2 was not exercised")

@@ -37,7 +37,7 @@ func tuneConsensus(cfg *cmtcfg.Config, profile string) error {
 	// Every profile: an idle network makes a block every
 	// IdleBlockInterval, and a block starts as soon as a transaction waits
 	// (after timeout_commit). The app leaves the state as it was in a block
-	// that changes nothing (app.QuietMs), so the block after it need not
+	// that changes nothing (genesis quiet_ms, app.DefaultQuietMs), so the block after it need not
 	// come at once to carry a new app hash.
 	c.CreateEmptyBlocks, c.CreateEmptyBlocksInterval = true, IdleBlockInterval
 	c.SkipTimeoutCommit = false

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"github.com/bftmon/bftmon/app"
 	"os"
 	"path/filepath"
 	"strings"
@@ -187,7 +188,7 @@ func Testnet(opts TestnetOptions) ([]TestnetNode, error) {
 			return nil, err
 		}
 	}
-	if err := writeGenesis(opts.ChainID, homes, op); err != nil {
+	if err := writeGenesis(opts.ChainID, homes, op, app.DefaultQuietMs); err != nil {
 		return nil, err
 	}
 	return nodes, nil
