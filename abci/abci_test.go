@@ -205,19 +205,30 @@ func FuzzFinalizeBlock(f *testing.F) {
 	})
 }
 
+// registeredApp is an app with n instances of one check each registered,
+// in blocks of 1,000, and the next height.
+func registeredApp(b *testing.B, n int) (*abci.Application, []types.ServiceInstance, int64) {
+	a := newApp(b)
+	insts := instances(n)
+	regs := registerTxs(b, insts)
+	height := int64(1)
+	for start := 0; start < len(regs); start += 1000 {
+		for _, r := range finalize(b, a, height, regs[start:min(start+1000, len(regs))]...).TxResults {
+			if r.Code != 0 {
+				b.Fatalf("register: %s", r.Log)
+			}
+		}
+		height++
+	}
+	return a, insts, height
+}
+
 // BenchmarkFinalizeBlock applies one block with a batch from each of four
 // observers covering 10,000 checks (40,000 observations), alternating the
 // reported status so that every verdict changes.
 func BenchmarkFinalizeBlock(b *testing.B) {
 	const checks = 10000
-	a := newApp(b)
-	insts := instances(checks)
-	regs := registerTxs(b, insts)
-	height := int64(1)
-	for start := 0; start < len(regs); start += 1000 {
-		finalize(b, a, height, regs[start:min(start+1000, len(regs))]...)
-		height++
-	}
+	a, insts, height := registeredApp(b, checks)
 	nonce := uint64(0)
 	blocks := make([][][]byte, b.N)
 	for i := range blocks {
@@ -454,14 +465,7 @@ func BenchmarkMassFlip(b *testing.B) {
 	for _, n := range []int{1000, 4000, 10000} {
 		for _, mode := range []string{"unchanged", "critical", "recover"} {
 			b.Run(fmt.Sprintf("checks=%d/%s", n, mode), func(b *testing.B) {
-				a := newApp(b)
-				insts := instances(n)
-				regs := registerTxs(b, insts)
-				height := int64(1)
-				for start := 0; start < len(regs); start += 1000 {
-					finalize(b, a, height, regs[start:min(start+1000, len(regs))]...)
-					height++
-				}
+				a, insts, height := registeredApp(b, n)
 				nonce := uint64(0)
 				block := func(st types.Status) [][]byte {
 					var txs [][]byte
