@@ -206,6 +206,9 @@ func (a *App) BeginBlock(height, timeMs int64) {
 		// network restarting): observers could not get their reports in.
 		a.meta.HaltedFromMs, a.meta.HaltedToMs = prev, timeMs
 	}
+	if prev := a.meta.TimeMs; prev > 0 && timeMs-prev > GapMs {
+		a.meta.GapFromMs, a.meta.GapToMs = prev, timeMs
+	}
 	a.meta.PrevTimeMs = a.meta.TimeMs
 	if timeMs > a.meta.TimeMs { // block time never goes back
 		a.meta.TimeMs = timeMs
@@ -279,6 +282,7 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		// block that changed something, as a restarted node reads it.
 		m, b := &a.meta, &a.before // field by field: ChainId is read concurrently
 		m.Height, m.TimeMs, m.PrevTimeMs, m.HaltedFromMs, m.HaltedToMs = b.Height, b.TimeMs, b.PrevTimeMs, b.HaltedFromMs, b.HaltedToMs
+		m.GapFromMs, m.GapToMs = b.GapFromMs, b.GapToMs
 		return nil, a.store.WorkingHash(), nil
 	}
 	if err := a.put(keyInfo, &a.meta); err != nil {
@@ -301,7 +305,7 @@ const DefaultQuietMs = 1000
 // quiet tells whether the current block changed nothing worth recording.
 func (a *App) quiet() bool {
 	return a.quietMs > 0 && a.before.Height > 0 && !a.busy && a.store.(*writeCounter).n == 0 &&
-		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.TimeMs-a.before.TimeMs < a.quietMs
+		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.GapToMs == a.before.GapToMs && a.meta.TimeMs-a.before.TimeMs < a.quietMs
 }
 
 // writeCounter counts the writes of a block, so that EndBlock can tell a

@@ -307,3 +307,32 @@ func TestNoStaleAcrossFailedRounds(t *testing.T) {
 		}
 	}
 }
+
+// TestReportsFreshAfterALongGap: after a gap between blocks longer than
+// app.GapMs, blocks that come fast again judge reports at the gap's start
+// for app.GapGraceMs, so the reports committed before the gap do not go
+// stale before the observers can get new ones in; after that they do.
+func TestReportsFreshAfterALongGap(t *testing.T) {
+	n := newNet(t)
+	n.block(1000, n.tx("root", register(webInstance(0)))) // ttl 3 s
+	var txs [][]byte
+	for _, o := range observerNames {
+		txs = append(txs, n.tx(o, observe(obsOf(types.STATUS_CRITICAL))))
+	}
+	n.block(100, txs...)
+	n.block(2000) // the reports are 2 s old when the chain stops
+	n.block(app.GapMs + 1000)
+	elapsed := int64(0)
+	for elapsed+50 < app.GapGraceMs {
+		n.block(50)
+		elapsed += 50
+		if v := n.check().State.Verdict; v != types.STATUS_CRITICAL {
+			t.Fatalf("verdict %s %d ms after a %d ms gap, want critical (judged at the gap's start for %d ms)", v.Name(), elapsed, app.GapMs+1000, app.GapGraceMs)
+		}
+	}
+	n.block(100)
+	n.block(100)
+	if v := n.check().State.Verdict; v != types.STATUS_STALE {
+		t.Fatalf("verdict %s %d ms after the gap, want stale", v.Name(), elapsed+200)
+	}
+}

@@ -71,12 +71,36 @@ func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]Observ
 // the crashed validator (TestNoStaleAcrossFailedRounds). A report thus goes stale at the first block after the one
 // whose time passes its expiry: within ttl plus one block gap of when it
 // was observed, and a gap longer than HaltGapMs is a halt (expiry).
+//
+// After a gap longer than GapMs, and for GapGraceMs after it ended, reports
+// are judged at the gap's start instead: when blocks come fast again (a
+// write-driven network makes one every few tens of milliseconds), one block
+// is not long enough for the observers to get in the reports they probed
+// during the gap, and the reports they had committed before it would go
+// stale at the second block after it (the e2e test's dc2 cut off from dc1:
+// a stale alert 4 blocks after the heal). So a report goes stale within
+// ttl plus one gap between blocks plus GapGraceMs of when it was observed.
 func FreshAt(m *types.Meta) int64 {
+	at := m.TimeMs
 	if m.PrevTimeMs > 0 {
-		return m.PrevTimeMs
+		at = m.PrevTimeMs
 	}
-	return m.TimeMs
+	if m.GapToMs > 0 && m.TimeMs < m.GapToMs+GapGraceMs {
+		at = min(at, m.GapFromMs)
+	}
+	return at
 }
+
+// GapMs is how long a gap between blocks must be for reports to be judged
+// at its start for GapGraceMs after it (FreshAt): longer than the rounds a
+// crashed validator makes fail with the lan profile (about a second each),
+// far shorter than a halt (HaltGapMs). Shorter gaps keep the one block of
+// grace they always had: judged at the block before.
+const GapMs = 5000
+
+// GapGraceMs is how long after a gap reports are judged at its start: two
+// observer flushes (1 s each by default) and the block that commits them.
+const GapGraceMs = 3000
 
 // expiry is the block time at which rec stops being fresh: a ttl after the
 // observer looked, or, for a report that was still fresh when the chain last
