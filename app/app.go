@@ -35,8 +35,9 @@ type proto interface {
 // layer calls it from one goroutine at a time. Reads for clients go through
 // Query over a committed Reader instead.
 type App struct {
-	store Store
-	meta  types.Meta
+	store  Store
+	writes *writeCounter // store, counting the block's writes
+	meta   types.Meta
 
 	// Derived from the state at load and kept in step with it; never
 	// hashed. observers is sorted by id.
@@ -117,7 +118,8 @@ func timerLess(a, b timer) bool {
 
 // New returns an app over store, loading whatever state it holds.
 func New(store Store) (*App, error) {
-	a := &App{store: &writeCounter{Store: store}}
+	w := &writeCounter{Store: store}
+	a := &App{store: w, writes: w}
 	if err := a.load(); err != nil {
 		return nil, err
 	}
@@ -199,15 +201,16 @@ func (a *App) Height() int64 { return a.meta.Height }
 // BeginBlock starts executing block height at block time timeMs (unix ms).
 func (a *App) BeginBlock(height, timeMs int64) {
 	a.before, a.busy = a.meta, false
-	a.store.(*writeCounter).n = 0
+	a.writes.n = 0
 	a.meta.Height = height
-	if prev := a.meta.TimeMs; prev > 0 && timeMs-prev > HaltGapMs {
-		// The chain did not commit for a while (no quorum, or a one-node
-		// network restarting): observers could not get their reports in.
-		a.meta.HaltedFromMs, a.meta.HaltedToMs = prev, timeMs
-	}
 	if prev := a.meta.TimeMs; prev > 0 && timeMs-prev > GapMs {
 		a.meta.GapFromMs, a.meta.GapToMs = prev, timeMs
+		if timeMs-prev > HaltGapMs {
+			// The chain did not commit for a while (no quorum, or a
+			// one-node network restarting): observers could not get
+			// their reports in.
+			a.meta.HaltedFromMs, a.meta.HaltedToMs = prev, timeMs
+		}
 	}
 	a.meta.PrevTimeMs = a.meta.TimeMs
 	if timeMs > a.meta.TimeMs { // block time never goes back
@@ -304,7 +307,7 @@ const DefaultQuietMs = 1000
 
 // quiet tells whether the current block changed nothing worth recording.
 func (a *App) quiet() bool {
-	return a.quietMs > 0 && a.before.Height > 0 && !a.busy && a.store.(*writeCounter).n == 0 &&
+	return a.quietMs > 0 && a.before.Height > 0 && !a.busy && a.writes.n == 0 &&
 		a.meta.HaltedToMs == a.before.HaltedToMs && a.meta.GapToMs == a.before.GapToMs && a.meta.TimeMs-a.before.TimeMs < a.quietMs
 }
 

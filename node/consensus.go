@@ -31,8 +31,18 @@ const (
 // takes for a halt (app.HaltGapMs).
 const IdleBlockInterval = time.Second
 
-// tuneConsensus writes profile's consensus settings into cfg.
-func tuneConsensus(cfg *cmtcfg.Config, profile string) error {
+// checkNetwork refuses a profile tuneConsensus does not know.
+func checkNetwork(profile string) error {
+	switch profile {
+	case "", NetworkLAN, NetworkWAN:
+		return nil
+	}
+	return fmt.Errorf("--network %q: want %s (validators in one datacenter or on one machine) or %s (datacenters far apart)", profile, NetworkLAN, NetworkWAN)
+}
+
+// tuneConsensus writes profile's consensus settings into cfg; profile has
+// passed checkNetwork.
+func tuneConsensus(cfg *cmtcfg.Config, profile string) {
 	c := cfg.Consensus
 	// Every profile: an idle network makes a block every
 	// IdleBlockInterval, and a block starts as soon as a transaction waits
@@ -59,15 +69,12 @@ func tuneConsensus(cfg *cmtcfg.Config, profile string) error {
 		// round. 2 ms keeps a round at about 35 ms on loopback; the idle
 		// network's wake-ups cost about 20 % of a core across four nodes.
 		c.PeerGossipSleepDuration = 2 * time.Millisecond
-	case NetworkWAN:
+	default: // NetworkWAN
 		def := cmtcfg.DefaultConsensusConfig()
 		c.TimeoutPropose, c.TimeoutProposeDelta = def.TimeoutPropose, def.TimeoutProposeDelta
 		c.TimeoutPrevote, c.TimeoutPrevoteDelta = def.TimeoutPrevote, def.TimeoutPrevoteDelta
 		c.TimeoutPrecommit, c.TimeoutPrecommitDelta = def.TimeoutPrecommit, def.TimeoutPrecommitDelta
 		c.TimeoutCommit = def.TimeoutCommit
 		c.PeerGossipSleepDuration = def.PeerGossipSleepDuration
-	default:
-		return fmt.Errorf("--network %q: want %s (validators in one datacenter or on one machine) or %s (datacenters far apart)", profile, NetworkLAN, NetworkWAN)
 	}
-	return nil
 }

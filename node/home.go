@@ -195,11 +195,11 @@ func Init(opts InitOptions) error {
 	if opts.Moniker == "" {
 		opts.Moniker = "node0"
 	}
-	if err := tuneConsensus(cmtcfg.DefaultConfig(), opts.Network); err != nil {
+	if err := checkNetwork(opts.Network); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	h, err := prepareHome(opts, func(cfg *cmtcfg.Config) {
-		_ = tuneConsensus(cfg, opts.Network) // checked above
+		tuneConsensus(cfg, opts.Network)
 		if opts.BlockInterval > 0 {
 			// Steady blocks, empty ones too, as tests and benchmarks that
 			// count in blocks want them.

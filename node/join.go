@@ -196,7 +196,7 @@ func Join(ctx context.Context, opts JoinOptions) (Joined, error) {
 
 	h, err := prepareHome(InitOptions{Home: opts.Home, ChainID: genesis.ChainID, Moniker: opts.Moniker,
 		HTTPAddr: opts.HTTPAddr, RPCAddr: opts.RPCAddr, P2PAddr: opts.P2PAddr, DNSAddr: opts.DNSAddr}, func(cfg *cmtcfg.Config) {
-		_ = tuneConsensus(cfg, NetworkLAN)
+		tuneConsensus(cfg, NetworkLAN)
 		cfg.P2P.PersistentPeers = strings.Join(out.Peers, ",")
 		if opts.NoStateSync {
 			return

@@ -211,7 +211,7 @@ func writeWebhookSecret(path string) (string, error) {
 // tuneLoopback sets the consensus settings of a loopback testnet: the LAN
 // profile.
 func tuneLoopback(cfg *cmtcfg.Config) {
-	_ = tuneConsensus(cfg, NetworkLAN)
+	tuneConsensus(cfg, NetworkLAN)
 	// Peers on one machine reconnect quickly after a restart.
 	cfg.P2P.PersistentPeersMaxDialPeriod = 2 * time.Second
 }
