@@ -51,6 +51,10 @@ type App struct {
 	wake        map[string]int64                  // check ref → its timer's time
 	instances   map[string]int                    // service name → number of instances
 	catalog     map[string]*types.ServiceInstance // "service/instance" → its stored record (never mutated)
+	// lapsed: observer id → the checks in its scope whose record of it was
+	// not fresh when they were last evaluated; a vouch of the observer
+	// re-evaluates them, since it may make them fresh again.
+	lapsed map[string]map[string]bool
 
 	// Per block.
 	before          types.Meta // the stored bookkeeping, as the block began
@@ -68,6 +72,7 @@ type App struct {
 	kvKeys          map[string]bool       // key/value keys written, deleted, locked or released
 	kvTrees         map[string]bool       // prefixes of recursive deletes
 	sessionsChanged bool
+	stamps          map[string]*types.ObserverStamp // observer id → its stamp as this block left it (nil: none), read by evaluations
 
 	// verified holds the SHA-256 of transactions whose signature verified
 	// (in CheckTx or ProcessProposal), so that the same bytes are not
@@ -132,6 +137,7 @@ func (a *App) load() error {
 	a.byPub = map[string]*types.Observer{}
 	a.operators = map[string]*types.Operator{}
 	a.timers = btree.NewG(32, timerLess)
+	a.lapsed = map[string]map[string]bool{}
 	a.wake = map[string]int64{}
 	a.instances = map[string]int{}
 	a.catalog = map[string]*types.ServiceInstance{}
@@ -186,6 +192,7 @@ func (a *App) load() error {
 			if err != nil {
 				return err
 			}
+			a.noteLapsed(ref, reports)
 			a.schedule(ref, a.nextWake(c, &st, reports))
 		}
 	}
@@ -217,6 +224,7 @@ func (a *App) BeginBlock(height, timeMs int64) {
 		a.meta.TimeMs = timeMs
 	}
 	a.dirty = map[string]bool{}
+	a.stamps = map[string]*types.ObserverStamp{}
 	a.changed = map[string]bool{}
 	a.verdicts = nil
 	a.alerts = nil
@@ -359,7 +367,7 @@ func (a *App) DeliverTx(tx []byte) (string, error) {
 	case *types.Msg_Deregister:
 		log, err = a.deregister(body.Signer, m.Deregister)
 	case *types.Msg_Observe:
-		log, err = a.observe(body.Signer, m.Observe)
+		log, err = a.observe(body.Signer, body.Nonce, m.Observe)
 	case *types.Msg_Receipt:
 		log, err = a.receipt(body.Signer, m.Receipt)
 	case *types.Msg_RegisterReceiver:

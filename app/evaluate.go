@@ -46,8 +46,12 @@ func (a *App) reports(r Reader, ref string, c *types.Check, now int64) ([]Observ
 			if err := rec.Unmarshal(bz); err != nil {
 				return nil, nil, err
 			}
-			rep.Record = rec
-			rep.Fresh = now < a.expiry(rec, c)
+			st, err := a.stamp(r, o.Id)
+			if err != nil {
+				return nil, nil, err
+			}
+			rep.Record, rep.AsOfMs = rec, observedAt(rec, st, c)
+			rep.Fresh = now < a.expiry(rep.AsOfMs, c)
 		}
 		out = append(out, rep)
 		st := types.STATUS_NONE
@@ -102,12 +106,13 @@ const GapMs = 5000
 // observer flushes (1 s each by default) and the block that commits them.
 const GapGraceMs = 3000
 
-// expiry is the block time at which rec stops being fresh: a ttl after the
-// observer looked, or, for a report that was still fresh when the chain last
-// halted, a ttl after the chain resumed (HaltGapMs).
-func (a *App) expiry(rec *types.ObservationRecord, c *types.Check) int64 {
-	at := rec.TimeMs + c.TtlMs
-	if from, to := a.meta.HaltedFromMs, a.meta.HaltedToMs; to > 0 && at > from && rec.TimeMs < to {
+// expiry is the block time at which a report observed at asOf (observedAt)
+// stops being fresh: a ttl after the observer looked, or, for a report that
+// was still fresh when the chain last halted, a ttl after the chain resumed
+// (HaltGapMs).
+func (a *App) expiry(asOf int64, c *types.Check) int64 {
+	at := asOf + c.TtlMs
+	if from, to := a.meta.HaltedFromMs, a.meta.HaltedToMs; to > 0 && at > from && asOf < to {
 		at = max(at, to+c.TtlMs)
 	}
 	return at
@@ -129,6 +134,7 @@ func (a *App) evaluate(ref string) error {
 	}
 	if c == nil { // deregistered in the meantime
 		a.schedule(ref, 0)
+		a.noteLapsed(ref, nil)
 		return nil
 	}
 	now, h := a.meta.TimeMs, a.meta.Height
@@ -140,6 +146,7 @@ func (a *App) evaluate(ref string) error {
 	if err != nil {
 		return err
 	}
+	a.noteLapsed(ref, reports)
 	res := verdict.Decide(vr, c.Quorum, a.totalWeight)
 	v := res.Status
 	// Standing counts reports only against an exact verdict: one whose own
@@ -205,7 +212,7 @@ func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverR
 	now := a.meta.TimeMs
 	for _, r := range reports {
 		if r.Fresh && r.Record != nil {
-			if e := a.expiry(r.Record, c); e > now {
+			if e := a.expiry(r.AsOfMs, c); e > now {
 				earliest(e)
 			} else {
 				// Fresh at the block before (FreshAt), expired by now: it

@@ -30,6 +30,7 @@ import (
 //	m/quotas                        genesis quotas of every operator: kv_bytes, kv_keys, instances (8 bytes BE each)
 //	m/quiet                         genesis quiet_ms (8 bytes BE), when above 0
 //	u/<operator pubkey hex>         types.Usage (what the operator keeps; absent: nothing)
+//	g/<observer id>                 types.ObserverStamp (the observer's vouches; absent: none)
 var (
 	keyInfo        = []byte("m/info")
 	prefixNonce    = []byte("n/")
@@ -53,6 +54,7 @@ var (
 	keyQuotas      = []byte("m/quotas")
 	keyQuiet       = []byte("m/quiet") // genesis quiet_ms, 8 bytes BE; absent: 0
 	prefixUsage    = []byte("u/")
+	prefixStamp    = []byte("g/")
 	// y/<observer id>/<nonce BE8>: evidence of an observer's equivocation.
 	prefixEquivocation = []byte("y/")
 )
@@ -88,6 +90,7 @@ func checkKey(ck string) []byte             { return cat(prefixCheck, ck) }
 func recordKey(ck, observer string) []byte  { return cat(prefixRecord, ck, observer) }
 func recordPrefix(ck string) []byte         { return cat(prefixRecord, ck, "") }
 func standingKey(observer string) []byte    { return cat(prefixStand, observer) }
+func stampKey(observer string) []byte       { return cat(prefixStamp, observer) }
 func usageKey(hexPub string) []byte         { return cat(prefixUsage, hexPub) }
 func serviceIndexKey(service string) []byte { return cat(prefixIndex, service) }
 

@@ -62,7 +62,7 @@ const nemesisHaltMs = 30_000
 //
 // Run longer with -rapid.checks=N (CI runs the default 100).
 func TestNemesis(t *testing.T) {
-	heights, recorded, overQuota, forgedAcks, quietBlocks := 0, 0, 0, 0, 0
+	heights, recorded, overQuota, forgedAcks, quietBlocks, extended := 0, 0, 0, 0, 0, 0
 	rapid.Check(t, func(rt *rapid.T) {
 		// The coalition's operator key and its scope.
 		scope := rapid.SliceOfNDistinct(rapid.SampledFrom([]string{"team-", "s", "se", "w", "services/"}), 1, 2, rapid.ID[string]).Draw(rt, "coalition scope")
@@ -117,6 +117,12 @@ func TestNemesis(t *testing.T) {
 		prev := n.now            // the previous block's time
 		lastRecord := n.now      // the time of the last block that changed the state
 		var gapFrom, gapTo int64 // the last gap over app.GapMs between recorded blocks
+		// Vouches: each observer's last batch nonce, the latest time it
+		// vouched for (capped at the block time, as the app caps it), the
+		// checks it reported since its stamp's floor last rose, and that
+		// floor.
+		lastNonce, vouched := map[string]uint64{}, map[string]int64{}
+		reported, floors := map[string]map[string]bool{}, map[string]int64{}
 		blocks := rapid.IntRange(10, 40).Draw(rt, "blocks")
 		lastBlock := blocks - 1
 		for blk := range blocks {
@@ -144,7 +150,29 @@ func TestNemesis(t *testing.T) {
 			var txs [][]byte
 			for i, name := range observerNames {
 				var obs []types.Observation
+				if reported[name] == nil {
+					reported[name] = map[string]bool{}
+				}
+				// An honest observer vouches for what it reported before
+				// instead of reporting it again; the liar vouches for
+				// anything, as of any time, after any batch.
+				var vouch int64
+				prevNonce := lastNonce[name]
+				if rapid.Bool().Draw(rt, "vouch") {
+					vouch = prev + rapid.Int64Range(1, 900).Draw(rt, "vouch looked")
+					if i == liar {
+						vouch = now + rapid.Int64Range(-60000, 60000).Draw(rt, "liar's vouch")
+						if rapid.Bool().Draw(rt, "liar's prev nonce") {
+							prevNonce = rapid.Uint64Range(0, n.nonce[name]+2).Draw(rt, "prev nonce")
+						}
+					}
+					vouched[name] = max(vouched[name], min(vouch, now))
+				}
 				for _, id := range []string{"web-1", "web-2"} {
+					if vouch > 0 && i != liar && reported[name][id] {
+						continue // unchanged: the vouch covers it
+					}
+					reported[name][id] = true
 					o := obsOf(truth[id])
 					o.Instance = id
 					o.ObservedAtMs = prev + rapid.Int64Range(1, 900).Draw(rt, "looked")
@@ -165,10 +193,11 @@ func TestNemesis(t *testing.T) {
 					}
 					obs = append(obs, o)
 				}
-				if len(obs) == 0 {
+				if len(obs) == 0 && vouch == 0 {
 					continue
 				}
-				tx := n.tx(name, observe(obs...))
+				tx := n.tx(name, types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs, PrevNonce: prevNonce, UnchangedAsOfMs: vouch}}})
+				lastNonce[name] = n.nonce[name]
 				switch {
 				case i != liar && rapid.IntRange(0, 3).Draw(rt, "censor") == 0:
 					held = append(held, tx)
@@ -333,6 +362,17 @@ func TestNemesis(t *testing.T) {
 				}
 			}
 			q := n.query()
+			// An observer whose stamp's floor rose reports everything again.
+			for _, o := range q.Observers() {
+				st, err := q.Stamp(o.Id)
+				if err != nil {
+					rt.Fatal(err)
+				}
+				if st != nil && st.FloorHeight > floors[o.Name] {
+					floors[o.Name] = st.FloorHeight
+					clear(reported[o.Name])
+				}
+			}
 
 			// A2.
 			for i, pr := range receipts {
@@ -390,6 +430,12 @@ func TestNemesis(t *testing.T) {
 					start := r.Record.TimeMs
 					if r.Record.ObservedAtMs > 0 {
 						start = min(start, r.Record.ObservedAtMs)
+					}
+					// A vouch counts a report as observed at most at the
+					// latest time vouched for, less the check's interval.
+					start = max(start, vouched[r.Observer.Name]-cv.Check.IntervalMs)
+					if r.AsOfMs > r.Record.TimeMs {
+						extended++
 					}
 					judged := prev // at the block before, or a gap's start for app.GapGraceMs after it
 					if gapTo > 0 && now < gapTo+app.GapGraceMs {
@@ -480,7 +526,10 @@ func TestNemesis(t *testing.T) {
 			prev = now
 		}
 	})
-	t.Logf("%d heights of adversarial history checked (%d quick empty blocks left the state as it was); %d histories ended with an equivocation on record; %d writes refused past a quota; %d receipts acknowledging forged bodies refused", heights, quietBlocks, recorded, overQuota, forgedAcks)
+	t.Logf("%d heights of adversarial history checked (%d quick empty blocks left the state as it was); %d histories ended with an equivocation on record; %d writes refused past a quota; %d receipts acknowledging forged bodies refused; %d fresh reports counted from a vouch", heights, quietBlocks, recorded, overQuota, forgedAcks, extended)
+	if extended == 0 && !testing.Short() {
+		t.Error("no fresh report counted from a vouch: vouches were not exercised")
+	}
 	if quietBlocks == 0 && !testing.Short() {
 		t.Error("no block was quiet: quiet_ms was not exercised")
 	}

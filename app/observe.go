@@ -9,8 +9,11 @@ import (
 
 // checkBatchShape checks a batch without looking at state.
 func checkBatchShape(b *types.ObservationBatch) error {
-	if len(b.Observations) == 0 {
+	if len(b.Observations) == 0 && b.UnchangedAsOfMs == 0 {
 		return refuse(CodeInvalid, "observation batch is empty")
+	}
+	if b.UnchangedAsOfMs < 0 {
+		return refuse(CodeInvalid, "observation batch vouches as of %d: negative", b.UnchangedAsOfMs)
 	}
 	if len(b.Observations) > MaxBatch {
 		return refuse(CodeTooLarge, "observation batch has %d observations, at most %d: split it", len(b.Observations), MaxBatch)
@@ -44,10 +47,11 @@ func observedTime(o *types.Observation, blockMs int64) int64 {
 	return blockMs
 }
 
-// observe applies an observer's batch. Observations of checks that are not
-// registered or not in the observer's scope are skipped and listed in the
-// log; if nothing in the batch applies, the batch is refused.
-func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) {
+// observe applies an observer's batch of the given nonce. Observations of
+// checks that are not registered or not in the observer's scope are skipped
+// and listed in the log; if nothing in the batch applies and it vouches for
+// nothing, the batch is refused. Its vouch counts as stampBatch says.
+func (a *App) observe(signer []byte, nonce uint64, b *types.ObservationBatch) (string, error) {
 	obs := a.byPub[string(signer)]
 	if obs == nil {
 		return "", refuse(CodeUnauthorized, "signer %s is not an observer", types.KeyID(signer))
@@ -64,6 +68,7 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 	items := make([]item, 0, len(b.Observations))
 	seen := make(map[string]bool, len(b.Observations))
 	var skipped []string
+	broken := false // a report was skipped whose change the chain then lacks
 	for i := range b.Observations {
 		o := &b.Observations[i]
 		ref := CheckRef(o.Service, o.Instance, o.Check)
@@ -82,16 +87,18 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 		case !InScope(c, obs):
 			skipped = appendCapped(skipped, fmt.Sprintf("%s: observer %s in %s is not in the check's scope %v", ref, obs.Name, obs.Datacenter, c.Datacenters))
 		case o.ObservedAtMs > now+MaxObservationAheadMs:
+			broken = true
 			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, %dms after the block time %d (at most %dms): check the observer's clock",
 				ref, o.ObservedAtMs, o.ObservedAtMs-now, now, MaxObservationAheadMs))
 		case o.ObservedAtMs != 0 && o.ObservedAtMs+c.TtlMs <= FreshAt(&a.meta):
+			broken = true
 			skipped = appendCapped(skipped, fmt.Sprintf("%s: observed at %d, more than the check's ttl %dms before the previous block's time %d: too old to count",
 				ref, o.ObservedAtMs, c.TtlMs, FreshAt(&a.meta)))
 		default:
 			items = append(items, item{ref, o})
 		}
 	}
-	if len(items) == 0 {
+	if len(items) == 0 && b.UnchangedAsOfMs == 0 {
 		return "", refuse(CodeUnknownCheck, "no observation in the batch applies: %s", strings.Join(skipped, "; "))
 	}
 	applied := 0
@@ -126,7 +133,11 @@ func (a *App) observe(signer []byte, b *types.ObservationBatch) (string, error) 
 	if len(skipped) > 0 {
 		log += fmt.Sprintf("; skipped %d: %s", len(b.Observations)-applied, strings.Join(skipped, "; "))
 	}
-	return log, nil
+	note, err := a.stampBatch(obs.Id, nonce, b, broken)
+	if err != nil {
+		return "", err
+	}
+	return log + note, nil
 }
 
 // InScope tells whether observer o watches check c.

@@ -41,6 +41,18 @@ func (q *Query) Info() Info {
 // Observers lists the observer set, by id.
 func (q *Query) Observers() []types.Observer { return q.observers }
 
+// Stamp is the observer's stamp: its vouches, the nonce of its batch the
+// chain applied last, and the floor of its last break (nil: it never sent
+// a batch). An observer reads its own to follow on from it and to notice a
+// break, after which it reports everything again.
+func (q *Query) Stamp(observerID string) (*types.ObserverStamp, error) {
+	st, err := readStamp(q.r, observerID)
+	if err != nil {
+		return nil, fmt.Errorf("read stamp of %s: %w", observerID, err)
+	}
+	return st, nil
+}
+
 // Instances lists every registered instance, by service then id.
 func (q *Query) Instances() ([]types.ServiceInstance, error) {
 	return q.instances(prefixService)

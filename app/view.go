@@ -15,6 +15,9 @@ type ObserverReport struct {
 	Observer types.Observer
 	// Record is nil if the observer has never reported on the check.
 	Record *types.ObservationRecord
+	// AsOfMs is when Record counts as observed: its own time, or a later
+	// vouch of the observer that covers it (ObserverStamp).
+	AsOfMs int64
 	// Fresh tells whether Record is within the check's ttl at the block time.
 	Fresh bool
 }
