@@ -429,6 +429,12 @@ type bftmonNet struct {
 // directory and runs each node as a process of self, waiting until every
 // node commits.
 func startBftmonNet(ctx context.Context, self string, n int, chainID string) (*bftmonNet, error) {
+	return startNet(ctx, self, n, chainID, true)
+}
+
+// startNet is startBftmonNet; without observers, no node runs its own (a
+// load generator signs with their keys instead).
+func startNet(ctx context.Context, self string, n int, chainID string, observers bool) (*bftmonNet, error) {
 	dir, err := os.MkdirTemp("", "bftmon-bench-net-")
 	if err != nil {
 		return nil, err
@@ -451,6 +457,17 @@ func startBftmonNet(ctx context.Context, self string, n int, chainID string) (*b
 	}
 	net := &bftmonNet{p: p, nodes: nodes, op: op, chainID: chainID}
 	for _, nd := range nodes {
+		if !observers {
+			st, err := node.ReadSettings(nd.Home)
+			if err == nil {
+				st.ObserverKey = ""
+				err = node.WriteSettings(nd.Home, st)
+			}
+			if err != nil {
+				p.stop()
+				return nil, fmt.Errorf("turn off the observer of %s: %w", nd.Name, err)
+			}
+		}
 		if err := p.start(nd.Name+".log", self, "start", "--home", nd.Home, "--log-level", "warn"); err != nil {
 			p.stop()
 			return nil, err

@@ -42,8 +42,8 @@ func Observer(ctx context.Context, w io.Writer, t *Targets, cfg ObserverConfig) 
 	s := checks.NewScheduler(checks.Config{
 		MaxConcurrent: cfg.MaxConcurrent,
 		Logger:        slog.New(slog.DiscardHandler),
-		Submit: func(_ context.Context, obs []types.Observation) error {
-			msg := types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}}
+		Submit: func(_ context.Context, b *types.ObservationBatch) error {
+			msg := types.Msg{Sum: &types.Msg_Observe{Observe: b}}
 			tx, err := types.SignTx("bench", key, nonce.Add(1), msg)
 			if err != nil {
 				return err

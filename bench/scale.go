@@ -76,13 +76,14 @@ func Scale(ctx context.Context, w io.Writer, cfg ScaleConfig) error {
 }
 
 func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) (scaleRow, error) {
-	net, err := startBftmonNet(ctx, cfg.Self, n, "bench-scale")
+	net, err := startNet(ctx, cfg.Self, n, "bench-scale", false)
 	if err != nil {
 		return scaleRow{}, err
 	}
 	defer net.p.stop()
 	row := scaleRow{nodes: n, checks: checks}
-	// Passive checks: no node probes them; only the generator reports.
+	// Active checks, so that vouches cover them; no node runs an observer,
+	// so only the generator reports.
 	ttl := 3 * cfg.Interval
 	insts := (checks + app.MaxChecks - 1) / app.MaxChecks
 	fmt.Fprintf(w, "  registering %d checks (%d instances)...\n", checks, insts)
@@ -96,7 +97,9 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 			for i := int(next.Add(1)) - 1; i < insts; i = int(next.Add(1)) - 1 {
 				si := types.ServiceInstance{Name: "bench", Id: fmt.Sprintf("i%05d", i), Address: "127.0.0.1"}
 				for j := i * app.MaxChecks; j < min(checks, (i+1)*app.MaxChecks); j++ {
-					si.Checks = append(si.Checks, types.Check{Id: fmt.Sprintf("c%02d", j%app.MaxChecks), Kind: "passive", TtlMs: ttl.Milliseconds()})
+					si.Checks = append(si.Checks, types.Check{Id: fmt.Sprintf("c%02d", j%app.MaxChecks), Kind: "tcp",
+						Tcp:        &types.TCPParams{Address: "127.0.0.1:1"},
+						IntervalMs: cfg.Interval.Milliseconds(), TimeoutMs: 1000, TtlMs: ttl.Milliseconds()})
 				}
 				if err := reg.send(ctx, c, types.Msg{Sum: &types.Msg_Register{Register: &types.RegisterService{Instance: si}}}); err != nil {
 					once.Do(func() { regErr = fmt.Errorf("register %s: %w", si.Id, err) })
@@ -127,7 +130,7 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 	if err != nil {
 		return row, err
 	}
-	bytes0 := gen.accepted.Load()
+	bytes0, vouched0 := gen.accepted.Load(), gen.vouched.Load()
 	fmt.Fprintf(w, "  measuring for %s...\n", cfg.Duration)
 	if err := sleepCtx(ctx, cfg.Duration); err != nil {
 		return row, err
@@ -136,9 +139,9 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 	if err != nil {
 		return row, err
 	}
-	bytes1 := gen.accepted.Load()
+	bytes1, vouched1 := gen.accepted.Load(), gen.vouched.Load()
 	wall := after.at.Sub(before.at).Seconds()
-	obs := after.observations - before.observations
+	obs := after.observations - before.observations + float64(vouched1-vouched0)
 	blocks := after.height - before.height
 	var cpu time.Duration
 	for i := range after.cpu {
@@ -279,14 +282,21 @@ type generator struct {
 	hc       *http.Client
 	accepted atomic.Int64 // bytes of batches the mempools took
 	busy     atomic.Int64 // batches refused for a full mempool share
+	vouched  atomic.Int64 // unchanged reports left out of batches the mempools took, for their vouch
 }
 
 type genObserver struct {
 	key   ed25519.PrivateKey
 	rpc   string // the node's CometBFT RPC, host:port
 	nonce uint64
-	sent  map[int]bool // checks reported once (later reports are unchanged)
+	prev  uint64       // the nonce of the last batch the mempool took
+	sent  map[int]bool // checks reported once (later reports are vouched for)
+	round int          // flushes so far
 }
+
+// refreshEvery is how many intervals apart the generator reports an
+// unchanged check in full, as the observer's scheduler does.
+const refreshEvery = 30
 
 func newGenerator(net *bftmonNet, checks int, interval time.Duration) (*generator, error) {
 	g := &generator{chainID: net.chainID, checks: checks, interval: interval,
@@ -321,44 +331,58 @@ func (g *generator) run(ctx context.Context) {
 	}
 }
 
-// flush sends observer o's reports of the checks in slot.
+// flush sends observer o's reports of the checks in slot as the observer's
+// scheduler does (checks.Config.Vouch): each check in full the first time
+// and every refreshEvery-th interval, the rest left out, and a vouch for
+// them in the last batch once every check was reported, as of now (every
+// check was probed within its interval).
 func (g *generator) flush(ctx context.Context, o *genObserver, slot, slots int) {
 	now := time.Now().UnixMilli()
-	var batch []types.Observation
-	send := func() {
-		if len(batch) == 0 {
-			return
+	o.round++
+	var due []types.Observation
+	left := 0 // unchanged reports left out, for the vouch
+	for j := slot; j < g.checks; j += slots {
+		if o.sent[j] && (o.round/slots+j)%refreshEvery != 0 {
+			left++
+			continue
+		}
+		o.sent[j] = true
+		due = append(due, types.Observation{Service: "bench", Instance: fmt.Sprintf("i%05d", j/app.MaxChecks), Check: fmt.Sprintf("c%02d", j%app.MaxChecks),
+			Status: types.STATUS_PASSING, LatencyUs: 100, ObservedAtMs: now, Output: "ok"})
+	}
+	vouch := len(o.sent) == g.checks
+	for len(due) > 0 || vouch {
+		b := &types.ObservationBatch{Observations: due[:min(len(due), app.MaxBatch)], PrevNonce: o.prev}
+		due = due[len(b.Observations):]
+		last := len(due) == 0
+		if last && vouch {
+			b.UnchangedAsOfMs = now
 		}
 		o.nonce++
-		tx, err := types.SignTx(g.chainID, o.key, o.nonce, types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: batch}}})
-		batch = nil
+		tx, err := types.SignTx(g.chainID, o.key, o.nonce, types.Msg{Sum: &types.Msg_Observe{Observe: b}})
 		if err != nil {
 			return
 		}
 		code, err := g.broadcast(ctx, o.rpc, tx)
 		switch {
 		case err != nil:
+			return
 		case code == uint32(app.CodeBusy):
 			g.busy.Add(1)
+			return
 		case code == 0:
 			g.accepted.Add(int64(len(tx)))
+			o.prev = o.nonce
+			if last && vouch {
+				g.vouched.Add(int64(left))
+			}
+		default:
+			return
+		}
+		if last {
+			return
 		}
 	}
-	for j := slot; j < g.checks; j += slots {
-		ob := types.Observation{Service: "bench", Instance: fmt.Sprintf("i%05d", j/app.MaxChecks), Check: fmt.Sprintf("c%02d", j%app.MaxChecks),
-			Status: types.STATUS_PASSING, LatencyUs: 100, ObservedAtMs: now}
-		if o.sent[j] {
-			ob.Unchanged = true
-		} else {
-			ob.Output = "ok"
-			o.sent[j] = true
-		}
-		batch = append(batch, ob)
-		if len(batch) == app.MaxBatch {
-			send()
-		}
-	}
-	send()
 }
 
 // broadcast hands tx to a node's mempool (CometBFT's broadcast_tx_sync) and

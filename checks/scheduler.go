@@ -36,6 +36,11 @@ const (
 // when unchanged, so a lost or pruned output is rewritten before long.
 const fullEvery = 10
 
+// refreshEvery makes a vouching scheduler (Config.Vouch) report every
+// refreshEvery-th unchanged result of a check in full: its latency is
+// brought up to date, and its observer's standing counts it.
+const refreshEvery = 30
+
 // idleWait is how long the timer loop sleeps with nothing scheduled; Update
 // wakes it earlier.
 const idleWait = time.Hour
@@ -63,10 +68,22 @@ type Config struct {
 	// MaxBatchBytes bounds the encoded size of the observations per Submit
 	// call (default DefaultMaxBatchBytes).
 	MaxBatchBytes int
-	// Submit signs and sends one batch; an error means it was not accepted.
-	// An error wrapping ErrRetry (a full mempool, an unreachable node) puts
-	// the batch's results back for the next flush, unless newer ones arrived.
-	Submit func(ctx context.Context, obs []types.Observation) error
+	// Submit signs and sends one batch (setting its prev_nonce when
+	// vouching); an error means it was not accepted. An error wrapping
+	// ErrRetry (a full mempool, an unreachable node) puts the batch's
+	// results back for the next flush, unless newer ones arrived.
+	Submit func(ctx context.Context, b *types.ObservationBatch) error
+	// Vouch makes each flush send only the results that changed (and each
+	// check's every refreshEvery-th in full), and vouch for the rest in the
+	// flush's last batch (types.ObservationBatch.unchanged_as_of_ms): as of
+	// the earliest of every active check's last accepted probe plus its
+	// interval. It vouches only when every active target's latest result
+	// was accepted and every batch of the flush before was.
+	Vouch bool
+	// Resync, if set, is asked at each flush whether the chain stopped
+	// counting this observer's vouches for what it had (its stamp's floor
+	// rose); if so, every target's last accepted result is sent again.
+	Resync func() bool
 	// OnResult, if set, sees every result as it arrives (for metrics). It
 	// must not block.
 	OnResult func(Target, Result)
@@ -149,7 +166,11 @@ type report struct {
 type sentState struct {
 	status    types.Status
 	output    string
-	unchanged int // reports sent as unchanged since the last full one
+	unchanged int // reports sent as unchanged (or vouched for) since the last full one
+	// confirmed is the observed time (unix ms) of the latest result that
+	// agreed with status and output, and latencyUs its latency.
+	confirmed int64
+	latencyUs int64
 }
 
 // NewScheduler makes a scheduler with no targets; call Update and Run.
@@ -441,21 +462,51 @@ func (s *Scheduler) flushLoop(ctx context.Context) {
 // flush submits the buffered results in batches of at most MaxBatch
 // observations and MaxBatchBytes bytes.
 func (s *Scheduler) flush(ctx context.Context) {
-	reports := s.takePending()
-	for batch := range s.batches(reports) {
-		obs := make([]types.Observation, len(batch))
+	if s.cfg.Resync != nil && s.cfg.Resync() {
+		s.resync()
+	}
+	reports, vouch := s.takePending()
+	chunks := slices.Collect(s.batches(reports))
+	if len(chunks) == 0 && vouch > 0 {
+		chunks = [][]report{nil} // a vouch alone
+	}
+	failed := false
+	for i, batch := range chunks {
+		b := &types.ObservationBatch{Observations: make([]types.Observation, len(batch))}
 		for i, r := range batch {
-			obs[i] = r.obs
+			b.Observations[i] = r.obs
 		}
-		err := s.cfg.Submit(ctx, obs)
+		if i == len(chunks)-1 && !failed {
+			b.UnchangedAsOfMs = vouch
+		}
+		err := s.cfg.Submit(ctx, b)
 		if err != nil && ctx.Err() != nil {
 			return // shutting down
 		}
 		if err != nil {
-			s.cfg.Logger.Warn("submit observations", "observations", len(obs), "err", err)
+			failed = true
+			s.cfg.Logger.Warn("submit observations", "observations", len(batch), "err", err)
 		}
 		s.settle(batch, err)
 	}
+}
+
+// resync puts every target's last accepted result back into the buffer, to
+// be sent in full, unless a newer one is waiting.
+func (s *Scheduler) resync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, last := range s.sent {
+		e := s.entries[key]
+		if _, newer := s.pending[key]; e == nil || newer {
+			continue
+		}
+		s.pending[key] = report{entry: e, obs: types.Observation{
+			Service: e.target.Service, Instance: e.target.Instance, Check: e.target.Check.Id,
+			Status: last.status, Output: last.output, LatencyUs: last.latencyUs, ObservedAtMs: last.confirmed,
+		}}
+	}
+	clear(s.sent)
 }
 
 // batches splits reports into runs of at most MaxBatch observations whose
@@ -481,21 +532,33 @@ func (s *Scheduler) batches(reports []report) iter.Seq[[]report] {
 }
 
 // takePending empties the buffer into reports sorted by key, each sent as
-// unchanged when the chain already has its status and output.
-func (s *Scheduler) takePending() []report {
+// unchanged when the chain already has its status and output, or (Vouch)
+// left out and vouched for; it returns the vouch's time (0: none).
+func (s *Scheduler) takePending() ([]report, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reports := make([]report, 0, len(s.pending))
 	for _, r := range s.pending {
 		last, ok := s.sent[r.entry.key]
 		r.full = r.obs.Output
-		if ok && last.status == r.obs.Status && last.output == r.obs.Output && last.unchanged < fullEvery-1 {
+		same := ok && last.status == r.obs.Status && last.output == r.obs.Output
+		switch {
+		case same && s.cfg.Vouch && !IsPassive(r.entry.target.Check) && last.unchanged < refreshEvery-1:
+			last.unchanged++
+			last.confirmed, last.latencyUs = r.obs.ObservedAtMs, r.obs.LatencyUs
+			s.sent[r.entry.key] = last
+			continue
+		case same && last.unchanged < fullEvery-1:
 			r.obs.Unchanged = true
 			r.obs.Output = ""
 		}
 		reports = append(reports, r)
 	}
 	clear(s.pending)
+	var vouch int64
+	if s.cfg.Vouch {
+		vouch = s.vouchTime(reports)
+	}
 	slices.SortFunc(reports, func(a, b report) int {
 		switch {
 		case a.entry.key < b.entry.key:
@@ -505,7 +568,39 @@ func (s *Scheduler) takePending() []report {
 		}
 		return 0
 	})
-	return reports
+	return reports, vouch
+}
+
+// vouchTime is the time as of which every active target's latest result is
+// on the chain, less its interval: the earliest of their last accepted (or
+// about to be sent) result's time plus interval, and now. It is 0 when a
+// target has no accepted result and none in reports. s.mu is held.
+func (s *Scheduler) vouchTime(reports []report) int64 {
+	sending := make(map[string]int64, len(reports))
+	for _, r := range reports {
+		sending[r.entry.key] = r.obs.ObservedAtMs
+	}
+	at := s.cfg.Now().UnixMilli()
+	active := 0
+	for key, e := range s.entries {
+		if IsPassive(e.target.Check) {
+			continue
+		}
+		active++
+		seen, ok := sending[key]
+		if !ok {
+			last, sent := s.sent[key]
+			if !sent {
+				return 0
+			}
+			seen = last.confirmed
+		}
+		at = min(at, seen+e.interval.Milliseconds())
+	}
+	if active == 0 {
+		return 0
+	}
+	return at
 }
 
 // settle records the outcome of submitting batch. After a failure the keys
@@ -541,10 +636,11 @@ func (s *Scheduler) settle(batch []report, err error) {
 		if r.obs.Unchanged {
 			last := s.sent[key]
 			last.unchanged++
+			last.confirmed, last.latencyUs = r.obs.ObservedAtMs, r.obs.LatencyUs
 			s.sent[key] = last
 			continue
 		}
-		s.sent[key] = sentState{status: r.obs.Status, output: r.full}
+		s.sent[key] = sentState{status: r.obs.Status, output: r.full, confirmed: r.obs.ObservedAtMs, latencyUs: r.obs.LatencyUs}
 	}
 }
 

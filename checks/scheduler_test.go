@@ -40,9 +40,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // submitCall is one call of a fakeSubmit.
 type submitCall struct {
-	n   int // calls are numbered from 0
-	obs []types.Observation
-	err error
+	n     int // calls are numbered from 0
+	obs   []types.Observation
+	vouch int64 // the batch's unchanged_as_of_ms
+	err   error
 }
 
 // fakeSubmit records Submit calls; fail decides which calls are refused.
@@ -56,8 +57,8 @@ func newFakeSubmit(fail func(n int) bool) *fakeSubmit {
 	return &fakeSubmit{calls: make(chan submitCall, 1000), fail: fail}
 }
 
-func (f *fakeSubmit) submit(ctx context.Context, obs []types.Observation) error {
-	c := submitCall{n: int(f.n.Add(1)) - 1, obs: slices.Clone(obs)}
+func (f *fakeSubmit) submit(ctx context.Context, b *types.ObservationBatch) error {
+	c := submitCall{n: int(f.n.Add(1)) - 1, obs: slices.Clone(b.Observations), vouch: b.UnchangedAsOfMs}
 	if f.fail != nil && f.fail(c.n) {
 		c.err = errors.New("mempool full")
 	}
@@ -480,7 +481,7 @@ func TestSchedulerNeverProbesPassive(t *testing.T) {
 func TestSchedulerRetry(t *testing.T) {
 	// Call 0 fails with a full mempool, call 1 with a refusal.
 	calls := 0
-	s := NewScheduler(Config{Logger: quiet, Submit: func(_ context.Context, obs []types.Observation) error {
+	s := NewScheduler(Config{Logger: quiet, Submit: func(_ context.Context, _ *types.ObservationBatch) error {
 		calls++
 		switch calls {
 		case 1:
@@ -507,8 +508,8 @@ func TestSchedulerRetry(t *testing.T) {
 
 func TestSchedulerBatchBytes(t *testing.T) {
 	var sizes []int
-	s := NewScheduler(Config{Logger: quiet, MaxBatchBytes: 1000, Submit: func(_ context.Context, obs []types.Observation) error {
-		b := types.ObservationBatch{Observations: obs}
+	s := NewScheduler(Config{Logger: quiet, MaxBatchBytes: 1000, Submit: func(_ context.Context, b *types.ObservationBatch) error {
+		obs := b.Observations
 		if b.Size() > 1000+4*len(obs) {
 			t.Errorf("batch of %d bytes", b.Size())
 		}
@@ -561,5 +562,110 @@ func TestSchedulerFlushesChangesEarly(t *testing.T) {
 	}
 	if c := f.next(t); len(c.obs) != 1 || c.obs[0].Status != types.STATUS_WARNING {
 		t.Fatalf("submitted %+v, want only the warning", c.obs)
+	}
+}
+
+// TestSchedulerVouches: a vouching scheduler sends only changed results and
+// vouches for the rest as of the earliest of each active target's last
+// accepted result plus its interval; it vouches for nothing while a target
+// has no accepted result (after a refused submit, say), sends every
+// refreshEvery-th unchanged result in full, and after a resync sends every
+// target's last accepted result again.
+func TestSchedulerVouches(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	resync := false
+	f := newFakeSubmit(func(n int) bool { return n == 3 })
+	s := NewScheduler(Config{Logger: quiet, Vouch: true, Submit: f.submit, Now: func() time.Time { return now },
+		Resync: func() bool { r := resync; resync = false; return r }})
+	tcp := func(id string, iv int64) Target {
+		return Target{Service: "web", Instance: "web-1", Check: types.Check{Id: id, Kind: "tcp", IntervalMs: iv, TimeoutMs: 1000, TtlMs: 3 * iv,
+			Tcp: &types.TCPParams{Address: "127.0.0.1:1"}}}
+	}
+	fast, slow := tcp("fast", 1000), tcp("slow", 10_000)
+	pushed := Target{Service: "web", Instance: "web-1", Check: types.Check{Id: "pushed", Kind: "passive", TtlMs: 60_000}}
+	s.Update([]Target{fast, slow, pushed})
+	result := func(tg Target, st types.Status) {
+		t.Helper()
+		s.mu.Lock()
+		e := s.entries[tg.Key()]
+		s.mu.Unlock()
+		s.buffer(e, Result{Status: st, Output: st.Name()})
+	}
+	flush := func() submitCall {
+		t.Helper()
+		s.flush(context.Background())
+		return f.next(t)
+	}
+	checks := func(c submitCall) []string {
+		var ids []string
+		for _, o := range c.obs {
+			ids = append(ids, o.Check)
+		}
+		return ids
+	}
+	t0 := now.UnixMilli()
+
+	result(fast, types.STATUS_PASSING)
+	result(slow, types.STATUS_PASSING)
+	c := flush()
+	if got := checks(c); !slices.Equal(got, []string{"fast", "slow"}) || c.vouch != t0 {
+		t.Fatalf("first flush sent %v vouching as of %d, want fast and slow in full, as of %d", got, c.vouch, t0)
+	}
+
+	now = now.Add(time.Second)
+	result(fast, types.STATUS_PASSING)
+	c = flush()
+	if len(c.obs) != 0 || c.vouch != t0+1000 {
+		t.Fatalf("unchanged flush sent %v vouching as of %d, want nothing but a vouch as of %d", checks(c), c.vouch, t0+1000)
+	}
+
+	// A passive result is never vouched for; the slow check bounds the vouch.
+	now = now.Add(9500 * time.Millisecond)
+	result(fast, types.STATUS_CRITICAL)
+	if err := s.Report(pushed, Result{Status: types.STATUS_PASSING}); err != nil {
+		t.Fatal(err)
+	}
+	c = flush()
+	if got := checks(c); !slices.Equal(got, []string{"fast", "pushed"}) || c.vouch != t0+10_000 {
+		t.Fatalf("flush after a change sent %v vouching as of %d, want fast and pushed, as of the slow check's %d", got, c.vouch, t0+10_000)
+	}
+
+	// Call 3 is refused: the fast check has no accepted result, so the next
+	// flush vouches only once it is sent again.
+	now = now.Add(time.Second)
+	result(fast, types.STATUS_PASSING)
+	if c = flush(); c.err == nil {
+		t.Fatal("call 3 was not refused")
+	}
+	now = now.Add(time.Second)
+	result(slow, types.STATUS_PASSING)
+	s.flush(context.Background())
+	select {
+	case c := <-f.calls:
+		t.Fatalf("flush after a refused one sent %v vouching as of %d, want nothing: the fast check's change is not accepted, so no vouch", checks(c), c.vouch)
+	default:
+	}
+	result(fast, types.STATUS_PASSING)
+	if c = flush(); !slices.Equal(checks(c), []string{"fast"}) || c.vouch == 0 {
+		t.Fatalf("flush sent %v vouching as of %d, want fast in full and a vouch", checks(c), c.vouch)
+	}
+
+	// Resync: every target's last accepted result again, in full.
+	resync = true
+	if c = flush(); !slices.Equal(checks(c), []string{"fast", "pushed", "slow"}) || c.obs[0].Unchanged || c.obs[0].ObservedAtMs == 0 {
+		t.Fatalf("resync sent %+v, want every target in full with its observed time", c.obs)
+	}
+
+	// Every refreshEvery-th unchanged result goes in full.
+	full := 0
+	for range 2 * refreshEvery {
+		now = now.Add(time.Second)
+		result(fast, types.STATUS_PASSING)
+		if c = flush(); len(c.obs) > 0 {
+			full++
+		}
+	}
+	if full != 2 {
+		t.Fatalf("%d of %d unchanged results went in full, want 2", full, 2*refreshEvery)
 	}
 }

@@ -29,6 +29,12 @@ type observer struct {
 
 	mu        sync.Mutex
 	lastNonce uint64
+	// prevBatch is the nonce of the last batch the mempool took (the next
+	// batch's prev_nonce), and floor the stamp floor last seen; synced
+	// tells whether both were read from the state once.
+	prevBatch uint64
+	floor     int64
+	synced    bool
 	changed   chan struct{} // the catalog changed: recompute the targets
 	ready     atomic.Bool   // this observer was found in the committed observer set
 }
@@ -39,6 +45,8 @@ func newObserver(key keys.Key, a *abci.Application, b *broadcaster, st Settings,
 		MaxConcurrent: st.MaxConcurrentProbes,
 		FlushInterval: time.Duration(st.FlushInterval),
 		Submit:        o.submit,
+		Vouch:         true,
+		Resync:        o.resync,
 		Logger:        o.log,
 		OnResult:      func(t checks.Target, r checks.Result) { pm.observed(key.Name, t, r) },
 		OnStart:       func(late time.Duration) { pm.late.Observe(late.Seconds()) },
@@ -193,11 +201,45 @@ func (o *observer) nonce() uint64 {
 	return n
 }
 
+// resync reads this observer's stamp from the committed state: the first
+// time, to follow on from the batch the chain applied last; then, to tell
+// the scheduler when the floor rose (a batch went missing or a report was
+// skipped), after which it sends every result again.
+func (o *observer) resync() bool {
+	q, err := o.app.Read()
+	if err != nil {
+		o.log.Warn("read stamp", "err", err)
+		return false
+	}
+	st, err := q.Stamp(o.key.ID())
+	if err != nil || st == nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.synced {
+		o.synced, o.floor = true, st.FloorHeight
+		if o.prevBatch == 0 {
+			o.prevBatch = st.LastNonce
+		}
+		return false
+	}
+	if st.FloorHeight > o.floor {
+		o.floor = st.FloorHeight
+		o.log.Info("the chain stopped counting vouches for earlier reports; reporting every check again", "floor", st.FloorHeight)
+		return true
+	}
+	return false
+}
+
 // submit signs one batch and hands it to the mempool.
-func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
-	obs = o.byz.lie(obs)
+func (o *observer) submit(ctx context.Context, b *types.ObservationBatch) error {
+	obs := o.byz.lie(b.Observations)
 	nonce := o.nonce()
-	msg := types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs}}}
+	o.mu.Lock()
+	prev := o.prevBatch
+	o.mu.Unlock()
+	msg := types.Msg{Sum: &types.Msg_Observe{Observe: &types.ObservationBatch{Observations: obs, PrevNonce: prev, UnchangedAsOfMs: b.UnchangedAsOfMs}}}
 	tx, err := types.SignTx(o.app.ChainID(), o.key.Private, nonce, msg)
 	if err != nil {
 		return err
@@ -217,6 +259,9 @@ func (o *observer) submit(ctx context.Context, obs []types.Observation) error {
 	if res.Code != 0 {
 		return &submitError{res}
 	}
+	o.mu.Lock()
+	o.prevBatch = nonce
+	o.mu.Unlock()
 	return nil
 }
 
