@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -517,7 +519,11 @@ func BenchmarkMassFlip(b *testing.B) {
 // 30th report in full and vouches for the rest (checks.Config.Vouch).
 // obs/s counts the reports represented, sent or vouched for.
 func BenchmarkSteadyState(b *testing.B) {
-	const checks, slots, refresh = 10000, 10, 30
+	const slots, refresh = 10, 30
+	checks := 10000
+	if n, err := strconv.Atoi(os.Getenv("STEADY_CHECKS")); err == nil {
+		checks = n
+	}
 	for _, mode := range []string{"unchanged", "vouched"} {
 		b.Run(mode, func(b *testing.B) {
 			a, insts, height := registeredApp(b, checks)

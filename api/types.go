@@ -108,7 +108,11 @@ type ObserverView struct {
 	Fresh      bool    `json:"fresh"`
 	Output     string  `json:"output,omitempty"`
 	LatencyMs  float64 `json:"latency_ms,omitempty"`
-	Height     int64   `json:"height,omitempty"`
+	// Height is the block that committed the report; AsOf is when it
+	// counts as observed: its own time, or the observer's later vouch that
+	// it still holds (docs/ARCHITECTURE.md, "Unchanged reports").
+	Height int64      `json:"height,omitempty"`
+	AsOf   *time.Time `json:"as_of,omitempty"`
 }
 
 // Alert is a committed alert.
@@ -185,6 +189,15 @@ type Observer struct {
 	// enough reports), and cleared when it falls below half of it.
 	Suspect       bool  `json:"suspect"`
 	SuspectHeight int64 `json:"suspect_height,omitempty"`
+	// VouchedAt and VouchHeight are the observer's vouch in force for its
+	// unchanged reports (docs/ARCHITECTURE.md, "Unchanged reports"): as of
+	// when, committed at which height (zero: none since its last break).
+	VouchedAt   *time.Time `json:"vouched_at,omitempty"`
+	VouchHeight int64      `json:"vouch_height,omitempty"`
+	// VouchFloorHeight is the height of its last break: no later vouch
+	// covers the reports it committed at or before it, until it sends them
+	// again.
+	VouchFloorHeight int64 `json:"vouch_floor_height,omitempty"`
 }
 
 // AppHash is the application hash after the block at Height.

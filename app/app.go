@@ -54,7 +54,10 @@ type App struct {
 	// lapsed: observer id → the checks in its scope whose record of it was
 	// not fresh when they were last evaluated; a vouch of the observer
 	// re-evaluates them, since it may make them fresh again.
-	lapsed map[string]map[string]bool
+	lapsed map[string]map[string]int64 // … → the lapsed record's height
+	// watches: check ref → what its timer waits on, when that is only its
+	// fresh reports expiring (see rewake).
+	watches map[string]*watch
 
 	// Per block.
 	before          types.Meta // the stored bookkeeping, as the block began
@@ -137,7 +140,8 @@ func (a *App) load() error {
 	a.byPub = map[string]*types.Observer{}
 	a.operators = map[string]*types.Operator{}
 	a.timers = btree.NewG(32, timerLess)
-	a.lapsed = map[string]map[string]bool{}
+	a.lapsed = map[string]map[string]int64{}
+	a.watches = map[string]*watch{}
 	a.wake = map[string]int64{}
 	a.instances = map[string]int{}
 	a.catalog = map[string]*types.ServiceInstance{}
@@ -193,7 +197,7 @@ func (a *App) load() error {
 				return err
 			}
 			a.noteLapsed(ref, reports)
-			a.schedule(ref, a.nextWake(c, &st, reports))
+			a.schedule(ref, a.nextWake(ref, c, &st, reports))
 		}
 	}
 	return nil
@@ -253,8 +257,12 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		}
 		a.timers.DeleteMin()
 		delete(a.wake, t.ref)
-		a.dirty[t.ref] = true
 		a.busy = true
+		if !a.dirty[t.ref] {
+			if err := a.rewake(t.ref); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	refs := make([]string, 0, len(a.dirty))
 	for ref := range a.dirty {

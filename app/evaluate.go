@@ -135,6 +135,7 @@ func (a *App) evaluate(ref string) error {
 	if c == nil { // deregistered in the meantime
 		a.schedule(ref, 0)
 		a.noteLapsed(ref, nil)
+		delete(a.watches, ref)
 		return nil
 	}
 	now, h := a.meta.TimeMs, a.meta.Height
@@ -194,15 +195,58 @@ func (a *App) evaluate(ref string) error {
 	if err := a.putIfChanged(checkKey(ref), &st); err != nil {
 		return err
 	}
-	a.schedule(ref, a.nextWake(c, &st, reports))
+	a.schedule(ref, a.nextWake(ref, c, &st, reports))
 	return nil
 }
 
 // nextWake is the block time at which the check's verdict or hard state can
 // change without any new observation: the block after its first fresh
 // report expires (freshness is judged at the block before, FreshAt), or when a verdict that differs from the hard state has held for
-// confirm. 0 means never.
-func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
+// confirm. 0 means never. It notes what the wake-up waits on (watch).
+func (a *App) nextWake(ref string, c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
+	w := &watch{}
+	for _, r := range reports {
+		if r.Fresh && r.Record != nil {
+			w.reports = append(w.reports, watched{observer: r.Observer.Id, height: r.Record.Height, timeMs: r.Record.TimeMs})
+		}
+	}
+	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard
+	pendingFlag := !decidable(st.Verdict) && st.Verdict != types.STATUS_NONE && !st.FlagAlerted && st.Hard != types.STATUS_NONE
+	if pendingHard || pendingFlag {
+		w.confirmAt = st.VerdictTimeMs + c.ConfirmMs
+	}
+	at := a.wakeOf(w, c, func(r watched) int64 {
+		for _, rep := range reports {
+			if rep.Observer.Id == r.observer {
+				return rep.AsOfMs
+			}
+		}
+		return r.timeMs
+	})
+	if at > 0 {
+		a.watches[ref] = w
+	} else {
+		delete(a.watches, ref)
+	}
+	return at
+}
+
+// watch is what a check's timer waits on: its fresh reports expiring (each
+// by its observer, the record's height and own time, which is all a vouch
+// needs to tell when it counts from), and a confirm time (0: none).
+type watch struct {
+	reports   []watched
+	confirmAt int64
+}
+
+type watched struct {
+	observer       string
+	height, timeMs int64
+}
+
+// wakeOf is the time a watch falls due: the earliest expiry of its
+// reports, each counted from asOf(report), or its confirm time.
+func (a *App) wakeOf(w *watch, c *types.Check, asOf func(watched) int64) int64 {
 	var at int64
 	earliest := func(t int64) {
 		if at == 0 || t < at {
@@ -210,25 +254,65 @@ func (a *App) nextWake(c *types.Check, st *types.CheckState, reports []ObserverR
 		}
 	}
 	now := a.meta.TimeMs
-	for _, r := range reports {
-		if r.Fresh && r.Record != nil {
-			if e := a.expiry(r.AsOfMs, c); e > now {
-				earliest(e)
-			} else {
-				// Fresh at the block before (FreshAt), expired by now: it
-				// is stale at the next block, whatever its time (a timer
-				// at now fires at the next block's end; a timer at now+1
-				// would miss a next block of the same time).
-				earliest(now)
-			}
+	for _, r := range w.reports {
+		if e := a.expiry(asOf(r), c); e > now {
+			earliest(e)
+		} else {
+			// Fresh at the block before (FreshAt), expired by now: it
+			// is stale at the next block, whatever its time (a timer
+			// at now fires at the next block's end; a timer at now+1
+			// would miss a next block of the same time).
+			earliest(now)
 		}
 	}
-	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard
-	pendingFlag := !decidable(st.Verdict) && st.Verdict != types.STATUS_NONE && !st.FlagAlerted && st.Hard != types.STATUS_NONE
-	if pendingHard || pendingFlag {
-		earliest(st.VerdictTimeMs + c.ConfirmMs)
+	if w.confirmAt > 0 {
+		earliest(w.confirmAt)
 	}
 	return at
+}
+
+// rewake handles a check's timer that fell due: if it waited only on
+// reports expiring and a vouch has since moved every one of them on, so
+// that none has lapsed, nothing an evaluation reads has changed (a record
+// written or a lapsed one vouched for again would have made the check
+// dirty), and the timer is only set again; otherwise the check is
+// evaluated. This keeps a steady state of vouches from evaluating every
+// check once per ttl.
+func (a *App) rewake(ref string) error {
+	w := a.watches[ref]
+	service, instance, id := splitRef(ref)
+	var c *types.Check
+	if si := a.instance(service, instance); si != nil {
+		c = findCheck(si, id)
+	}
+	if w == nil || c == nil || (w.confirmAt > 0 && w.confirmAt <= a.meta.TimeMs) {
+		a.dirty[ref] = true
+		return nil
+	}
+	judged := FreshAt(&a.meta)
+	var err error
+	asOf := func(r watched) int64 {
+		st, serr := a.stamp(a.store, r.observer)
+		if serr != nil {
+			err = serr
+		}
+		return observedAt(&types.ObservationRecord{Height: r.height, TimeMs: r.timeMs}, st, c)
+	}
+	for _, r := range w.reports {
+		if judged >= a.expiry(asOf(r), c) || err != nil {
+			a.dirty[ref] = true
+			return err
+		}
+	}
+	at := a.wakeOf(w, c, asOf)
+	if at <= a.meta.TimeMs || err != nil {
+		// Due again at once (a report stale from the next block on): an
+		// evaluation sets that timer, after this block's have fired.
+		a.dirty[ref] = true
+		return err
+	}
+	a.schedule(ref, at)
+	return nil
 }
 
 // raise records an alert of the current block.

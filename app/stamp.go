@@ -82,9 +82,9 @@ func (a *App) noteLapsed(ref string, reports []ObserverReport) {
 		set := a.lapsed[r.Observer.Id]
 		switch {
 		case lapsed && set == nil:
-			a.lapsed[r.Observer.Id] = map[string]bool{ref: true}
+			a.lapsed[r.Observer.Id] = map[string]int64{ref: r.Record.Height}
 		case lapsed:
-			set[ref] = true
+			set[ref] = r.Record.Height
 		case set != nil:
 			delete(set, ref)
 		}
@@ -126,19 +126,22 @@ func (a *App) stampBatch(observer string, nonce uint64, b *types.ObservationBatc
 		if b.UnchangedAsOfMs > 0 {
 			note = "; vouch not counted: a report was skipped, so records up to this height need reporting again"
 		}
-	case b.UnchangedAsOfMs > now+MaxObservationAheadMs:
-		note = "; vouch not counted: its time is too far ahead of the block's: check the observer's clock"
 	case b.UnchangedAsOfMs > 0 && min(b.UnchangedAsOfMs, now) <= st.TimeMs:
 		// A vouch replaces the one before; an earlier time would take back
 		// what that one said of the records both cover.
 		note = "; vouch not counted: not later than the one in force"
 	case b.UnchangedAsOfMs > 0:
+		// A vouch later than the block time counts as of the block time: it
+		// says less than the observer did (blocks lag when they are slow).
 		st.TimeMs, st.Height = min(b.UnchangedAsOfMs, now), h
 		note = "; vouched for the rest"
 		// A vouch may make a lapsed record fresh again, which changes the
-		// verdict as the unchanged report it stands for would.
-		for ref := range a.lapsed[observer] {
-			a.dirty[ref] = true
+		// verdict as the unchanged report it stands for would; it cannot
+		// cover one written at or before the floor.
+		for ref, height := range a.lapsed[observer] {
+			if height > st.FloorHeight {
+				a.dirty[ref] = true
+			}
 		}
 	}
 	st.LastNonce = nonce

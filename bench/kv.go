@@ -457,6 +457,19 @@ func startNet(ctx context.Context, self string, n int, chainID string, observers
 	}
 	net := &bftmonNet{p: p, nodes: nodes, op: op, chainID: chainID}
 	for _, nd := range nodes {
+		if addr := os.Getenv("BFTMON_BENCH_PPROF"); addr != "" && nd.Name == nodes[0].Name {
+			// A profiling aid: CometBFT serves net/http/pprof on the first node.
+			cfgFile := filepath.Join(nd.Home, "config", "config.toml")
+			bz, err := os.ReadFile(cfgFile)
+			if err == nil {
+				bz = []byte(strings.Replace(string(bz), `pprof_laddr = ""`, fmt.Sprintf("pprof_laddr = %q", addr), 1))
+				err = os.WriteFile(cfgFile, bz, 0o600)
+			}
+			if err != nil {
+				p.stop()
+				return nil, err
+			}
+		}
 		if !observers {
 			st, err := node.ReadSettings(nd.Home)
 			if err == nil {

@@ -122,10 +122,21 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 	gwg.Go(func() { gen.run(gctx) })
 	defer gwg.Wait()
 	defer stop()
-	fmt.Fprintf(w, "  warming up for %s...\n", cfg.Interval)
+	fmt.Fprintf(w, "  warming up for %s, then until every check is passing (the first reports are in full)...\n", cfg.Interval)
 	if err := sleepCtx(ctx, cfg.Interval); err != nil {
 		return row, err
 	}
+	warm := time.Now()
+	if err := waitUntil(ctx, "every check passing", 5*time.Minute, func() error {
+		n, err := notPassing(ctx, net.clients[0])
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d checks not passing", n)
+		}
+		return err
+	}); err != nil {
+		return row, err
+	}
+	fmt.Fprintf(w, "  every check passing %s after the warm-up interval\n", time.Since(warm).Round(time.Second))
 	before, err := sampleNet(ctx, net)
 	if err != nil {
 		return row, err
@@ -161,6 +172,9 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 	if row.notFresh, err = notPassing(ctx, net.clients[0]); err != nil {
 		fmt.Fprintf(w, "  could not count the checks not passing: %v\n", err)
 		row.notFresh = -1
+	}
+	if n := gen.resyncs.Load(); n > 0 {
+		fmt.Fprintf(w, "  %d times an observer's vouch floor rose (a batch went missing or came too late) and it reported everything again\n", n)
 	}
 	if busy := gen.busy.Load(); busy > 0 {
 		fmt.Fprintf(w, "  %d batches refused as the signer's mempool share was full\n", busy)
@@ -283,6 +297,7 @@ type generator struct {
 	accepted atomic.Int64 // bytes of batches the mempools took
 	busy     atomic.Int64 // batches refused for a full mempool share
 	vouched  atomic.Int64 // unchanged reports left out of batches the mempools took, for their vouch
+	resyncs  atomic.Int64 // times an observer's vouch floor rose
 }
 
 type genObserver struct {
@@ -292,6 +307,9 @@ type genObserver struct {
 	prev  uint64       // the nonce of the last batch the mempool took
 	sent  map[int]bool // checks reported once (later reports are vouched for)
 	round int          // flushes so far
+	id    string       // the observer's id
+	api   *api.Client  // its node's API, to read its vouch floor
+	floor int64        // the vouch floor last seen
 }
 
 // refreshEvery is how many intervals apart the generator reports an
@@ -306,7 +324,8 @@ func newGenerator(net *bftmonNet, checks int, interval time.Duration) (*generato
 		if err != nil {
 			return nil, err
 		}
-		g.obs = append(g.obs, genObserver{key: k.Private, rpc: nd.RPCAddr, nonce: uint64(time.Now().UnixNano()), sent: map[int]bool{}})
+		g.obs = append(g.obs, genObserver{key: k.Private, rpc: nd.RPCAddr, nonce: uint64(time.Now().UnixNano()), sent: map[int]bool{},
+			id: k.ID(), api: api.NewClient(nd.HTTPAddr)})
 	}
 	return g, nil
 }
@@ -339,6 +358,9 @@ func (g *generator) run(ctx context.Context) {
 func (g *generator) flush(ctx context.Context, o *genObserver, slot, slots int) {
 	now := time.Now().UnixMilli()
 	o.round++
+	if o.round%5 == 0 {
+		g.resync(ctx, o)
+	}
 	var due []types.Observation
 	left := 0 // unchanged reports left out, for the vouch
 	for j := slot; j < g.checks; j += slots {
@@ -366,6 +388,9 @@ func (g *generator) flush(ctx context.Context, o *genObserver, slot, slots int) 
 		code, err := g.broadcast(ctx, o.rpc, tx)
 		switch {
 		case err != nil:
+			// Unknown whether the mempool took it; most likely it did and
+			// the node was slow to say so: follow on from it.
+			o.prev = o.nonce
 			return
 		case code == uint32(app.CodeBusy):
 			g.busy.Add(1)
@@ -381,6 +406,22 @@ func (g *generator) flush(ctx context.Context, o *genObserver, slot, slots int) 
 		}
 		if last {
 			return
+		}
+	}
+}
+
+// resync reads o's vouch floor from its node, as node/observer reads its
+// stamp: when it rose, every check is reported in full again.
+func (g *generator) resync(ctx context.Context, o *genObserver) {
+	list, _, err := o.api.Observers(ctx, nil)
+	if err != nil {
+		return
+	}
+	for _, ob := range list {
+		if ob.ID == o.id && ob.VouchFloorHeight > o.floor {
+			o.floor = ob.VouchFloorHeight
+			clear(o.sent)
+			g.resyncs.Add(1)
 		}
 	}
 }

@@ -259,3 +259,69 @@ func provenGet(ctx context.Context, t *testing.T, addr, path string) api.Proven 
 	}
 	return p
 }
+
+// TestObserverVouches: a real node's observer, probing a real HTTP server
+// every second, stops rewriting its unchanged report and vouches for it:
+// the report stays fresh well past its ttl after the block that committed
+// it, counted from the vouch (as_of); /v1/observers shows the vouch moving
+// on; a proven read of the check, which reads the vouch, verifies and
+// rebuilds; and when the server stops, the change still gets through and
+// the check goes critical.
+func TestObserverVouches(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tn := startNode(ctx, t)
+	defer tn.node.Stop()
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	defer target.Close()
+	inst := types.ServiceInstance{Name: "web", Id: "web-1", Address: "127.0.0.1", Port: 80, Datacenter: "dc1",
+		Checks: []types.Check{{Id: "http", Kind: "http", Http: &types.HTTPParams{Url: target.URL}, IntervalMs: 1000, TimeoutMs: 1000, TtlMs: 3000}}}
+	if _, err := tn.client.Register(ctx, tn.operator.Private, inst); err != nil {
+		t.Fatal(err)
+	}
+	// The report's height unchanged for over twice its ttl, yet fresh, and
+	// counted from a vouch later than its own block.
+	var height int64
+	var since time.Time
+	waitFor(t, "a report kept fresh by vouches past its ttl", 90*time.Second, func() (bool, error) {
+		ch, err := checkStatus(ctx, tn.client)
+		if err != nil || len(ch.Observers) != 1 {
+			return false, err
+		}
+		v := ch.Observers[0]
+		if ch.HardStatus != "passing" || !v.Fresh || v.Height == 0 {
+			return false, nil
+		}
+		if v.Height != height {
+			height, since = v.Height, time.Now()
+			return false, nil
+		}
+		return time.Since(since) > 6*time.Second && v.AsOf != nil && v.AsOf.After(since), nil
+	})
+	obs, _, err := tn.client.Observers(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs) != 1 || obs[0].VouchHeight <= height || obs[0].VouchedAt == nil {
+		t.Fatalf("observers = %+v, want a vouch committed after height %d", obs, height)
+	}
+	p := provenGet(ctx, t, tn.httpAddr, "/v1/services/web")
+	header, err := tn.node.HeaderAppHash(ctx, p.Height+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr, err := proof.Verify(p.Proofs, header)
+	if err != nil {
+		t.Fatalf("verify against header %d: %v", p.Height+1, err)
+	}
+	code, body, err := server.Rebuild(ctx, vr, http.MethodGet, "/v1/services/web")
+	var answer bytes.Buffer
+	if cerr := json.Compact(&answer, p.Answer); err != nil || cerr != nil || code != p.Code || !bytes.Equal(body, answer.Bytes()) {
+		t.Fatalf("rebuilt %d %s (%v), node's %d %s", code, body, err, p.Code, p.Answer)
+	}
+	target.Close()
+	waitFor(t, "agreed critical", 30*time.Second, func() (bool, error) {
+		ch, err := checkStatus(ctx, tn.client)
+		return err == nil && ch.HardStatus == "critical", err
+	})
+}

@@ -273,6 +273,17 @@ func (s *Server) observers(w http.ResponseWriter, r *http.Request) {
 			if total := st.Agreed + st.Disagreed; total > 0 {
 				o.DisagreedPercent = math.Round(1000*float64(st.Disagreed)/float64(total)) / 10
 			}
+			stamp, err := q.Stamp(st.Observer.Id)
+			if err != nil {
+				return 0, nil, err
+			}
+			if stamp != nil {
+				if stamp.Height > 0 {
+					at := time.UnixMilli(stamp.TimeMs).UTC()
+					o.VouchedAt, o.VouchHeight = &at, stamp.Height
+				}
+				o.VouchFloorHeight = stamp.FloorHeight
+			}
 			out = append(out, o)
 		}
 		return q.Indexes().Observers, out, nil

@@ -650,6 +650,8 @@ func Instance(iv *app.InstanceView) api.Instance {
 			if rec := rep.Record; rec != nil {
 				v.Status, v.Output, v.Height = rec.Status.Name(), rec.Output, rec.Height
 				v.LatencyMs = float64(rec.LatencyUs) / 1000
+				asOf := time.UnixMilli(rep.AsOfMs).UTC()
+				v.AsOf = &asOf
 			}
 			ac.Observers = append(ac.Observers, v)
 		}
