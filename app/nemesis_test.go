@@ -44,6 +44,10 @@ const nemesisHaltMs = 30_000
 //     that signed two bodies under one nonce, which is then suspect;
 //   - F1 a report is fresh only while its ttl has not passed at the block
 //     before (or within a ttl of the end of a halt it straddled);
+//   - U1 counted from a vouch, at most from the latest vouch its observer
+//     signed less the check's interval (honest observers vouch for what
+//     they reported; the liar vouches for anything, after any nonce; the
+//     censored batches make vouches that do not follow on);
 //   - S1 a session nobody renews ends by its TTL from its last renewal or
 //     the end of the last halt, whichever is later;
 //   - L1 a lock is held only by a live session, never by one of an
@@ -431,8 +435,8 @@ func TestNemesis(t *testing.T) {
 					if r.Record.ObservedAtMs > 0 {
 						start = min(start, r.Record.ObservedAtMs)
 					}
-					// A vouch counts a report as observed at most at the
-					// latest time vouched for, less the check's interval.
+					// U1: a vouch counts a report as observed at most at
+					// the latest time vouched for, less the check's interval.
 					start = max(start, vouched[r.Observer.Name]-cv.Check.IntervalMs)
 					if r.AsOfMs > r.Record.TimeMs {
 						extended++
@@ -442,7 +446,7 @@ func TestNemesis(t *testing.T) {
 						judged = min(judged, gapFrom)
 					}
 					if start+ttl <= judged && !(haltEnd > start && judged < haltEnd+ttl) {
-						rt.Fatalf("F1: block %d: %s's report on %s, fresh from %d, counts at a block judged at %d (previous block %d, last gap %d..%d, ttl %d, last halt ended %d)", blk, r.Observer.Name, id, start, judged, prev, gapFrom, gapTo, ttl, haltEnd)
+						rt.Fatalf("F1/U1: block %d: %s's report on %s, fresh from %d (its own time, or its latest vouch less the interval), counts at a block judged at %d (previous block %d, last gap %d..%d, ttl %d, last halt ended %d)", blk, r.Observer.Name, id, start, judged, prev, gapFrom, gapTo, ttl, haltEnd)
 					}
 					if r.Observer.Name != observerNames[liar] {
 						honestFresh++

@@ -43,6 +43,7 @@ type scaleRow struct {
 	bytesPerBlock    float64 // bytes of observation batches the mempool took, per block
 	interval         time.Duration
 	notFresh         int // checks whose verdict is not passing at the end
+	alerts           int // alerts committed while measuring (none is wanted: nothing changed)
 }
 
 // Scale measures committed observations on bftmon networks of each size in
@@ -63,14 +64,14 @@ func Scale(ctx context.Context, w io.Writer, cfg ScaleConfig) error {
 				return fmt.Errorf("scale bench, %d nodes, %d checks: %w", n, checks, err)
 			}
 			rows = append(rows, r)
-			fmt.Fprintf(w, "%d node(s) %6d checks: asked %7.0f obs/s, committed %7.0f obs/s, %.3f CPU-s per 1,000 (%.0f%% of a core), RSS max %s, %.0f KiB/block, a block every %s, %d checks not passing at the end\n",
-				n, checks, r.asked, r.committed, r.cpuPer1000, 100*r.cpuCores, mib(r.rssMax), r.bytesPerBlock/1024, r.interval.Round(time.Millisecond), r.notFresh)
+			fmt.Fprintf(w, "%d node(s) %6d checks: asked %7.0f obs/s, committed %7.0f obs/s, %.3f CPU-s per 1,000 (%.0f%% of a core), RSS max %s, %.0f KiB/block, a block every %s, %d checks not passing at the end, %d alerts while measuring\n",
+				n, checks, r.asked, r.committed, r.cpuPer1000, 100*r.cpuCores, mib(r.rssMax), r.bytesPerBlock/1024, r.interval.Round(time.Millisecond), r.notFresh, r.alerts)
 		}
 	}
-	fmt.Fprintf(w, "\n| nodes | checks | obs/s asked | obs/s committed | CPU-s per 1,000 obs | RSS (largest node) | KiB per block | block interval | not passing at end |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n| nodes | checks | obs/s asked | obs/s committed | CPU-s per 1,000 obs | RSS (largest node) | KiB per block | block interval | not passing at end | alerts while measuring |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.3f | %s | %.0f | %s | %d |\n",
-			r.nodes, r.checks, r.asked, r.committed, r.cpuPer1000, mib(r.rssMax), r.bytesPerBlock/1024, r.interval.Round(time.Millisecond), r.notFresh)
+		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.3f | %s | %.0f | %s | %d | %d |\n",
+			r.nodes, r.checks, r.asked, r.committed, r.cpuPer1000, mib(r.rssMax), r.bytesPerBlock/1024, r.interval.Round(time.Millisecond), r.notFresh, r.alerts)
 	}
 	return nil
 }
@@ -168,6 +169,15 @@ func scaleOne(ctx context.Context, w io.Writer, cfg ScaleConfig, n, checks int) 
 	if blocks > 0 {
 		row.bytesPerBlock = float64(bytes1-bytes0) / float64(blocks)
 		row.interval = time.Duration(float64(after.at.Sub(before.at)) / float64(blocks))
+	}
+	recent, _, err := net.clients[0].Alerts(ctx, &api.QueryOptions{Limit: 1000})
+	if err != nil {
+		return row, err
+	}
+	for _, al := range recent {
+		if al.Height > before.height {
+			row.alerts++
+		}
 	}
 	if row.notFresh, err = notPassing(ctx, net.clients[0]); err != nil {
 		fmt.Fprintf(w, "  could not count the checks not passing: %v\n", err)
