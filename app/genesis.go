@@ -60,8 +60,10 @@ func ParseGenesisFile(file string, line int, appState []byte) (*Genesis, error) 
 	if len(g.Observers) == 0 {
 		return nil, fmt.Errorf("genesis app_state lists no observers: add at least one")
 	}
-	if g.QuietMs < 0 || g.QuietMs > HaltGapMs/2 {
-		return nil, fmt.Errorf("genesis app_state: quiet_ms %d: want 0 (record every block) to %d (half the halt gap)", g.QuietMs, HaltGapMs/2)
+	// Quiet blocks must never look like a gap between blocks (GapMs), after
+	// which reports are judged at the gap's start for GapGraceMs.
+	if g.QuietMs < 0 || g.QuietMs > GapMs/2 {
+		return nil, fmt.Errorf("genesis app_state: quiet_ms %d: want 0 (record every block) to %d (half of app.GapMs, so that an idle network's quiet blocks never look like a gap)", g.QuietMs, GapMs/2)
 	}
 	seen := map[string]bool{}
 	for i, o := range g.Observers {

@@ -221,3 +221,22 @@ func TestQuotaUsageIsTheSumOfEntries(t *testing.T) {
 		t.Fatalf("no write was refused: the test never reached a quota")
 	}
 }
+
+// TestGenesisQuietBound: quiet_ms is accepted up to half of app.GapMs, so
+// that an idle network's quiet blocks never look like a gap between blocks
+// (after which reports are judged at the gap's start), and refused above.
+func TestGenesisQuietBound(t *testing.T) {
+	for _, tc := range []struct {
+		quiet int64
+		ok    bool
+	}{{0, true}, {app.DefaultQuietMs, true}, {app.GapMs / 2, true}, {app.GapMs/2 + 1, false}, {-1, false}} {
+		js := fmt.Sprintf(`{"observers":[{"name":"o1","pub_key":%q,"datacenter":"dc1","weight":1}],"quiet_ms":%d}`, pub64(key("o1")), tc.quiet)
+		_, err := app.ParseGenesis([]byte(js))
+		if (err == nil) != tc.ok {
+			t.Errorf("quiet_ms %d: err = %v, want accepted %v", tc.quiet, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "quiet_ms") {
+			t.Errorf("quiet_ms %d: the error does not name quiet_ms: %v", tc.quiet, err)
+		}
+	}
+}
