@@ -257,11 +257,16 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 		}
 		a.timers.DeleteMin()
 		delete(a.wake, t.ref)
-		a.busy = true
 		if !a.dirty[t.ref] {
 			if err := a.rewake(t.ref); err != nil {
 				return nil, nil, err
 			}
+		}
+		// A timer only set again (rewake) changes nothing: it must not
+		// make the block count as busy, since a node restarted meanwhile
+		// has that timer where the vouches put it, not where it was.
+		if a.dirty[t.ref] {
+			a.busy = true
 		}
 	}
 	refs := make([]string, 0, len(a.dirty))

@@ -96,6 +96,24 @@ func (a *App) noteLapsed(ref string, reports []ObserverReport) {
 	}
 }
 
+// dropFrozen re-evaluates, before a break that replaces the frozen vouch
+// with the one in force, the checks whose timer waits on a report of the
+// observer that only the frozen vouch covers: that report now counts from
+// its own time, earlier than its timer, and a timer must never be late (a
+// node restarted now would set it from the state, and evaluate sooner).
+func (a *App) dropFrozen(observer string, st *types.ObserverStamp) {
+	if st.Height <= st.FloorHeight || st.FrozenHeight <= st.FrozenFloor {
+		return // the frozen vouch stays, or covers nothing
+	}
+	for ref, w := range a.watches {
+		for _, r := range w.reports {
+			if r.observer == observer && st.FrozenFloor < r.height && r.height <= st.FrozenHeight {
+				a.dirty[ref] = true
+			}
+		}
+	}
+}
+
 // breakStamp records a break at height h: the vouch in force freezes, and
 // later vouches cover only records written after h.
 func breakStamp(st *types.ObserverStamp, h int64) {
@@ -117,11 +135,13 @@ func (a *App) stampBatch(observer string, nonce uint64, b *types.ObservationBatc
 	var note string
 	switch {
 	case b.PrevNonce != st.LastNonce:
+		a.dropFrozen(observer, &st)
 		breakStamp(&st, h)
 		if b.UnchangedAsOfMs > 0 {
 			note = "; vouch not counted: the batch does not follow the one applied last (a batch went missing or came late), so records up to this height need reporting again"
 		}
 	case broken:
+		a.dropFrozen(observer, &st)
 		breakStamp(&st, h)
 		if b.UnchangedAsOfMs > 0 {
 			note = "; vouch not counted: a report was skipped, so records up to this height need reporting again"
