@@ -323,7 +323,8 @@ func (a *App) EndBlock() ([]types.Alert, []byte, error) {
 // gap between recorded blocks stays far below HaltGapMs while the chain
 // commits, and freshness, which is judged at the time of the last recorded
 // block before (FreshAt), lags the block before by less than quiet_ms: a
-// block whose timer falls due is always recorded.
+// block whose timer falls due and evaluates its check is always recorded
+// (a timer only set again by rewake is not a change).
 const DefaultQuietMs = 1000
 
 // quiet tells whether the current block changed nothing worth recording.
