@@ -533,17 +533,22 @@ func (s *Scheduler) batches(reports []report) iter.Seq[[]report] {
 
 // takePending empties the buffer into reports sorted by key, each sent as
 // unchanged when the chain already has its status and output, or (Vouch)
-// left out and vouched for; it returns the vouch's time (0: none).
+// left out and vouched for; it returns the vouch's time (0: none). A result
+// is left out only when the flush vouches: otherwise it goes as unchanged.
 func (s *Scheduler) takePending() ([]report, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var vouch int64
+	if s.cfg.Vouch {
+		vouch = s.vouchTime()
+	}
 	reports := make([]report, 0, len(s.pending))
 	for _, r := range s.pending {
 		last, ok := s.sent[r.entry.key]
 		r.full = r.obs.Output
 		same := ok && last.status == r.obs.Status && last.output == r.obs.Output
 		switch {
-		case same && s.cfg.Vouch && !IsPassive(r.entry.target.Check) && last.unchanged < refreshEvery-1:
+		case same && vouch > 0 && !IsPassive(r.entry.target.Check) && last.unchanged < refreshEvery-1:
 			last.unchanged++
 			last.confirmed, last.latencyUs = r.obs.ObservedAtMs, r.obs.LatencyUs
 			s.sent[r.entry.key] = last
@@ -555,10 +560,6 @@ func (s *Scheduler) takePending() ([]report, int64) {
 		reports = append(reports, r)
 	}
 	clear(s.pending)
-	var vouch int64
-	if s.cfg.Vouch {
-		vouch = s.vouchTime(reports)
-	}
 	slices.SortFunc(reports, func(a, b report) int {
 		switch {
 		case a.entry.key < b.entry.key:
@@ -573,12 +574,13 @@ func (s *Scheduler) takePending() ([]report, int64) {
 
 // vouchTime is the time as of which every active target's latest result is
 // on the chain, less its interval: the earliest of their last accepted (or
-// about to be sent) result's time plus interval, and now. It is 0 when a
-// target has no accepted result and none in reports. s.mu is held.
-func (s *Scheduler) vouchTime(reports []report) int64 {
-	sending := make(map[string]int64, len(reports))
-	for _, r := range reports {
-		sending[r.entry.key] = r.obs.ObservedAtMs
+// pending, about to be sent or vouched for) result's time plus interval,
+// and now. It is 0 when a target has neither an accepted result nor a
+// pending one. s.mu is held.
+func (s *Scheduler) vouchTime() int64 {
+	sending := make(map[string]int64, len(s.pending))
+	for key, r := range s.pending {
+		sending[key] = r.obs.ObservedAtMs
 	}
 	at := s.cfg.Now().UnixMilli()
 	active := 0
