@@ -205,9 +205,11 @@ func (a *App) evaluate(ref string) error {
 // confirm. 0 means never. It notes what the wake-up waits on (watch).
 func (a *App) nextWake(ref string, c *types.Check, st *types.CheckState, reports []ObserverReport) int64 {
 	w := &watch{}
+	var asOfs []int64
 	for _, r := range reports {
 		if r.Fresh && r.Record != nil {
 			w.reports = append(w.reports, watched{observer: r.Observer.Id, height: r.Record.Height, timeMs: r.Record.TimeMs})
+			asOfs = append(asOfs, r.AsOfMs)
 		}
 	}
 	pendingHard := decidable(st.Verdict) && st.Verdict != st.Hard
@@ -215,14 +217,7 @@ func (a *App) nextWake(ref string, c *types.Check, st *types.CheckState, reports
 	if pendingHard || pendingFlag {
 		w.confirmAt = st.VerdictTimeMs + c.ConfirmMs
 	}
-	at := a.wakeOf(w, c, func(r watched) int64 {
-		for _, rep := range reports {
-			if rep.Observer.Id == r.observer {
-				return rep.AsOfMs
-			}
-		}
-		return r.timeMs
-	})
+	at := a.wakeOf(w, c, asOfs)
 	if at > 0 {
 		a.watches[ref] = w
 	} else {
@@ -245,8 +240,8 @@ type watched struct {
 }
 
 // wakeOf is the time a watch falls due: the earliest expiry of its
-// reports, each counted from asOf(report), or its confirm time.
-func (a *App) wakeOf(w *watch, c *types.Check, asOf func(watched) int64) int64 {
+// reports, report i counted from asOfs[i], or its confirm time.
+func (a *App) wakeOf(w *watch, c *types.Check, asOfs []int64) int64 {
 	var at int64
 	earliest := func(t int64) {
 		if at == 0 || t < at {
@@ -254,8 +249,8 @@ func (a *App) wakeOf(w *watch, c *types.Check, asOf func(watched) int64) int64 {
 		}
 	}
 	now := a.meta.TimeMs
-	for _, r := range w.reports {
-		if e := a.expiry(asOf(r), c); e > now {
+	for _, asOf := range asOfs {
+		if e := a.expiry(asOf, c); e > now {
 			earliest(e)
 		} else {
 			// Fresh at the block before (FreshAt), expired by now: it
@@ -289,27 +284,22 @@ func (a *App) rewake(ref string) error {
 		a.dirty[ref] = true
 		return nil
 	}
-	judged := FreshAt(&a.meta)
-	var err error
-	asOf := func(r watched) int64 {
-		st, serr := a.stamp(a.store, r.observer)
-		if serr != nil {
-			err = serr
-		}
-		return observedAt(&types.ObservationRecord{Height: r.height, TimeMs: r.timeMs}, st, c)
-	}
-	for _, r := range w.reports {
-		if judged >= a.expiry(asOf(r), c) || err != nil {
-			a.dirty[ref] = true
+	asOfs := make([]int64, len(w.reports))
+	for i, r := range w.reports {
+		st, err := a.stamp(a.store, r.observer)
+		if err != nil {
 			return err
 		}
+		asOfs[i] = observedAt(&types.ObservationRecord{Height: r.height, TimeMs: r.timeMs}, st, c)
 	}
-	at := a.wakeOf(w, c, asOf)
-	if at <= a.meta.TimeMs || err != nil {
+	// A report that lapsed (its expiry at or before FreshAt, which is at
+	// or before now) makes the watch due at once too.
+	at := a.wakeOf(w, c, asOfs)
+	if at <= a.meta.TimeMs {
 		// Due again at once (a report stale from the next block on): an
 		// evaluation sets that timer, after this block's have fired.
 		a.dirty[ref] = true
-		return err
+		return nil
 	}
 	a.schedule(ref, at)
 	return nil

@@ -96,28 +96,24 @@ func (a *App) noteLapsed(ref string, reports []ObserverReport) {
 	}
 }
 
-// dropFrozen re-evaluates, before a break that replaces the frozen vouch
-// with the one in force, the checks whose timer waits on a report of the
-// observer that only the frozen vouch covers: that report now counts from
-// its own time, earlier than its timer, and a timer must never be late (a
-// node restarted now would set it from the state, and evaluate sooner).
-func (a *App) dropFrozen(observer string, st *types.ObserverStamp) {
-	if st.Height <= st.FloorHeight || st.FrozenHeight <= st.FrozenFloor {
-		return // the frozen vouch stays, or covers nothing
-	}
-	for ref, w := range a.watches {
-		for _, r := range w.reports {
-			if r.observer == observer && st.FrozenFloor < r.height && r.height <= st.FrozenHeight {
-				a.dirty[ref] = true
+// breakStamp records a break at height h: the vouch in force freezes, and
+// later vouches cover only records written after h. When that replaces a
+// frozen vouch, the checks whose timer waits on a report of the observer
+// that only the frozen vouch covered are re-evaluated: that report now
+// counts from its own time, earlier than its timer, and a timer must never
+// be late (a node restarted now would set it from the state, and evaluate
+// sooner).
+func (a *App) breakStamp(observer string, st *types.ObserverStamp, h int64) {
+	if st.Height > st.FloorHeight {
+		if st.FrozenHeight > st.FrozenFloor {
+			for ref, w := range a.watches {
+				for _, r := range w.reports {
+					if r.observer == observer && st.FrozenFloor < r.height && r.height <= st.FrozenHeight {
+						a.dirty[ref] = true
+					}
+				}
 			}
 		}
-	}
-}
-
-// breakStamp records a break at height h: the vouch in force freezes, and
-// later vouches cover only records written after h.
-func breakStamp(st *types.ObserverStamp, h int64) {
-	if st.Height > st.FloorHeight {
 		st.FrozenTimeMs, st.FrozenHeight, st.FrozenFloor = st.TimeMs, st.Height, st.FloorHeight
 	}
 	st.TimeMs, st.Height, st.FloorHeight = 0, 0, h
@@ -134,17 +130,14 @@ func (a *App) stampBatch(observer string, nonce uint64, b *types.ObservationBatc
 	now, h := a.meta.TimeMs, a.meta.Height
 	var note string
 	switch {
-	case b.PrevNonce != st.LastNonce:
-		a.dropFrozen(observer, &st)
-		breakStamp(&st, h)
-		if b.UnchangedAsOfMs > 0 {
-			note = "; vouch not counted: the batch does not follow the one applied last (a batch went missing or came late), so records up to this height need reporting again"
+	case b.PrevNonce != st.LastNonce || broken:
+		a.breakStamp(observer, &st, h)
+		why := "a report was skipped"
+		if b.PrevNonce != st.LastNonce {
+			why = "the batch does not follow the one applied last (a batch went missing or came late)"
 		}
-	case broken:
-		a.dropFrozen(observer, &st)
-		breakStamp(&st, h)
 		if b.UnchangedAsOfMs > 0 {
-			note = "; vouch not counted: a report was skipped, so records up to this height need reporting again"
+			note = "; vouch not counted: " + why + ", so records up to this height need reporting again"
 		}
 	case b.UnchangedAsOfMs > 0 && min(b.UnchangedAsOfMs, now) <= st.TimeMs:
 		// A vouch replaces the one before; an earlier time would take back

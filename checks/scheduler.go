@@ -578,10 +578,6 @@ func (s *Scheduler) takePending() ([]report, int64) {
 // and now. It is 0 when a target has neither an accepted result nor a
 // pending one. s.mu is held.
 func (s *Scheduler) vouchTime() int64 {
-	sending := make(map[string]int64, len(s.pending))
-	for key, r := range s.pending {
-		sending[key] = r.obs.ObservedAtMs
-	}
 	at := s.cfg.Now().UnixMilli()
 	active := 0
 	for key, e := range s.entries {
@@ -589,13 +585,13 @@ func (s *Scheduler) vouchTime() int64 {
 			continue
 		}
 		active++
-		seen, ok := sending[key]
-		if !ok {
-			last, sent := s.sent[key]
-			if !sent {
-				return 0
-			}
+		var seen int64
+		if r, ok := s.pending[key]; ok {
+			seen = r.obs.ObservedAtMs
+		} else if last, ok := s.sent[key]; ok {
 			seen = last.confirmed
+		} else {
+			return 0
 		}
 		at = min(at, seen+e.interval.Milliseconds())
 	}

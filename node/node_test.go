@@ -224,20 +224,28 @@ func TestNodeDecidesRealServiceHealth(t *testing.T) {
 	// A proven read verifies against the app hash the next signed header
 	// carries, and rebuilds from the proven records to the node's answer.
 	for _, path := range []string{"/v1/services/web", "/v1/services/nope", "/v1/alerts", "/v1/health/service/web"} {
-		p := provenGet(ctx, t, tn.httpAddr, path)
-		header, err := n2.HeaderAppHash(ctx, p.Height+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vr, err := proof.Verify(p.Proofs, header)
-		if err != nil {
-			t.Fatalf("%s: verify against header %d: %v", path, p.Height+1, err)
-		}
-		code, body, err := server.Rebuild(ctx, vr, http.MethodGet, path)
-		var node bytes.Buffer
-		if cerr := json.Compact(&node, p.Answer); err != nil || cerr != nil || code != p.Code || !bytes.Equal(body, node.Bytes()) {
-			t.Fatalf("%s: rebuilt %d %s (%v), node's %d %s", path, code, body, err, p.Code, p.Answer)
-		}
+		provenRebuilds(ctx, t, n2, tn.httpAddr, path)
+	}
+}
+
+// provenRebuilds reads path?proof=1 from the node's API, verifies it
+// against the app hash the next signed header carries, and rebuilds the
+// node's answer from the proven records.
+func provenRebuilds(ctx context.Context, t *testing.T, n *node.Node, addr, path string) {
+	t.Helper()
+	p := provenGet(ctx, t, addr, path)
+	header, err := n.HeaderAppHash(ctx, p.Height+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vr, err := proof.Verify(p.Proofs, header)
+	if err != nil {
+		t.Fatalf("%s: verify against header %d: %v", path, p.Height+1, err)
+	}
+	code, body, err := server.Rebuild(ctx, vr, http.MethodGet, path)
+	var answer bytes.Buffer
+	if cerr := json.Compact(&answer, p.Answer); err != nil || cerr != nil || code != p.Code || !bytes.Equal(body, answer.Bytes()) {
+		t.Fatalf("%s: rebuilt %d %s (%v), node's %d %s", path, code, body, err, p.Code, p.Answer)
 	}
 }
 
@@ -305,20 +313,7 @@ func TestObserverVouches(t *testing.T) {
 	if len(obs) != 1 || obs[0].VouchHeight <= height || obs[0].VouchedAt == nil {
 		t.Fatalf("observers = %+v, want a vouch committed after height %d", obs, height)
 	}
-	p := provenGet(ctx, t, tn.httpAddr, "/v1/services/web")
-	header, err := tn.node.HeaderAppHash(ctx, p.Height+1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vr, err := proof.Verify(p.Proofs, header)
-	if err != nil {
-		t.Fatalf("verify against header %d: %v", p.Height+1, err)
-	}
-	code, body, err := server.Rebuild(ctx, vr, http.MethodGet, "/v1/services/web")
-	var answer bytes.Buffer
-	if cerr := json.Compact(&answer, p.Answer); err != nil || cerr != nil || code != p.Code || !bytes.Equal(body, answer.Bytes()) {
-		t.Fatalf("rebuilt %d %s (%v), node's %d %s", code, body, err, p.Code, p.Answer)
-	}
+	provenRebuilds(ctx, t, tn.node, tn.httpAddr, "/v1/services/web")
 	target.Close()
 	waitFor(t, "agreed critical", 30*time.Second, func() (bool, error) {
 		ch, err := checkStatus(ctx, tn.client)
