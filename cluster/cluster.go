@@ -321,13 +321,24 @@ func (n *Node) Height(ctx context.Context) int64 {
 }
 
 // StartAll starts every node with flags and waits until each has
-// committed a block.
+// committed a block and takes transactions: a node still syncing blocks
+// from its peers (CometBFT's blocksync) commits them but refuses
+// transactions (503, not ready) until it has caught up.
 func (c *Cluster) StartAll(flags ...string) {
 	c.t.Helper()
 	for _, n := range c.Nodes {
 		n.Start(flags...)
 	}
 	c.WaitHeight(1)
+	c.WaitFor("every node taking transactions", Patience, func(ctx context.Context) (bool, error) {
+		for _, n := range c.Nodes {
+			st, err := n.Client.Status(ctx)
+			if err != nil || st.CatchingUp {
+				return false, err
+			}
+		}
+		return true, nil
+	})
 }
 
 // Running lists the nodes whose process runs.
